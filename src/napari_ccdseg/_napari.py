@@ -1,0 +1,94 @@
+"""npe2 glue: the file reader, the Labels writer and the sample data named in ``napari.yaml``.
+
+Thin on purpose: all file logic lives in :mod:`napari_ccdseg.io`, so the CLI reads files the same way.
+No Qt here; napari turns the LayerData tuples into layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io
+from .classes import labels_layer_kwargs
+
+LayerData = tuple[Any, dict, str]
+_CONTRAST_SAMPLE = 512  # pixels per side used to pick contrast limits; enough for percentiles, fast on 6k frames
+
+
+def _paths(path: str | Sequence[str]) -> list[Path] | None:
+    """The frame files to read, or None when any of them is not ours (napari then asks another reader)."""
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    if not paths or not all(io.is_frame_file(p) and not p.is_dir() for p in paths):
+        return None
+    return paths
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Claim FITS/TIFF/PNG/NPY frames (one path or a list of them); None for anything else."""
+    paths = _paths(path)
+    if paths is None:
+        return None
+    return lambda _path: [layer for p in paths for layer in read_layers(p)]
+
+
+def _contrast_limits(data: np.ndarray) -> tuple[float, float]:
+    """0.5-99.5 percentile limits, so a few glitch pixels of 1e7 ADU do not wash out the frame."""
+    step = max(1, max(data.shape) // _CONTRAST_SAMPLE)
+    low, high = np.percentile(data[::step, ::step], [0.5, 99.5])
+    return (float(low), float(high)) if high > low else (float(low), float(low) + 1.0)
+
+
+def _image_layer(frame: io.Frame) -> LayerData:
+    """An image layer keeping the FITS header and source file in its metadata."""
+    kwargs: dict = {
+        "name": frame.name,
+        "metadata": {"header": frame.header, "source": str(frame.source) if frame.source else None},
+    }
+    if frame.data.ndim == 3:
+        kwargs["rgb"] = True
+    else:
+        kwargs["colormap"] = "gray"
+        kwargs["contrast_limits"] = _contrast_limits(frame.data)
+    return frame.data, kwargs, "image"
+
+
+def read_layers(path: Path) -> list[LayerData]:
+    """Image layers for every frame in ``path``, plus its ``X_labels`` map as a Labels layer if one exists.
+
+    A multi-extension file has one label map; it is checked against, and named after, the first frame.
+    """
+    frames = io.read_frames(path)
+    layers = [_image_layer(frame) for frame in frames]
+    labels_path = io.labels_path_for(path)
+    if labels_path is not None:
+        first = frames[0]
+        labels = io.read_label_map(labels_path, first.data.shape[:2], frame=path)
+        kwargs = labels_layer_kwargs(f"{first.name} labels")
+        kwargs["metadata"] = {**kwargs["metadata"], "source": str(labels_path)}
+        layers.append((labels, kwargs, "labels"))
+    return layers
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """Save a Labels layer as a class map (uint8 PNG/TIFF/NPY), refusing values outside the class scheme."""
+    return [str(io.write_label_map(path, data))]
+
+
+def sample_frame() -> list[LayerData]:
+    """A simulated 512 x 512 frame and its exact truth labels (seed 0, so every user sees the same one)."""
+    from .simulate import SimConfig, simulate_frame  # the simulator only when the sample is asked for
+
+    simulated = simulate_frame(SimConfig(), seed=0)
+    name = "simulated frame"
+    image = np.asarray(simulated.image, dtype=np.float32)
+    image_kwargs = {
+        "name": name,
+        "colormap": "gray",
+        "contrast_limits": _contrast_limits(image),
+        "metadata": {"simulation": simulated.metadata},
+    }
+    return [(image, image_kwargs, "image"), (simulated.labels, labels_layer_kwargs(f"{name} truth"), "labels")]

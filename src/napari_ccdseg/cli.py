@@ -1,0 +1,301 @@
+"""The ``ccdseg`` command line: simulate, label, train, predict, evaluate and the demo.
+
+Every subcommand is a thin layer over the core modules, with tqdm progress on long work and a
+one-line error (exit code 2) instead of a traceback on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .errors import InputError
+
+EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe form of a frame name such as ``run1[AMP2]``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "frame"
+
+
+class _TrainProgress:
+    """tqdm bar per epoch and one printed line per epoch, from typed training updates."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, update) -> None:
+        from .updates import EpochUpdate, LogUpdate, StepUpdate
+
+        if isinstance(update, StepUpdate):
+            if self.bar is None:
+                self.bar = tqdm(total=update.steps, desc=f"epoch {update.epoch}/{update.epochs}", leave=False)
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{update.loss:.4f}")
+        elif isinstance(update, EpochUpdate):
+            self._close()
+            row = update.row
+            tqdm.write(
+                f"epoch {update.epoch}/{update.epochs}: train loss {row['train_loss']:.4f}, "
+                f"val loss {row['val_loss']:.4f}, accuracy {row['val_accuracy']:.4f}, "
+                f"cluster F1 {row['val_f1_cluster']:.3f}" + ("  [saved]" if update.saved else "")
+            )
+        elif isinstance(update, LogUpdate):
+            self._close()
+            tqdm.write(update.message)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .simulate import SIM_PRESETS, simulate_dataset
+
+    config = dataclasses.replace(SIM_PRESETS[args.preset])
+    if args.size:
+        config.rows, config.cols = args.size
+    if args.noise is not None:
+        config.read_noise_e = args.noise
+    if args.units:
+        config.units = args.units
+    paths = simulate_dataset(args.out_dir, args.n, config, seed=args.seed, fmt=args.format)
+    print(f"wrote {len(paths)} simulated frame(s) with truth labels to {args.out_dir}")
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from .autolabel import class_stats, label_frame
+    from .dataset import frame_files
+    from .io import read_frames, write_label_map
+
+    out = Path(args.out)
+    maps = []
+    for frame_path, _ in tqdm(frame_files(args.inputs), desc="labelling", unit="file"):
+        frames = read_frames(frame_path)
+        for frame in frames:
+            labels = label_frame(frame.data, args.preset, name=frame.name)
+            stem = _safe_name(frame.name) if len(frames) > 1 else _frame_stem(frame_path)
+            write_label_map(out / f"{stem}_labels.png", labels)
+            maps.append(labels)
+    print(class_stats(maps).table())
+
+
+def _frame_stem(path: Path) -> str:
+    from .dataset import _stem
+
+    return _stem(path)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .dataset import load_labelled
+    from .train import TrainConfig, train
+
+    frames = load_labelled(args.data, preset=args.preset)
+    config = TrainConfig(
+        architecture=args.config,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        tile_size=args.tile,
+        learning_rate=args.lr,
+        optimiser=args.optimiser,
+        val_split=args.val_split,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        max_minutes=args.max_minutes,
+    )
+    progress = _TrainProgress()
+    try:
+        result = train(
+            frames,
+            args.out,
+            config,
+            progress=progress,
+            init_model=args.fine_tune,
+            metadata={"label_preset": args.preset},
+        )
+    except KeyboardInterrupt:
+        progress._close()
+        print(f"interrupted: the best checkpoint so far (if any epoch finished) is in {args.out}")
+        raise
+    best = result.history[result.best_epoch - 1]
+    print(
+        f"model: {result.model_path} (epoch {result.best_epoch}, val cluster F1 "
+        f"{best['val_f1_cluster']:.3f}); history: {', '.join(str(p) for p in result.files[1:])}"
+    )
+
+
+def _load_model(model_path: str, device: str):
+    """Load a model file onto the chosen device and say which device that is."""
+    from .devices import describe_device, resolve_device
+    from .modelfile import load_model
+
+    torch_device = resolve_device(device)
+    model, meta = load_model(model_path, torch_device)
+    print(f"running on {describe_device(torch_device)}")
+    return model, meta
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .atomic import atomic_path
+    from .dataset import frame_files
+    from .io import read_frames, write_label_map
+    from .predict import predict_frame
+
+    model, meta = _load_model(args.model, args.device)
+    out = Path(args.out)
+    count = 0
+    for frame_path, _ in tqdm(frame_files(args.inputs), desc="predicting", unit="file"):
+        frames = read_frames(frame_path)
+        for frame in frames:
+            prediction = predict_frame(
+                model, frame.data, meta["normalisation"], probabilities=args.probabilities
+            )
+            stem = _safe_name(frame.name) if len(frames) > 1 else _frame_stem(frame_path)
+            write_label_map(out / f"{stem}_labels.png", prediction.labels)
+            if args.probabilities:
+                with atomic_path(out / f"{stem}_probabilities.npy") as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, prediction.probabilities)
+            count += 1
+    print(f"wrote {count} prediction(s) to {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .dataset import load_labelled
+    from .metrics import evaluate
+    from .predict import predict_frame
+    from .report import write_report
+
+    model, meta = _load_model(args.model, args.device)
+    frames = load_labelled(args.data, preset=args.preset)
+    samples, examples = [], []
+    for frame in tqdm(frames, desc="evaluating", unit="frame"):
+        pred = predict_frame(model, frame.image, meta["normalisation"]).labels
+        samples.append((frame.image, frame.labels, frame.instances, pred))
+        if len(examples) < 3:
+            examples.append((frame.name, frame.image, frame.labels, pred))
+    evaluation = evaluate(samples)
+    summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}")
+    print(evaluation["pixel"]["text"])
+    print(f"report: {summary}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Simulate -> train on CPU for a few minutes -> predict held-out frames -> report."""
+    from .demo import run_demo
+
+    summary = run_demo(Path(args.out), minutes=args.minutes, seed=args.seed, device=args.device)
+    print(f"demo report: {summary}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; one sub-parser per stage."""
+    from .autolabel import LABEL_PRESETS
+    from .simulate import SIM_PRESETS
+    from .unet import UNET_CONFIGS
+
+    parser = argparse.ArgumentParser(prog="ccdseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"napari-ccdseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write simulated frames with exact truth labels")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--n", type=int, default=4, help="number of frames (default 4)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("ROWS", "COLS"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, help="read noise in e- rms")
+    p.add_argument("--units", choices=["e", "adu"])
+    p.add_argument("--preset", choices=sorted(SIM_PRESETS), default="conventional")
+    p.add_argument("--format", choices=["npy", "fits"], default="npy")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("label", help="auto-label frames by thresholds; writes X_labels.png")
+    p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
+    p.add_argument("--preset", choices=LABEL_PRESETS, default="physical")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("train", help="train a U-Net on labelled frames")
+    p.add_argument("data", nargs="+", help="dataset folders or frame files")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps", type=int, default=32, help="optimiser steps per epoch")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tile", type=int, default=128, help="training tile size in pixels")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimiser", choices=["adam", "adadelta"], default="adam")
+    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time, keeping the best model")
+    p.add_argument("--config", choices=sorted(UNET_CONFIGS), default="small", help="network architecture")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fine-tune", metavar="MODEL", help="start from this model file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict class maps; writes X_labels.png per frame")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--probabilities", action="store_true", help="also write X_probabilities.npy")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="compare predictions with label maps; writes a report folder")
+    p.add_argument("model")
+    p.add_argument("data", nargs="+")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="simulate, train, predict and report, on embedded defaults")
+    p.add_argument("--out", default="ccdseg-demo")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ccdseg`` console script."""
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        args.func(args)
+    except InputError as error:
+        print(f"ccdseg {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"ccdseg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"done in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

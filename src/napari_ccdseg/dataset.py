@@ -1,0 +1,101 @@
+"""Labelled frames for training and evaluation: from dataset folders, files or napari layers.
+
+A dataset folder holds frames ``X.<ext>`` with optional label maps ``X_labels.<png|tif|npy>``
+and, for simulated data, exact cluster instances ``X_instances.npy``. Frames without a label
+map are auto-labelled when a preset is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import io
+from .autolabel import PhysicalParams, label_frame
+from .classes import UNLABELLED
+from .errors import InputError
+
+
+@dataclass
+class LabelledFrame:
+    """One frame and its class map (and truth cluster instances when known)."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_pair(self.name, self.image, self.labels)
+
+
+def check_pair(name: str, image: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse a label map that does not fit its frame, or pixels that are not finite."""
+    if image.ndim not in (2, 3):
+        raise InputError(f"{name}: expected a 2-D frame (or a colour image), got shape {image.shape}")
+    if labels.shape != image.shape[:2]:
+        raise InputError(
+            f"{name}: label map is {labels.shape[0]}x{labels.shape[1]} but the frame is "
+            f"{image.shape[0]}x{image.shape[1]}"
+        )
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise InputError(f"{name}: {bad} pixel(s) are NaN or infinite")
+
+
+def _instances_for(frame_path: Path) -> np.ndarray | None:
+    path = frame_path.with_name(f"{_stem(frame_path)}_instances.npy")
+    return np.load(path, allow_pickle=False) if path.exists() else None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(io.FRAME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def frame_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Path | None]]:
+    """(frame, label map or None) for each input: a frame file or a dataset folder."""
+    pairs: list[tuple[Path, Path | None]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pairs.extend(io.find_dataset(path))
+        elif path.exists():
+            pairs.append((path, io.labels_path_for(path)))
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return pairs
+
+
+def load_labelled(
+    inputs: Sequence[str | Path],
+    preset: str | None = None,
+    params: PhysicalParams | None = None,
+    *,
+    require_labels: bool = True,
+) -> list[LabelledFrame]:
+    """Read frames with their label maps; auto-label those without one when ``preset`` is set."""
+    frames: list[LabelledFrame] = []
+    for frame_path, labels_path in frame_files(inputs):
+        for frame in io.read_frames(frame_path):
+            if labels_path is not None:
+                labels = io.read_label_map(labels_path, expected_shape=frame.data.shape[:2])
+            elif preset is not None:
+                labels = label_frame(frame.data, preset, params=params, name=frame.name)
+            elif require_labels:
+                raise InputError(
+                    f"{frame_path}: no label map {_stem(frame_path)}_labels.png beside it; "
+                    "give a preset to auto-label frames without labels"
+                )
+            else:
+                labels = np.full(frame.data.shape[:2], UNLABELLED, np.uint8)
+            frames.append(LabelledFrame(frame.name, frame.data, labels, _instances_for(frame_path)))
+    if not frames:
+        raise InputError(f"no frames found in {', '.join(map(str, inputs))}")
+    return frames

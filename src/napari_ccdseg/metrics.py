@@ -1,0 +1,365 @@
+"""Numbers that say how good a segmentation is, at pixel level and at cluster level.
+
+Pixel figures (precision, recall, F1, support per class) are scikit-learn's classification report,
+as the original project printed them. Physicists care about clusters, though: how many true
+clusters a model finds (detection efficiency), how that depends on their charge, and how many
+clusters it invents (fakes per megapixel). Everything returned is JSON-serialisable.
+
+Pooled pixel figures are computed from a confusion matrix accumulated frame by frame, so an
+evaluation over many 6k × 6k frames never holds more than one frame's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.measure import label as connected_components
+from sklearn.metrics import classification_report
+
+from .classes import CLASS_NAMES, CLUSTER, N_CLASSES
+from .errors import InputError
+from .noise import pedestal_noise
+
+FOUND_COVERAGE = 0.5
+"""Share of a true cluster's pixels that predicted cluster pixels must cover for it to count as found.
+
+Half, because at that point the prediction unambiguously locates the cluster and holds most of its
+charge, while disagreement on its faint edge pixels (which sit at the noise level, where even the
+threshold-derived truth is uncertain) does not count as a miss. A lower share would credit one
+touched pixel of a 100-pixel muon track as a detection; a higher one would punish edges that do
+not change what a physicist reconstructs.
+"""
+
+_OTHER = N_CLASSES
+"""Confusion column for predicted values outside the classes (e.g. 255 in a preset's label map)."""
+
+_BINS_PER_DECADE = 4
+_CHUNK = 1 << 20
+
+
+def _check_same_shape(named: dict[str, np.ndarray | None], where: str) -> None:
+    """Raise InputError naming the arrays whose (row, column) sizes differ."""
+    shapes = {name: np.shape(array)[:2] for name, array in named.items() if array is not None}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape[0]}×{shape[1]}" for name, shape in shapes.items())
+        raise InputError(f"{where}: sizes differ ({listed})")
+
+
+def confusion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pixel counts, rows truth class, columns predicted class plus one 'other' column.
+
+    Unlabelled truth pixels are left out; the extra column keeps predictions outside the classes
+    in each class's support (they are errors) without inventing a class for them. Counted in
+    chunks so a 6k × 6k frame needs no frame-sized 64-bit copies.
+    """
+    _check_same_shape({"truth": truth, "prediction": pred}, "pixel report")
+    truth = np.asarray(truth).ravel()
+    pred = np.asarray(pred).ravel()
+    counts = np.zeros(N_CLASSES * (N_CLASSES + 1), dtype=np.int64)
+    for start in range(0, truth.size, _CHUNK):
+        counts += _chunk_counts(truth[start : start + _CHUNK], pred[start : start + _CHUNK])
+    return counts.reshape(N_CLASSES, N_CLASSES + 1)
+
+
+def _chunk_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Flattened confusion counts of one chunk of pixels."""
+    keep = (truth >= 0) & (truth < N_CLASSES)  # drops UNLABELLED and anything else outside the classes
+    truth = truth[keep].astype(np.int64)
+    pred = pred[keep].astype(np.int64)
+    pred[(pred < 0) | (pred >= N_CLASSES)] = _OTHER
+    return np.bincount(truth * (N_CLASSES + 1) + pred, minlength=N_CLASSES * (N_CLASSES + 1))
+
+
+def report_from_confusion(confusion: np.ndarray) -> dict:
+    """scikit-learn's classification report of the pixels a confusion matrix counts.
+
+    Each matrix cell is passed once with its count as sample weight, which gives the same numbers
+    as passing every pixel, at no memory cost.
+    """
+    total = int(confusion.sum())
+    if total == 0:
+        raise InputError("pixel report: no labelled pixels (every truth pixel is unlabelled)")
+    truth_index, pred_index = np.nonzero(confusion)
+    report = classification_report(
+        truth_index,
+        pred_index,
+        labels=list(range(N_CLASSES)),
+        target_names=list(CLASS_NAMES),
+        sample_weight=confusion[truth_index, pred_index],
+        output_dict=True,
+        zero_division=0,
+    )
+    report.pop("micro avg", None)  # scikit-learn's name for accuracy when 'other' predictions exist
+    for row in report.values():
+        if isinstance(row, dict):
+            row["support"] = int(round(row["support"]))
+    report["accuracy"] = float(np.trace(confusion[:, :N_CLASSES]) / total)
+    report["confusion"] = confusion[:, :N_CLASSES].astype(int).tolist()
+    report["text"] = format_report(report)
+    return report
+
+
+def format_report(report: dict, digits: int = 2) -> str:
+    """The report as text laid out exactly like scikit-learn prints it (support as integers)."""
+    names = [*CLASS_NAMES, "macro avg", "weighted avg"]
+    width = max(len(name) for name in names)
+    header = " " * width + " " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score", "support"))
+    lines = [header, ""]
+    for name in names:
+        if name == "macro avg":
+            total = report["weighted avg"]["support"]
+            lines += ["", f"{'accuracy':>{width}} " + " " * 20 + f" {report['accuracy']:>9.{digits}f} {total:>9}"]
+        row = report[name]
+        scores = "".join(f" {row[key]:>9.{digits}f}" for key in ("precision", "recall", "f1-score"))
+        lines.append(f"{name:>{width}} {scores} {row['support']:>9}")
+    return "\n".join(lines) + "\n"
+
+
+def pixel_report(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """Per-class precision/recall/F1/support, accuracy, confusion (rows truth) and printed text.
+
+    Only pixels whose truth is labelled count; classes absent from both maps score 0, not an error.
+    """
+    return report_from_confusion(confusion_counts(truth, pred))
+
+
+def cluster_instances(labels: np.ndarray) -> np.ndarray:
+    """Cluster instances (8-connected components of the cluster class) when no truth map has them.
+
+    8-connectivity because diffusion and diagonal tracks join clusters through pixel corners.
+    """
+    return connected_components(np.asarray(labels) == CLUSTER, connectivity=2).astype(np.int32)
+
+
+@dataclass
+class ClusterMatch:
+    """How one frame's predicted clusters meet its true clusters."""
+
+    found: np.ndarray
+    """Per true cluster: predicted cluster pixels cover at least the coverage share of it."""
+    charges: np.ndarray
+    """Per true cluster: sum of the image over its pixels, or its pixel count with no image."""
+    n_fake: int
+    """Predicted cluster components (8-connected) touching no true cluster pixel."""
+    n_pixels: int
+    """Frame size in pixels, for rates per megapixel."""
+    sizes: np.ndarray
+    """Per true cluster: its pixel count."""
+    n_predicted: int
+    """Predicted cluster components (8-connected)."""
+
+
+def match_clusters(
+    truth_instances: np.ndarray,
+    pred_labels: np.ndarray,
+    image: np.ndarray | None = None,
+    coverage: float = FOUND_COVERAGE,
+) -> ClusterMatch:
+    """Match a frame's true cluster instances (ids > 0) with its predicted cluster pixels.
+
+    Each true cluster is judged on its own, so a prediction that merges two touching clusters
+    finds both; the image, if given, should be 2-D and pedestal-subtracted for charges to mean
+    anything.
+    """
+    _check_same_shape(
+        {"truth instances": truth_instances, "prediction": pred_labels, "image": image}, "cluster match"
+    )
+    instances = np.asarray(truth_instances)
+    predicted = np.asarray(pred_labels) == CLUSTER
+    in_cluster = instances > 0
+    _, inverse = np.unique(instances[in_cluster], return_inverse=True)
+    sizes = np.bincount(inverse)
+    covered = np.bincount(inverse, weights=predicted[in_cluster], minlength=sizes.size)
+    # covered / sizes rounds like the literal coverage, so an exact share sits on the boundary.
+    found = covered / np.maximum(sizes, 1) >= coverage
+    if image is None:
+        charges = sizes.astype(np.float64)
+    else:
+        charges = np.bincount(inverse, weights=np.asarray(image, np.float64)[in_cluster], minlength=sizes.size)
+    components = connected_components(predicted, connectivity=2)
+    touched = np.unique(components[in_cluster & predicted])
+    n_predicted = int(components.max())
+    return ClusterMatch(
+        found=found,
+        charges=charges,
+        n_fake=n_predicted - touched.size,
+        n_pixels=int(instances.size),
+        sizes=sizes,
+        n_predicted=n_predicted,
+    )
+
+
+def charge_bin_edges(charges: np.ndarray) -> np.ndarray:
+    """Log-spaced bin edges, four per decade on decade boundaries, covering the positive charges.
+
+    Fixed boundaries (…, 10, 17.8, 31.6, 56.2, 100, …) keep curves from different runs comparable.
+    """
+    positive = charges[charges > 0]
+    if positive.size == 0:
+        return np.array([], dtype=np.float64)
+    low = np.floor(_BINS_PER_DECADE * np.log10(positive.min()))
+    high = np.floor(_BINS_PER_DECADE * np.log10(positive.max())) + 1
+    return 10.0 ** (np.arange(low, high + 1) / _BINS_PER_DECADE)
+
+
+def efficiency_vs_charge(found: np.ndarray, charges: np.ndarray) -> dict:
+    """Clusters, found clusters and efficiency per log charge bin (None where a bin is empty).
+
+    Clusters with charge ≤ 0 (possible in noisy ADU frames) have no place on a log axis and are
+    left out here, though they count in the overall efficiency.
+    """
+    edges = charge_bin_edges(charges)
+    if edges.size == 0:
+        return {"bin_edges": [], "counts": [], "found": [], "efficiency": []}
+    counts, _ = np.histogram(charges, bins=edges)
+    hits, _ = np.histogram(charges[found], bins=edges)
+    efficiency = [float(h / n) if n else None for h, n in zip(hits, counts)]
+    return {
+        "bin_edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "found": hits.tolist(),
+        "efficiency": efficiency,
+    }
+
+
+def _cluster_f1(confusion: np.ndarray) -> float | None:
+    """Pixel F1 of the cluster class from a confusion matrix; None when neither map has clusters."""
+    true_positive = confusion[CLUSTER, CLUSTER]
+    false_negative = confusion[CLUSTER].sum() - true_positive
+    false_positive = confusion[:, CLUSTER].sum() - true_positive
+    denominator = 2 * true_positive + false_negative + false_positive
+    return float(2 * true_positive / denominator) if denominator else None
+
+
+def _frame_summary(index: int, confusion: np.ndarray, match: ClusterMatch, shape: tuple) -> dict:
+    """The handful of numbers per frame that tell which frames a model struggles with."""
+    labelled = int(confusion.sum())
+    n_true = int(match.found.size)
+    n_found = int(match.found.sum())
+    return {
+        "index": index,
+        "shape": [int(s) for s in shape[:2]],
+        "labelled_pixels": labelled,
+        "accuracy": float(np.trace(confusion[:, :N_CLASSES]) / labelled) if labelled else None,
+        "cluster_f1": _cluster_f1(confusion),
+        "n_true": n_true,
+        "n_found": n_found,
+        "n_fake": match.n_fake,
+        "efficiency": n_found / n_true if n_true else None,
+    }
+
+
+def _charge_image(image: np.ndarray | None) -> np.ndarray | None:
+    """Pedestal-subtracted 2-D image for charges; None for no image or a colour rendering."""
+    if image is None or np.ndim(image) != 2:
+        return None
+    pedestal, _ = pedestal_noise(image)
+    return np.asarray(image, np.float64) - pedestal
+
+
+def evaluate(
+    samples: Iterable[tuple[np.ndarray | None, np.ndarray, np.ndarray | None, np.ndarray]],
+    coverage: float = FOUND_COVERAGE,
+) -> dict:
+    """Pixel and cluster figures over frames of (image, truth labels, truth instances, prediction).
+
+    Truth instances default to the truth's cluster components. Charges are image sums after
+    subtracting the frame's median pedestal, so raw ADU frames give meaningful charges; if any
+    frame lacks a 2-D image, every cluster is measured by its size in pixels instead, so one
+    axis never mixes units.
+    """
+    confusion = np.zeros((N_CLASSES, N_CLASSES + 1), dtype=np.int64)
+    found, charges, sizes, frames = [], [], [], []
+    n_fake = n_pixels = n_predicted = 0
+    all_have_images = True
+    for index, (image, truth, instances, pred) in enumerate(samples):
+        where = f"frame {index}"
+        _check_same_shape({"image": image, "truth": truth, "instances": instances, "prediction": pred}, where)
+        frame_confusion = confusion_counts(truth, pred)
+        charge_image = _charge_image(image)
+        all_have_images &= charge_image is not None
+        if instances is None:
+            instances = cluster_instances(truth)
+        match = match_clusters(instances, pred, charge_image, coverage)
+        confusion += frame_confusion
+        found.append(match.found)
+        charges.append(match.charges)
+        sizes.append(match.sizes)
+        n_fake += match.n_fake
+        n_pixels += match.n_pixels
+        n_predicted += match.n_predicted
+        frames.append(_frame_summary(index, frame_confusion, match, np.shape(truth)))
+    if not frames:
+        raise InputError("evaluation: no frames to evaluate")
+    found_all = np.concatenate(found)
+    measure = np.concatenate(charges) if all_have_images else np.concatenate(sizes).astype(np.float64)
+    n_true = int(found_all.size)
+    n_found = int(found_all.sum())
+    return {
+        "pixel": report_from_confusion(confusion),
+        "clusters": {
+            "coverage": coverage,
+            "n_true": n_true,
+            "n_found": n_found,
+            "n_predicted": n_predicted,
+            "n_fake": n_fake,
+            "efficiency": n_found / n_true if n_true else None,
+            "fakes_per_megapixel": n_fake / (n_pixels / 1e6),
+            "megapixels": n_pixels / 1e6,
+            "charge_unit": "image units" if all_have_images else "pixels",
+            "efficiency_vs_charge": efficiency_vs_charge(found_all, measure),
+        },
+        "frames": frames,
+    }
+
+
+def _centroids(components: np.ndarray, ids: np.ndarray) -> list[list[float]]:
+    """[row, column] centroid of each listed component, so a viewer can jump to it."""
+    if ids.size == 0:
+        return []
+    rows, cols = np.nonzero(components)
+    owner = components[rows, cols]
+    count = np.bincount(owner)
+    mean_row = np.bincount(owner, weights=rows) / np.maximum(count, 1)
+    mean_col = np.bincount(owner, weights=cols) / np.maximum(count, 1)
+    return [[round(float(mean_row[i]), 1), round(float(mean_col[i]), 1)] for i in ids]
+
+
+def _lonely(components: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Ids of the components that share no pixel with the other map's cluster pixels."""
+    touched = np.unique(components[other & (components > 0)])
+    return np.setdiff1d(np.arange(1, components.max() + 1), touched)
+
+
+def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
+    """How two label maps of one frame agree on clusters, when there is no truth to judge either.
+
+    A cluster component (8-connected) of one map is shared when it touches any cluster pixel of
+    the other: with no truth, neither map's extent is right, so any overlap means both saw it.
+    ``agreement`` is the share of all components (of both maps) that are shared; ``iou`` compares
+    cluster pixels. Both are 1 when neither map has clusters. Positions of the clusters only one
+    map found are [row, column] centroids.
+    """
+    _check_same_shape({"labels a": labels_a, "labels b": labels_b}, "cluster comparison")
+    mask_a = np.asarray(labels_a) == CLUSTER
+    mask_b = np.asarray(labels_b) == CLUSTER
+    components_a = connected_components(mask_a, connectivity=2)
+    components_b = connected_components(mask_b, connectivity=2)
+    only_a = _lonely(components_a, mask_b)
+    only_b = _lonely(components_b, mask_a)
+    n_a, n_b = int(components_a.max()), int(components_b.max())
+    union = int((mask_a | mask_b).sum())
+    return {
+        "n_a": n_a,
+        "n_b": n_b,
+        "both_a": n_a - int(only_a.size),
+        "both_b": n_b - int(only_b.size),
+        "only_a": int(only_a.size),
+        "only_b": int(only_b.size),
+        "agreement": float(n_a + n_b - only_a.size - only_b.size) / (n_a + n_b) if n_a + n_b else 1.0,
+        "iou": int((mask_a & mask_b).sum()) / union if union else 1.0,
+        "only_a_positions": _centroids(components_a, only_a),
+        "only_b_positions": _centroids(components_b, only_b),
+    }

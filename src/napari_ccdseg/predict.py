@@ -1,0 +1,127 @@
+"""Tiled prediction of frames of any size in bounded memory.
+
+The frame is cut into overlapping tiles, processed one row of tiles at a time (batched), and
+the logits are blended with weights that fall off towards tile edges, so no seam shows.
+Only a strip one tile high is kept in memory (plus the output), which bounds memory on
+6144 x 6144 frames; per-class probabilities are returned only on request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .normalise import normalise
+from .unet import UNet
+from .updates import StepUpdate
+
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 32
+
+
+@dataclass
+class Prediction:
+    """Class map (uint8) and, on request, per-class probabilities (classes, rows, cols)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length`` with at least ``overlap`` shared pixels; the last ends flush."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """Weights rising linearly over ``overlap`` pixels from each tile edge, never zero."""
+    ramp = np.ones(tile, np.float32)
+    if overlap > 0:
+        edge = (np.arange(overlap, dtype=np.float32) + 1) / (overlap + 1)
+        ramp[:overlap] = edge
+        ramp[-overlap:] = edge[::-1]
+    return np.outer(ramp, ramp)
+
+
+def _run_batches(
+    model: UNet, tiles: list[np.ndarray], batch_size: int, device: torch.device, amp: bool
+) -> Iterator[np.ndarray]:
+    """Logits of each tile, computed ``batch_size`` tiles at a time."""
+    for start in range(0, len(tiles), batch_size):
+        batch = torch.from_numpy(np.stack(tiles[start : start + batch_size]))[:, None]
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch).float()
+        yield from logits.cpu().numpy()
+
+
+@torch.inference_mode()
+def predict_normalised(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    probabilities: bool = False,
+    progress: Callable[[StepUpdate], None] | None = None,
+) -> Prediction:
+    """Predict a frame that is already normalised (2-D float32)."""
+    model.eval()
+    device = next(model.parameters()).device
+    amp = device.type == "cuda"
+    rows, cols = image.shape
+    tile_h, tile_w = min(tile, rows), min(tile, cols)
+    overlap = min(overlap, tile_h // 2, tile_w // 2)
+    window = blend_window(max(tile_h, tile_w), overlap)[:tile_h, :tile_w]
+    ys, xs = tile_starts(rows, tile_h, overlap), tile_starts(cols, tile_w, overlap)
+    n_classes = model.config.n_classes
+
+    labels = np.empty((rows, cols), np.uint8)
+    probs = np.empty((n_classes, rows, cols), np.float32) if probabilities else None
+    strip = np.zeros((n_classes, tile_h, cols), np.float32)
+    weight = np.zeros((tile_h, cols), np.float32)
+    strip_top = 0
+
+    def flush(n_rows: int) -> None:
+        """Finish the first ``n_rows`` rows of the strip and move the strip down."""
+        logits = strip[:, :n_rows] / weight[:n_rows]
+        labels[strip_top : strip_top + n_rows] = logits.argmax(0)
+        if probs is not None:
+            shifted = np.exp(logits - logits.max(0, keepdims=True))
+            probs[:, strip_top : strip_top + n_rows] = shifted / shifted.sum(0, keepdims=True)
+        strip[:, : tile_h - n_rows] = strip[:, n_rows:]
+        strip[:, tile_h - n_rows :] = 0
+        weight[: tile_h - n_rows] = weight[n_rows:]
+        weight[tile_h - n_rows :] = 0
+
+    for row_index, y in enumerate(ys):
+        if y > strip_top:
+            shift = y - strip_top
+            flush(shift)
+            strip_top = y
+        tiles = [image[y : y + tile_h, x : x + tile_w] for x in xs]
+        for x, logits in zip(xs, _run_batches(model, tiles, batch_size, device, amp)):
+            strip[:, :, x : x + tile_w] += logits * window
+            weight[:, x : x + tile_w] += window
+        if progress is not None:
+            progress(StepUpdate(1, 1, row_index + 1, len(ys)))
+    flush(tile_h)
+    return Prediction(labels, probs)
+
+
+def predict_frame(
+    model: UNet,
+    image: np.ndarray,
+    normalisation: str,
+    **kwargs,
+) -> Prediction:
+    """Normalise a raw frame the way the model was trained, then predict it tile by tile."""
+    return predict_normalised(model, normalise(image, normalisation), **kwargs)

@@ -1,0 +1,413 @@
+"""Train a U-Net on labelled CCD frames: one function, used by the CLI and the napari widget.
+
+Data flow: labelled frames -> normalised once -> random tiles (clusters oversampled) ->
+geometric augmentation -> class-weighted cross-entropy (unlabelled 255 ignored) -> the best
+checkpoint by validation loss, written atomically after every improving epoch, so a stopped or
+crashed run keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .augment import augment_pair, build_augmentation
+from .autolabel import class_stats, class_weights
+from .classes import CLASS_NAMES, CLUSTER, N_CLASSES, UNLABELLED
+from .dataset import LabelledFrame
+from .devices import describe_device, resolve_device
+from .errors import InputError
+from .modelfile import load_model, save_model
+from .normalise import choose_normalisation, normalise
+from .unet import UNet, build_unet
+from .updates import EpochUpdate, LogUpdate, StepUpdate, Update
+from .atomic import atomic_write_text
+
+OPTIMISERS = ("adam", "adadelta")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved in the model file."""
+
+    architecture: str = "small"
+    epochs: int = 30
+    steps_per_epoch: int = 32
+    batch_size: int = 8
+    tile_size: int = 128
+    learning_rate: float = 1e-3
+    optimiser: str = "adam"
+    val_split: float = 0.2
+    augment: bool = True
+    cluster_oversample: float = 0.5
+    """Share of training tiles centred on a cluster pixel: clusters are rare but matter most."""
+    class_weighting: str = "inverse"
+    """``inverse`` (the auto-labeler's weights), ``sqrt`` (their square root, renormalised) or ``none``."""
+    early_stopping: int = 8
+    plateau_patience: int = 3
+    max_val_tiles: int = 64
+    seed: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None
+    mixed_precision: bool = True
+
+    def validate(self) -> None:
+        """Refuse settings that would fail later inside torch."""
+        if self.optimiser not in OPTIMISERS:
+            raise InputError(f"optimiser {self.optimiser!r}: choose one of {', '.join(OPTIMISERS)}")
+        if self.class_weighting not in ("inverse", "sqrt", "none"):
+            raise InputError(f"class weighting {self.class_weighting!r}: choose inverse, sqrt or none")
+        if not 0 <= self.val_split < 1:
+            raise InputError(f"validation split {self.val_split}: must be in [0, 1)")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be at least 1")
+        if self.learning_rate <= 0:
+            raise InputError("learning rate must be positive")
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and how the run ended."""
+
+    model_path: Path
+    history: list[dict]
+    best_epoch: int
+    device: str
+    stopped: str | None = None
+    """None when all epochs ran; else why it ended early (cancelled, time budget, early stopping)."""
+    files: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class _Prepared:
+    """A frame normalised once, with the positions of its cluster pixels for oversampling."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    cluster_pixels: np.ndarray
+
+
+def _prepare(frames: Sequence[LabelledFrame], method: str) -> list[_Prepared]:
+    prepared = []
+    for frame in frames:
+        if choose_normalisation(frame.image) != method:
+            raise InputError(
+                f"{frame.name}: mixes colour images and CCD frames in one training set "
+                f"(expected '{method}' data like the first frame)"
+            )
+        prepared.append(
+            _Prepared(
+                frame.name,
+                normalise(frame.image, method),
+                frame.labels,
+                np.argwhere(frame.labels == CLUSTER),
+            )
+        )
+    return prepared
+
+
+def split_frames(
+    frames: Sequence[LabelledFrame], val_split: float, seed: int
+) -> tuple[list[LabelledFrame], list[LabelledFrame]]:
+    """Hold out whole frames for validation; a single frame is split by rows instead."""
+    if val_split == 0:
+        return list(frames), []
+    if len(frames) >= 2:
+        order = np.random.default_rng(seed).permutation(len(frames))
+        n_val = min(len(frames) - 1, max(1, round(val_split * len(frames))))
+        val = [frames[i] for i in sorted(order[:n_val])]
+        train = [frames[i] for i in sorted(order[n_val:])]
+        return train, val
+    frame = frames[0]
+    cut = max(1, int(round(frame.image.shape[0] * (1 - val_split))))
+    if cut >= frame.image.shape[0]:
+        return [frame], []
+    top = LabelledFrame(f"{frame.name} (top)", frame.image[:cut], frame.labels[:cut])
+    bottom = LabelledFrame(f"{frame.name} (bottom)", frame.image[cut:], frame.labels[cut:])
+    return [top], [bottom]
+
+
+def _crop(frame: _Prepared, top: int, left: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size window at (top, left); outside the frame: image 0, labels unlabelled."""
+    image = np.zeros((size, size), np.float32)
+    labels = np.full((size, size), UNLABELLED, np.uint8)
+    rows, cols = frame.labels.shape
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + size, rows), min(left + size, cols)
+    image[r0 - top : r1 - top, c0 - left : c1 - left] = frame.image[r0:r1, c0:c1]
+    labels[r0 - top : r1 - top, c0 - left : c1 - left] = frame.labels[r0:r1, c0:c1]
+    return image, labels
+
+
+class _TileSampler:
+    """Random training tiles; a share of them centred (with jitter) on a cluster pixel."""
+
+    def __init__(self, frames: list[_Prepared], config: TrainConfig) -> None:
+        self.frames = frames
+        self.size = config.tile_size
+        self.oversample = config.cluster_oversample
+        self.rng = np.random.default_rng(config.seed)
+        self.with_clusters = [i for i, f in enumerate(frames) if len(f.cluster_pixels)]
+        # Margin so that affine transforms and crops see real pixels, not padding.
+        self.context = int(self.size * 1.25) if config.augment else self.size
+        self.transform = build_augmentation(self.size, config.seed) if config.augment else None
+
+    def tile(self) -> tuple[np.ndarray, np.ndarray]:
+        size = self.context
+        if self.with_clusters and self.rng.random() < self.oversample:
+            frame = self.frames[self.rng.choice(self.with_clusters)]
+            centre = frame.cluster_pixels[self.rng.integers(len(frame.cluster_pixels))]
+            jitter = self.rng.integers(-self.size // 3, self.size // 3 + 1, size=2)
+            top, left = (centre + jitter - size // 2).tolist()
+        else:
+            frame = self.frames[self.rng.integers(len(self.frames))]
+            rows, cols = frame.labels.shape
+            top = int(self.rng.integers(0, max(rows - size, 0) + 1))
+            left = int(self.rng.integers(0, max(cols - size, 0) + 1))
+        image, labels = _crop(frame, top, left, size)
+        if self.transform is not None:
+            image, labels = augment_pair(self.transform, image, labels)
+        return image, labels
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles = [self.tile() for _ in range(n)]
+        images = torch.from_numpy(np.stack([t[0] for t in tiles]))[:, None]
+        labels = torch.from_numpy(np.stack([t[1] for t in tiles]).astype(np.int64))
+        return images, labels
+
+
+def _validation_tiles(frames: list[_Prepared], config: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A fixed grid of validation tiles, capped in number, so each epoch costs the same."""
+    size = config.tile_size
+    tiles = []
+    for frame in frames:
+        rows, cols = frame.labels.shape
+        for top in range(0, rows, size):
+            for left in range(0, cols, size):
+                tiles.append(_crop(frame, top, left, size))
+    if len(tiles) > config.max_val_tiles:
+        keep = np.random.default_rng(config.seed).choice(len(tiles), config.max_val_tiles, replace=False)
+        tiles = [tiles[i] for i in sorted(keep)]
+    return tiles
+
+
+# ---------------------------------------------------------------- loss and metrics
+
+
+def loss_weights(frames: Sequence[LabelledFrame], mode: str) -> np.ndarray:
+    """Class weights for the loss from the training labels (the auto-labeler's rule)."""
+    if mode == "none":
+        return np.ones(N_CLASSES, np.float32)
+    weights = class_weights(class_stats(f.labels for f in frames))
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+        weights *= N_CLASSES / weights.sum()
+    return weights.astype(np.float32)
+
+
+def _confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    pred = logits.argmax(1)
+    keep = labels != UNLABELLED
+    index = labels[keep] * N_CLASSES + pred[keep]
+    return torch.bincount(index, minlength=N_CLASSES**2).reshape(N_CLASSES, N_CLASSES).cpu()
+
+
+def scores_from_confusion(confusion: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy and per-class F1 from a confusion matrix (rows truth, columns prediction)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * tp / (confusion.sum(0) + confusion.sum(1)))
+    total = confusion.sum()
+    scores = {"accuracy": float(tp.sum() / total) if total else 0.0}
+    scores.update({f"f1_{name}": float(v) for name, v in zip(CLASS_NAMES, f1)})
+    return scores
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _write_history(history: list[dict], model_path: Path) -> list[Path]:
+    """History as JSON and CSV beside the model, rewritten after every epoch."""
+    base = model_path.with_name(model_path.name.split(".")[0] + "_history")
+    json_path, csv_path = base.with_suffix(".json"), base.with_suffix(".csv")
+    atomic_write_text(json_path, json.dumps(history, indent=1))
+    columns = list(history[0]) if history else []
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in history]
+    atomic_write_text(csv_path, "\n".join(lines) + "\n")
+    return [json_path, csv_path]
+
+
+class _Run:
+    """State of one training run: model, optimiser, data and bookkeeping."""
+
+    def __init__(self, frames, model_path, config, emit, init_model, metadata):
+        config.validate()
+        self.config = config
+        self.emit = emit
+        self.model_path = Path(model_path)
+        self.device = resolve_device(config.device)
+        emit(LogUpdate(f"training on {describe_device(self.device)}"))
+        torch.manual_seed(config.seed)
+
+        if init_model is not None:
+            self.model, base_meta = load_model(init_model, self.device)
+            self.method = base_meta["normalisation"]
+            emit(LogUpdate(f"fine-tuning {init_model}"))
+        else:
+            self.method = choose_normalisation(frames[0].image)
+            self.model = build_unet(config.architecture).to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+
+        train_frames, val_frames = split_frames(frames, config.val_split, config.seed)
+        weights = loss_weights(train_frames, config.class_weighting)
+        self.criterion = nn.CrossEntropyLoss(
+            weight=torch.from_numpy(weights).to(self.device), ignore_index=UNLABELLED
+        )
+        self.sampler = _TileSampler(_prepare(train_frames, self.method), config)
+        val_source = val_frames or train_frames
+        self.val_tiles = _validation_tiles(_prepare(val_source, self.method), config)
+        emit(
+            LogUpdate(
+                f"{len(train_frames)} training frame(s), {len(val_frames)} validation frame(s), "
+                f"class weights {np.round(weights, 3).tolist()}"
+            )
+        )
+        self.optimiser = self._optimiser()
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimiser, factor=0.5, patience=config.plateau_patience
+        )
+        self.amp = config.mixed_precision and self.device.type == "cuda"
+        self.metadata = {
+            **metadata,
+            "normalisation": self.method,
+            "class_weights": weights.tolist(),
+            "training": asdict(config),
+            "package_version": __version__,
+        }
+
+    def _optimiser(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.config.optimiser == "adadelta":
+            return torch.optim.Adadelta(params, lr=self.config.learning_rate)
+        return torch.optim.Adam(params, lr=self.config.learning_rate)
+
+    def _to_device(self, images: torch.Tensor, labels: torch.Tensor):
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def step(self) -> float:
+        self.model.train()
+        images, labels = self._to_device(*self.sampler.batch(self.config.batch_size))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.criterion(self.model(images).float(), labels)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return float(loss.detach())
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        total_loss, n_pixels = 0.0, 0
+        confusion = torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.int64)
+        size = self.config.batch_size
+        for start in range(0, len(self.val_tiles), size):
+            chunk = self.val_tiles[start : start + size]
+            images = torch.from_numpy(np.stack([t[0] for t in chunk]))[:, None]
+            labels = torch.from_numpy(np.stack([t[1] for t in chunk]).astype(np.int64))
+            images, labels = self._to_device(images, labels)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.model(images).float()
+            valid = int((labels != UNLABELLED).sum())
+            if valid:
+                total_loss += float(self.criterion(logits, labels)) * valid
+                n_pixels += valid
+            confusion += _confusion(logits, labels)
+        scores = scores_from_confusion(confusion.numpy())
+        return {"val_loss": total_loss / n_pixels if n_pixels else float("nan"), **{f"val_{k}": v for k, v in scores.items()}}
+
+    def save(self, history: list[dict], best_epoch: int) -> None:
+        summary = dict(history[best_epoch - 1]) if best_epoch else {}
+        save_model(self.model_path, self.model, {**self.metadata, "history_summary": summary})
+
+
+def train(
+    frames: Sequence[LabelledFrame],
+    model_path: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    progress: Callable[[Update], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    init_model: str | Path | None = None,
+    metadata: dict | None = None,
+) -> TrainResult:
+    """Train (or fine-tune ``init_model``) and write the best model to ``model_path``.
+
+    ``progress`` receives typed updates (a step, an epoch's scores, a log line);
+    ``should_stop`` is polled every step: when it returns True the run ends after that step,
+    keeping the best checkpoint. ``metadata`` (label preset, thresholds...) goes into the file.
+    """
+    config = config or TrainConfig()
+    emit = progress or (lambda update: None)
+    stop_requested = should_stop or (lambda: False)
+    if not frames:
+        raise InputError("no training frames given")
+    run = _Run(list(frames), model_path, config, emit, init_model, metadata or {})
+
+    history: list[dict] = []
+    best_loss, best_epoch, stale = float("inf"), 0, 0
+    stopped: str | None = None
+    started = time.monotonic()
+    deadline = started + config.max_minutes * 60 if config.max_minutes else None
+    files: list[Path] = []
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.monotonic()
+        losses = []
+        for step in range(1, config.steps_per_epoch + 1):
+            losses.append(run.step())
+            emit(StepUpdate(epoch, config.epochs, step, config.steps_per_epoch, losses[-1]))
+            if stop_requested():
+                stopped = "cancelled"
+            elif deadline is not None and time.monotonic() > deadline:
+                stopped = "time budget reached"
+            if stopped:
+                break
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **run.validate()}
+        row["lr"] = run.optimiser.param_groups[0]["lr"]
+        row["seconds"] = round(time.monotonic() - epoch_start, 3)
+        history.append(row)
+        improved = row["val_loss"] < best_loss or best_epoch == 0
+        if improved:
+            best_loss, best_epoch, stale = row["val_loss"], epoch, 0
+            run.save(history, best_epoch)
+        else:
+            stale += 1
+        files = [run.model_path, *_write_history(history, run.model_path)]
+        emit(EpochUpdate(epoch, config.epochs, row, improved))
+        if stopped:
+            break
+        run.scheduler.step(row["val_loss"])
+        if stale >= config.early_stopping:
+            stopped = "early stopping"
+            break
+    emit(
+        LogUpdate(
+            f"best epoch {best_epoch} (val loss {best_loss:.4f}) saved to {run.model_path}"
+            + (f"; stopped: {stopped}" if stopped else "")
+        )
+    )
+    return TrainResult(run.model_path, history, best_epoch, str(run.device), stopped, files)
