@@ -84,7 +84,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .autolabel import class_stats, label_frame
     from .dataset import frame_files
-    from .io import read_frames, write_label_map
+    from .io import frame_stem, read_frames, write_label_map
 
     out = Path(args.out)
     maps = []
@@ -92,16 +92,10 @@ def cmd_label(args: argparse.Namespace) -> None:
         frames = read_frames(frame_path)
         for frame in frames:
             labels = label_frame(frame.data, args.preset, name=frame.name)
-            stem = _safe_name(frame.name) if len(frames) > 1 else _frame_stem(frame_path)
+            stem = _safe_name(frame.name) if len(frames) > 1 else frame_stem(frame_path)
             write_label_map(out / f"{stem}_labels.png", labels)
             maps.append(labels)
     print(class_stats(maps).table())
-
-
-def _frame_stem(path: Path) -> str:
-    from .dataset import _stem
-
-    return _stem(path)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -158,7 +152,7 @@ def _load_model(model_path: str, device: str):
 def cmd_predict(args: argparse.Namespace) -> None:
     from .atomic import atomic_path
     from .dataset import frame_files
-    from .io import read_frames, write_label_map
+    from .io import frame_stem, read_frames, write_label_map
     from .predict import predict_frame
 
     model, meta = _load_model(args.model, args.device)
@@ -168,9 +162,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
         frames = read_frames(frame_path)
         for frame in frames:
             prediction = predict_frame(
-                model, frame.data, meta["normalisation"], probabilities=args.probabilities
+                model, frame.data, meta["normalisation"],
+                normalisation_params=meta["normalisation_params"], source=frame.name,
+                probabilities=args.probabilities,
             )
-            stem = _safe_name(frame.name) if len(frames) > 1 else _frame_stem(frame_path)
+            stem = _safe_name(frame.name) if len(frames) > 1 else frame_stem(frame_path)
             write_label_map(out / f"{stem}_labels.png", prediction.labels)
             if args.probabilities:
                 with atomic_path(out / f"{stem}_probabilities.npy") as tmp, open(tmp, "wb") as handle:
@@ -189,7 +185,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     frames = load_labelled(args.data, preset=args.preset)
     samples, examples = [], []
     for frame in tqdm(frames, desc="evaluating", unit="frame"):
-        pred = predict_frame(model, frame.image, meta["normalisation"]).labels
+        pred = predict_frame(
+            model, frame.image, meta["normalisation"],
+            normalisation_params=meta["normalisation_params"], source=frame.name,
+        ).labels
         samples.append((frame.image, frame.labels, frame.instances, pred))
         if len(examples) < 3:
             examples.append((frame.name, frame.image, frame.labels, pred))

@@ -47,16 +47,8 @@ def check_pair(name: str, image: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _instances_for(frame_path: Path) -> np.ndarray | None:
-    path = frame_path.with_name(f"{_stem(frame_path)}_instances.npy")
+    path = frame_path.with_name(f"{io.frame_stem(frame_path)}_instances.npy")
     return np.load(path, allow_pickle=False) if path.exists() else None
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(io.FRAME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def frame_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Path | None]]:
@@ -85,12 +77,14 @@ def load_labelled(
     for frame_path, labels_path in frame_files(inputs):
         for frame in io.read_frames(frame_path):
             if labels_path is not None:
-                labels = io.read_label_map(labels_path, expected_shape=frame.data.shape[:2])
+                labels = io.read_label_map(
+                    labels_path, expected_shape=frame.data.shape[:2], frame=frame_path
+                )
             elif preset is not None:
                 labels = label_frame(frame.data, preset, params=params, name=frame.name)
             elif require_labels:
                 raise InputError(
-                    f"{frame_path}: no label map {_stem(frame_path)}_labels.png beside it; "
+                    f"{frame_path}: no label map {io.frame_stem(frame_path)}_labels.png beside it; "
                     "give a preset to auto-label frames without labels"
                 )
             else:

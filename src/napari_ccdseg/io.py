@@ -319,7 +319,7 @@ def _read_fits(path: Path, average_samples: bool, subtract_overscan: int) -> lis
 
 
 def _hdu_names(stem: str, images: list[tuple[int, np.ndarray, dict]]) -> list[str]:
-    """``stem`` for a single image, else ``stem[EXTNAME]``, or ``stem[index]`` where EXTNAMEs are missing or repeated."""
+    """``stem`` for a lone image, else ``stem[EXTNAME]``, or ``stem[index]`` where EXTNAME is missing or repeated."""
     if len(images) == 1:
         return [stem]
     extnames = [str(header.get("EXTNAME") or "").strip() for _, _, header in images]

@@ -23,7 +23,7 @@ from .errors import InputError
 from .noise import pedestal_noise
 
 FOUND_COVERAGE = 0.5
-"""Share of a true cluster's pixels that predicted cluster pixels must cover for it to count as found.
+"""Share of a true cluster's pixels that predicted cluster pixels must cover for it to be found.
 
 Half, because at that point the prediction unambiguously locates the cluster and holds most of its
 charge, while disagreement on its faint edge pixels (which sit at the noise level, where even the
@@ -65,7 +65,7 @@ def confusion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def _chunk_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Flattened confusion counts of one chunk of pixels."""
-    keep = (truth >= 0) & (truth < N_CLASSES)  # drops UNLABELLED and anything else outside the classes
+    keep = (truth >= 0) & (truth < N_CLASSES)  # drops UNLABELLED and anything else unknown
     truth = truth[keep].astype(np.int64)
     pred = pred[keep].astype(np.int64)
     pred[(pred < 0) | (pred >= N_CLASSES)] = _OTHER
@@ -73,10 +73,10 @@ def _chunk_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def report_from_confusion(confusion: np.ndarray) -> dict:
-    """scikit-learn's classification report of the pixels a confusion matrix counts.
+    """scikit-learn's classification report of the pixels a confusion_counts matrix counts.
 
     Each matrix cell is passed once with its count as sample weight, which gives the same numbers
-    as passing every pixel, at no memory cost.
+    as passing every pixel, at no memory cost. The "confusion" entry drops the 'other' column.
     """
     total = int(confusion.sum())
     if total == 0:
@@ -105,12 +105,14 @@ def format_report(report: dict, digits: int = 2) -> str:
     """The report as text laid out exactly like scikit-learn prints it (support as integers)."""
     names = [*CLASS_NAMES, "macro avg", "weighted avg"]
     width = max(len(name) for name in names)
-    header = " " * width + " " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score", "support"))
+    columns = ("precision", "recall", "f1-score", "support")
+    header = " " * width + " " + "".join(f" {column:>9}" for column in columns)
     lines = [header, ""]
     for name in names:
         if name == "macro avg":
             total = report["weighted avg"]["support"]
-            lines += ["", f"{'accuracy':>{width}} " + " " * 20 + f" {report['accuracy']:>9.{digits}f} {total:>9}"]
+            accuracy = f" {report['accuracy']:>9.{digits}f} {total:>9}"
+            lines += ["", f"{'accuracy':>{width}} " + " " * 20 + accuracy]
         row = report[name]
         scores = "".join(f" {row[key]:>9.{digits}f}" for key in ("precision", "recall", "f1-score"))
         lines.append(f"{name:>{width}} {scores} {row['support']:>9}")
@@ -164,7 +166,8 @@ def match_clusters(
     anything.
     """
     _check_same_shape(
-        {"truth instances": truth_instances, "prediction": pred_labels, "image": image}, "cluster match"
+        {"truth instances": truth_instances, "prediction": pred_labels, "image": image},
+        "cluster match",
     )
     instances = np.asarray(truth_instances)
     predicted = np.asarray(pred_labels) == CLUSTER
@@ -177,7 +180,8 @@ def match_clusters(
     if image is None:
         charges = sizes.astype(np.float64)
     else:
-        charges = np.bincount(inverse, weights=np.asarray(image, np.float64)[in_cluster], minlength=sizes.size)
+        values = np.asarray(image, np.float64)[in_cluster]
+        charges = np.bincount(inverse, weights=values, minlength=sizes.size)
     components = connected_components(predicted, connectivity=2)
     touched = np.unique(components[in_cluster & predicted])
     n_predicted = int(components.max())
@@ -194,7 +198,7 @@ def match_clusters(
 def charge_bin_edges(charges: np.ndarray) -> np.ndarray:
     """Log-spaced bin edges, four per decade on decade boundaries, covering the positive charges.
 
-    Fixed boundaries (…, 10, 17.8, 31.6, 56.2, 100, …) keep curves from different runs comparable.
+    Fixed boundaries (…, 10, 17.8, 31.6, 56.2, 100, …) keep curves of different runs comparable.
     """
     positive = charges[charges > 0]
     if positive.size == 0:
@@ -275,8 +279,8 @@ def evaluate(
     n_fake = n_pixels = n_predicted = 0
     all_have_images = True
     for index, (image, truth, instances, pred) in enumerate(samples):
-        where = f"frame {index}"
-        _check_same_shape({"image": image, "truth": truth, "instances": instances, "prediction": pred}, where)
+        arrays = {"image": image, "truth": truth, "instances": instances, "prediction": pred}
+        _check_same_shape(arrays, f"frame {index}")
         frame_confusion = confusion_counts(truth, pred)
         charge_image = _charge_image(image)
         all_have_images &= charge_image is not None
@@ -294,7 +298,7 @@ def evaluate(
     if not frames:
         raise InputError("evaluation: no frames to evaluate")
     found_all = np.concatenate(found)
-    measure = np.concatenate(charges) if all_have_images else np.concatenate(sizes).astype(np.float64)
+    measure = np.concatenate(charges if all_have_images else sizes).astype(np.float64)
     n_true = int(found_all.size)
     n_found = int(found_all.sum())
     return {
@@ -350,6 +354,7 @@ def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
     only_a = _lonely(components_a, mask_b)
     only_b = _lonely(components_b, mask_a)
     n_a, n_b = int(components_a.max()), int(components_b.max())
+    n_shared = n_a + n_b - only_a.size - only_b.size
     union = int((mask_a | mask_b).sum())
     return {
         "n_a": n_a,
@@ -358,7 +363,7 @@ def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
         "both_b": n_b - int(only_b.size),
         "only_a": int(only_a.size),
         "only_b": int(only_b.size),
-        "agreement": float(n_a + n_b - only_a.size - only_b.size) / (n_a + n_b) if n_a + n_b else 1.0,
+        "agreement": float(n_shared / (n_a + n_b)) if n_a + n_b else 1.0,
         "iou": int((mask_a & mask_b).sum()) / union if union else 1.0,
         "only_a_positions": _centroids(components_a, only_a),
         "only_b_positions": _centroids(components_b, only_b),

@@ -1,10 +1,10 @@
 """Network input normalisation, applied identically in training and prediction.
 
-The method and its parameters are written into the model file (see :func:`normalisation_record`)
-so prediction feeds a model exactly what it was trained on. ``sigma`` puts a CCD frame in units of
-read noise above the pedestal, which makes one model serve detectors with different gains,
-pedestals and noise levels; ``unit`` keeps colour-rendered PNGs (the original project's data) as
-they were drawn.
+The method name and its parameters (:func:`normalisation_params`) are written into the model
+file, so prediction feeds a model exactly what it was trained on. ``sigma`` puts a CCD frame in
+units of read noise above the pedestal, which makes one model serve detectors with different
+gains, pedestals and noise levels; ``unit`` keeps colour-rendered PNGs (the original project's
+data) as they were drawn.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ INPUT_CHANNELS = 1
 DEFAULT_CLIP = 10.0
 """``sigma``: linear up to ±10 σ, where the auto-labeler's thresholds live; compressed beyond."""
 
+_BLOCK_PIXELS = 1 << 20
+
 
 def choose_normalisation(image: np.ndarray) -> str:
     """``unit`` for colour images and 8-bit data (rendered PNGs), ``sigma`` for CCD frames."""
@@ -30,82 +32,115 @@ def choose_normalisation(image: np.ndarray) -> str:
     return "sigma"
 
 
-def normalisation_record(method: str, *, clip: float = DEFAULT_CLIP) -> dict:
-    """What goes into the model file; ``normalise(image, **record)`` replays it exactly."""
+def normalisation_params(method: str, *, clip: float = DEFAULT_CLIP) -> dict:
+    """The parameters ``method`` uses, checked and complete, for the model file.
+
+    ``normalise(image, method, **params)`` then replays training's normalisation exactly, even
+    if a later release changes the defaults.
+    """
     _check_method(method)
-    if method == "unit":
-        return {"method": "unit"}
-    return {"method": "sigma", "clip": float(clip)}
+    _check_clip(clip)
+    return {"clip": float(clip)} if method == "sigma" else {}
 
 
 def normalise(
     image: np.ndarray, method: str, *, clip: float = DEFAULT_CLIP, source: str = "image"
 ) -> np.ndarray:
-    """Float32 ``(H, W)`` network input from a 2-D frame or an RGB(A) image.
+    """Float32 ``(H, W)`` network input from a 2-D frame or an RGB(A) image; never modifies it.
 
     ``source`` names the file or layer in error messages. Normalise whole frames (one amplifier
     at a time), never tiles: the pedestal and noise estimates need the full frame.
     """
     _check_method(method)
-    mono = _monochrome(np.asarray(image), source)
+    image = np.asarray(image)
+    plane = _plane(image, source)
+    _check_finite(plane, source)
     if method == "unit":
-        return _unit(mono, np.asarray(image).dtype)
-    return _sigma(mono, clip)
+        return _unit(plane, image.dtype)
+    _check_clip(clip)
+    return _sigma(plane, clip)
 
 
 def _check_method(method: str) -> None:
     if method not in NORMALISATIONS:
-        raise InputError(f"unknown normalisation {method!r}: choose one of {', '.join(NORMALISATIONS)}")
+        raise InputError(
+            f"unknown normalisation {method!r}: choose one of {', '.join(NORMALISATIONS)}"
+        )
+
+
+def _check_clip(clip: float) -> None:
+    if not (np.isfinite(clip) and clip > 0):
+        raise InputError(f"normalisation clip must be a positive number of σ, got {clip}")
 
 
 def _is_colour(image: np.ndarray) -> bool:
     return image.ndim == 3 and image.shape[-1] in (3, 4)
 
 
-def _monochrome(image: np.ndarray, source: str) -> np.ndarray:
-    """2-D float32 copy: RGB channels averaged and alpha dropped; NaN and inf refused."""
+def _plane(image: np.ndarray, source: str) -> np.ndarray:
+    """The 2-D frame itself, or the float32 mean of the RGB channels (alpha dropped)."""
     if _is_colour(image):
-        mono = image[..., :3].astype(np.float32).mean(axis=-1, dtype=np.float32)
-    elif image.ndim == 2:
-        mono = image.astype(np.float32)  # always a copy: later steps work in place
-    else:
+        return image[..., :3].mean(axis=-1, dtype=np.float32)
+    if image.ndim != 2:
         raise InputError(
-            f"{source}: expected a 2-D frame or an RGB(A) image, got an array of shape {image.shape}"
+            f"{source}: expected a 2-D frame or an RGB(A) image, not an array of shape "
+            f"{image.shape}"
         )
-    if mono.size == 0:
+    if image.size == 0:
         raise InputError(f"{source}: the image is empty (shape {image.shape})")
-    bad = int(np.count_nonzero(~np.isfinite(mono)))
-    if bad:
-        raise InputError(f"{source}: {bad} pixel(s) are NaN or infinite; mask or replace them first")
-    return mono
+    return image
 
 
-def _unit(mono: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _check_finite(plane: np.ndarray, source: str) -> None:
+    if np.issubdtype(plane.dtype, np.inexact):
+        bad = plane.size - int(np.count_nonzero(np.isfinite(plane)))
+        if bad:
+            raise InputError(
+                f"{source}: {bad} pixel(s) are NaN or infinite; mask or replace them first"
+            )
+
+
+def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Scale to [0, 1]: by the integer type's maximum (255 for PNGs), or as already-unit floats."""
     if np.issubdtype(dtype, np.integer):
         scale = float(np.iinfo(dtype).max)
     else:
-        scale = 255.0 if mono.max() > 1.0 else 1.0  # float RGB from e.g. matplotlib is in [0, 1]
-    mono /= scale
-    return np.clip(mono, 0.0, 1.0, out=mono)
+        scale = 255.0 if plane.max() > 1.0 else 1.0  # float RGB from e.g. matplotlib is in [0, 1]
+    unit = (plane / scale).astype(np.float32, copy=False)
+    return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def _sigma(mono: np.ndarray, clip: float) -> np.ndarray:
+def _sigma(plane: np.ndarray, clip: float) -> np.ndarray:
     """Pixels in σ above the row pedestal, compressed logarithmically beyond ``clip`` σ.
 
     Per-row pedestals follow baselines that drift along the readout; σ is measured after removing
     them so the drift does not inflate it. Invariant to gain and pedestal (``a·x + b``, a > 0).
     """
-    mono -= row_pedestals(mono)[:, None]
-    _, sigma = pedestal_noise(mono)
-    mono /= np.float32(sigma)
-    return soft_clip(mono, clip)
+    z = _minus_offset(plane, pedestal_noise(plane)[0])
+    z -= row_pedestals(z)[:, None]
+    _, sigma = pedestal_noise(z)
+    z /= np.float32(sigma)
+    return soft_clip(z, clip)
+
+
+def _minus_offset(plane: np.ndarray, offset: float) -> np.ndarray:
+    """float32 ``plane − offset``, subtracted in float64 a block of rows at a time.
+
+    Raw pedestals reach 10⁴–10⁶ ADU, where float32 steps are comparable to a skipper CCD's noise;
+    removing the pedestal first keeps that precision without a float64 copy of a 6k² frame.
+    """
+    out = np.empty(plane.shape, dtype=np.float32)
+    rows = max(1, _BLOCK_PIXELS // plane.shape[1])
+    for start in range(0, plane.shape[0], rows):
+        block = plane[start : start + rows]
+        out[start : start + rows] = block.astype(np.float64) - offset
+    return out
 
 
 def soft_clip(z: np.ndarray, clip: float) -> np.ndarray:
     """Identity within ±clip, then ``clip·(1 + ln(1 + (|z| − clip)/clip))``: smooth, monotonic.
 
-    Glitches of 10⁷ ADU or 20 keV clusters at 0.16 e⁻ noise land near 10²instead of 10⁸, so they
+    Glitches of 10⁷ ADU or 20 keV clusters at 0.16 e⁻ noise land near 10² instead of 10⁸, so they
     cannot dominate the network's activations, while their ordering is kept. Works in place.
     """
     magnitude = np.abs(z)

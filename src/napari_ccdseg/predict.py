@@ -121,7 +121,14 @@ def predict_frame(
     model: UNet,
     image: np.ndarray,
     normalisation: str,
+    *,
+    normalisation_params: dict | None = None,
+    source: str = "image",
     **kwargs,
 ) -> Prediction:
-    """Normalise a raw frame the way the model was trained, then predict it tile by tile."""
-    return predict_normalised(model, normalise(image, normalisation), **kwargs)
+    """Normalise a whole raw frame the way the model was trained, then predict it tile by tile.
+
+    ``normalisation`` and ``normalisation_params`` come from the model file's metadata.
+    """
+    normalised = normalise(image, normalisation, **(normalisation_params or {}), source=source)
+    return predict_normalised(model, normalised, **kwargs)

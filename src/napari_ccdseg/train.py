@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_write_text
 from .augment import augment_pair, build_augmentation
 from .autolabel import class_stats, class_weights
 from .classes import CLASS_NAMES, CLUSTER, N_CLASSES, UNLABELLED
@@ -26,10 +27,9 @@ from .dataset import LabelledFrame
 from .devices import describe_device, resolve_device
 from .errors import InputError
 from .modelfile import load_model, save_model
-from .normalise import choose_normalisation, normalise
+from .normalise import DEFAULT_CLIP, choose_normalisation, normalisation_params, normalise
 from .unet import UNet, build_unet
 from .updates import EpochUpdate, LogUpdate, StepUpdate, Update
-from .atomic import atomic_write_text
 
 OPTIMISERS = ("adam", "adadelta")
 
@@ -100,7 +100,7 @@ class _Prepared:
     cluster_pixels: np.ndarray
 
 
-def _prepare(frames: Sequence[LabelledFrame], method: str) -> list[_Prepared]:
+def _prepare(frames: Sequence[LabelledFrame], method: str, params: dict) -> list[_Prepared]:
     prepared = []
     for frame in frames:
         if choose_normalisation(frame.image) != method:
@@ -111,7 +111,7 @@ def _prepare(frames: Sequence[LabelledFrame], method: str) -> list[_Prepared]:
         prepared.append(
             _Prepared(
                 frame.name,
-                normalise(frame.image, method),
+                normalise(frame.image, method, **params, source=frame.name),
                 frame.labels,
                 np.argwhere(frame.labels == CLUSTER),
             )
@@ -266,9 +266,11 @@ class _Run:
         if init_model is not None:
             self.model, base_meta = load_model(init_model, self.device)
             self.method = base_meta["normalisation"]
+            self.norm_params = base_meta["normalisation_params"]
             emit(LogUpdate(f"fine-tuning {init_model}"))
         else:
             self.method = choose_normalisation(frames[0].image)
+            self.norm_params = normalisation_params(self.method, clip=DEFAULT_CLIP)
             self.model = build_unet(config.architecture).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -277,9 +279,9 @@ class _Run:
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device), ignore_index=UNLABELLED
         )
-        self.sampler = _TileSampler(_prepare(train_frames, self.method), config)
+        self.sampler = _TileSampler(_prepare(train_frames, self.method, self.norm_params), config)
         val_source = val_frames or train_frames
-        self.val_tiles = _validation_tiles(_prepare(val_source, self.method), config)
+        self.val_tiles = _validation_tiles(_prepare(val_source, self.method, self.norm_params), config)
         emit(
             LogUpdate(
                 f"{len(train_frames)} training frame(s), {len(val_frames)} validation frame(s), "
@@ -294,6 +296,7 @@ class _Run:
         self.metadata = {
             **metadata,
             "normalisation": self.method,
+            "normalisation_params": self.norm_params,
             "class_weights": weights.tolist(),
             "training": asdict(config),
             "package_version": __version__,

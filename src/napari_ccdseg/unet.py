@@ -41,7 +41,9 @@ class UNetConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {self.dropout_mode!r}")
+            raise ValueError(
+                f"dropout_mode must be one of {DROPOUT_MODES}, got {self.dropout_mode!r}"
+            )
 
     @property
     def factor(self) -> int:
@@ -104,7 +106,9 @@ class UNet(nn.Module):
         self.config = config
         widths, rates = config.widths, _block_dropouts(config)
         ins = (config.in_channels, *widths[:-1])
-        self.down = nn.ModuleList(_Block(i, o, r) for i, o, r in zip(ins, widths, rates))
+        self.down = nn.ModuleList(
+            _Block(i, o, r) for i, o, r in zip(ins, widths, rates, strict=True)
+        )
         self.upsample = nn.ModuleList(
             nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
             for level in reversed(range(len(widths) - 1))
@@ -117,7 +121,7 @@ class UNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """He-normal weights and zero biases, as the Keras original: suits ELU without batch norm."""
+        """He-normal weights, zero biases (the Keras original's): suits ELU without batch norm."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -132,7 +136,7 @@ class UNet(nn.Module):
                 x = F.max_pool2d(x, 2)
             x = block(x)
             skips.append(x)
-        for upsample, block, skip in zip(self.upsample, self.up, reversed(skips[:-1])):
+        for upsample, block, skip in zip(self.upsample, self.up, reversed(skips[:-1]), strict=True):
             x = block(torch.cat([upsample(x), skip], dim=1))
         return self.head(x)[..., :height, :width]
 

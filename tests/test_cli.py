@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_ccdseg.cli import main
+from napari_ccdseg.io import read_label_map
+
+
+def test_simulate_label_train_predict_evaluate(tmp_path, capsys):
+    data, model = tmp_path / "data", tmp_path / "model.safetensors"
+    assert main(["simulate", str(data), "--n", "3", "--size", "64", "64", "--seed", "5"]) == 0
+    frames = sorted(data.glob("*.npy"))
+    frames = [p for p in frames if not p.name.endswith("_instances.npy")]
+    assert len(frames) == 3
+
+    assert main(["label", str(data), "--preset", "physical", "--out", str(tmp_path / "auto")]) == 0
+    assert "cluster" in capsys.readouterr().out
+    assert len(list((tmp_path / "auto").glob("*_labels.png"))) == 3
+
+    assert main([
+        "train", str(data), "--out", str(model), "--epochs", "1", "--steps", "2",
+        "--batch-size", "2", "--tile", "32", "--device", "cpu",
+    ]) == 0
+    assert "training on cpu" in capsys.readouterr().out
+
+    assert main(["predict", str(model), str(frames[0]), "--out", str(tmp_path / "pred"), "--probabilities"]) == 0
+    labels = read_label_map(tmp_path / "pred" / f"{frames[0].stem}_labels.png")
+    assert labels.shape == (64, 64)
+    probabilities = np.load(tmp_path / "pred" / f"{frames[0].stem}_probabilities.npy")
+    np.testing.assert_allclose(probabilities.sum(0), 1, atol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(
+        [f"{frames[0].stem}_labels.png", f"{frames[0].stem}_probabilities.npy"]
+    )
+
+    assert main(["evaluate", str(model), str(data), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert 0 <= report["clusters"]["efficiency"] <= 1
+    assert (tmp_path / "report" / "summary.md").exists()
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nope.fits"
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(missing), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "m.safetensors" in err and "Traceback" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", str(empty), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help():
+    for command in ["simulate", "label", "train", "predict", "evaluate", "demo"]:
+        result = subprocess.run(
+            [sys.executable, "-m", "napari_ccdseg.cli", command, "--help"], capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "usage: ccdseg" in result.stdout

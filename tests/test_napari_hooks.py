@@ -1,0 +1,136 @@
+"""The npe2 contributions: reader, Labels writer and sample data, directly and through a real viewer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import napari
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+
+from napari_ccdseg import _napari, io
+from napari_ccdseg.errors import InputError
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt; pytest-xvfb gives it a display
+
+SHAPE = (64, 64)
+NPE2 = Path(sys.executable).with_name("npe2")
+
+
+@pytest.fixture
+def frame() -> np.ndarray:
+    return np.random.default_rng(0).normal(100.0, 2.0, SHAPE).astype(np.float32)
+
+
+@pytest.fixture
+def two_amplifiers(tmp_path, frame) -> Path:
+    path = tmp_path / "run.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(frame, name="AMP1"), fits.ImageHDU(frame + 5, name="AMP2")]).writeto(
+        path
+    )
+    return path
+
+
+def test_manifest_validates():
+    result = subprocess.run([str(NPE2), "validate", "napari-ccdseg"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", ["notes.txt", "image.jpg", ["a.fits", "b.csv"], []])
+def test_reader_declines_files_it_does_not_handle(path):
+    assert _napari.get_reader(path) is None
+
+
+def test_reader_declines_directories(tmp_path):
+    (tmp_path / "folder.fits").mkdir()
+    assert _napari.get_reader(str(tmp_path / "folder.fits")) is None
+
+
+def test_reader_gives_one_image_layer_per_extension(two_amplifiers, frame):
+    layers = _napari.get_reader(str(two_amplifiers))(str(two_amplifiers))
+    assert [(kw["name"], kind) for _, kw, kind in layers] == [("run[AMP1]", "image"), ("run[AMP2]", "image")]
+    data, kwargs, _ = layers[1]
+    np.testing.assert_array_equal(data, frame + 5)
+    assert kwargs["metadata"]["header"]["EXTNAME"] == "AMP2"
+    assert kwargs["metadata"]["source"] == str(two_amplifiers)
+
+
+def test_reader_contrast_ignores_glitch_pixels(tmp_path, frame):
+    frame[3, 3] = 1e7
+    path = io.write_frame(tmp_path / "g.npy", frame)
+    (_, kwargs, _), = _napari.get_reader(str(path))(str(path))
+    assert kwargs["contrast_limits"][1] < 200
+
+
+def test_reader_reads_a_list_of_frames(tmp_path, frame):
+    paths = [str(io.write_frame(tmp_path / f"{n}.npy", frame)) for n in "ab"]
+    layers = _napari.get_reader(paths)(paths)
+    assert [kw["name"] for _, kw, _ in layers] == ["a", "b"]
+
+
+def test_reader_adds_the_label_map_beside_the_frame(tmp_path, frame):
+    path = io.write_frame(tmp_path / "x.fits", frame)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[10:20, 10:20] = 3
+    io.write_label_map(tmp_path / "x_labels.png", labels)
+    layers = _napari.get_reader(str(path))(str(path))
+    assert [kind for _, _, kind in layers] == ["image", "labels"]
+    data, kwargs, _ = layers[1]
+    assert kwargs["name"] == "x labels"
+    assert "colormap" in kwargs
+    np.testing.assert_array_equal(data, labels)
+
+
+def test_reader_refuses_a_label_map_of_the_wrong_size(tmp_path, frame):
+    path = io.write_frame(tmp_path / "x.npy", frame)
+    io.write_label_map(tmp_path / "x_labels.npy", np.zeros((32, 64), np.uint8))
+    with pytest.raises(InputError, match="x_labels.npy.*x.npy"):
+        _napari.get_reader(str(path))(str(path))
+
+
+def test_reader_opens_colour_images_as_rgb(tmp_path):
+    Image.fromarray(np.zeros((*SHAPE, 3), np.uint8)).save(tmp_path / "c.png")
+    (data, kwargs, _), = _napari.get_reader(str(tmp_path / "c.png"))(str(tmp_path / "c.png"))
+    assert data.shape == (*SHAPE, 3) and kwargs["rgb"] is True
+
+
+def test_reader_errors_name_the_file(tmp_path):
+    (tmp_path / "bad.fits").write_bytes(b"not fits" * 100)
+    reader = _napari.get_reader(str(tmp_path / "bad.fits"))
+    with pytest.raises(InputError, match="bad.fits"):
+        reader(str(tmp_path / "bad.fits"))
+
+
+def test_write_labels(tmp_path):
+    labels = np.full(SHAPE, 255, dtype=np.int32)
+    labels[:5] = 2
+    written = _napari.write_labels(str(tmp_path / "x_labels.png"), labels, {})
+    assert written == [str(tmp_path / "x_labels.png")]
+    np.testing.assert_array_equal(io.read_label_map(written[0]), labels)
+
+
+def test_write_labels_refuses_values_outside_the_classes(tmp_path):
+    with pytest.raises(InputError, match="unknown label value"):
+        _napari.write_labels(str(tmp_path / "x_labels.png"), np.full(SHAPE, 5), {})
+
+
+def test_viewer_opens_each_fits_extension_as_a_layer(make_napari_viewer, two_amplifiers):
+    viewer = make_napari_viewer()
+    viewer.open(str(two_amplifiers), plugin="napari-ccdseg")
+    assert [layer.name for layer in viewer.layers] == ["run[AMP1]", "run[AMP2]"]
+    assert all(isinstance(layer, napari.layers.Image) for layer in viewer.layers)
+
+
+def test_viewer_sample_adds_frame_and_truth(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ccdseg", "simulated_frame")
+    assert [layer.name for layer in viewer.layers] == ["simulated frame", "simulated frame truth"]
+    image, truth = viewer.layers
+    assert isinstance(image, napari.layers.Image) and isinstance(truth, napari.layers.Labels)
+    assert image.data.shape == truth.data.shape
+    assert set(np.unique(truth.data)) <= set(io.LABEL_VALUES)

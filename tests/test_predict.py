@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_ccdseg.predict import blend_window, predict_normalised, tile_starts
+from napari_ccdseg.unet import UNetConfig, build_unet
+from napari_ccdseg.updates import StepUpdate
+
+
+class PointwiseModel(nn.Module):
+    """Logits that depend on each pixel alone: tiling must then change nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = UNetConfig()
+        self.head = nn.Conv2d(1, self.config.n_classes, 1)
+        with torch.no_grad():
+            self.head.weight[:] = torch.tensor([-1.0, 0.5, 1.0, 2.0])[:, None, None, None]
+            self.head.bias[:] = torch.tensor([0.0, 0.2, -0.5, -2.0])
+
+    def forward(self, x):
+        return self.head(x)
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(64, 64, 8), (100, 32, 8), (257, 64, 16), (5, 64, 8)])
+def test_tiles_cover_every_pixel(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    covered = np.zeros(length, bool)
+    for start in starts:
+        covered[start : start + tile] = True
+    assert covered.all()
+    assert starts[-1] + min(tile, length) == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_window_positive_and_tapered():
+    window = blend_window(32, 8)
+    assert window.min() > 0
+    assert window[16, 16] == 1
+    assert window[0, 0] < window[4, 4] < window[16, 16]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (70, 131), (1, 50), (9, 9)])
+def test_tiled_equals_whole_frame_for_pointwise_model(shape):
+    model = PointwiseModel()
+    image = np.random.default_rng(0).normal(size=shape).astype(np.float32) * 2
+    whole = model(torch.from_numpy(image)[None, None]).softmax(1)[0].detach().numpy()
+    pred = predict_normalised(model, image, tile=32, overlap=8, batch_size=3, probabilities=True)
+    assert pred.labels.shape == shape
+    assert np.array_equal(pred.labels, whole.argmax(0))
+    np.testing.assert_allclose(pred.probabilities, whole, atol=1e-5)
+
+
+def test_unet_prediction_shapes_and_progress():
+    model = build_unet("small")
+    updates = []
+    pred = predict_normalised(
+        model, np.zeros((45, 77), np.float32), tile=32, overlap=8, progress=updates.append
+    )
+    assert pred.labels.shape == (45, 77) and pred.labels.dtype == np.uint8
+    assert pred.probabilities is None
+    assert all(isinstance(u, StepUpdate) for u in updates)
+    assert updates[-1].step == updates[-1].steps

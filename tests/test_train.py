@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_ccdseg.dataset import LabelledFrame
+from napari_ccdseg.errors import InputError
+from napari_ccdseg.modelfile import load_model, read_metadata
+from napari_ccdseg.train import TrainConfig, loss_weights, scores_from_confusion, split_frames, train
+from napari_ccdseg.updates import EpochUpdate, LogUpdate, StepUpdate
+
+FAST = dict(epochs=2, steps_per_epoch=2, batch_size=2, tile_size=32, device="cpu")
+
+
+def test_training_writes_model_and_history(tiny_frames, tmp_path):
+    updates = []
+    result = train(tiny_frames, tmp_path / "m.safetensors", TrainConfig(**FAST), progress=updates.append)
+    model, meta = load_model(result.model_path)
+    assert meta["normalisation"] == "sigma"
+    assert meta["training"]["epochs"] == 2
+    assert len(result.history) == 2 and result.stopped is None
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_f1_cluster", "lr"):
+        assert np.isfinite(result.history[0][key])
+    history = json.loads((tmp_path / "m_history.json").read_text())
+    assert history == result.history
+    csv_lines = (tmp_path / "m_history.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 3
+    kinds = {type(u) for u in updates}
+    assert kinds == {StepUpdate, EpochUpdate, LogUpdate}
+    assert any("training on cpu" in u.message for u in updates if isinstance(u, LogUpdate))
+
+
+def test_cancel_stops_after_the_current_step_and_keeps_a_model(tiny_frames, tmp_path):
+    steps = []
+
+    def progress(update):
+        if isinstance(update, StepUpdate):
+            steps.append(update)
+
+    result = train(
+        tiny_frames, tmp_path / "m.safetensors", TrainConfig(**{**FAST, "epochs": 5}),
+        progress=progress, should_stop=lambda: len(steps) >= 3,
+    )
+    assert result.stopped == "cancelled"
+    assert len(steps) == 3
+    assert load_model(result.model_path)[1]["history_summary"]["epoch"] == result.best_epoch
+
+
+def test_training_is_deterministic_on_cpu(tiny_frames, tmp_path):
+    a = train(tiny_frames, tmp_path / "a.safetensors", TrainConfig(**FAST))
+    b = train(tiny_frames, tmp_path / "b.safetensors", TrainConfig(**FAST))
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+
+
+def test_fine_tune_starts_from_the_saved_weights(tiny_frames, tmp_path):
+    first = train(tiny_frames, tmp_path / "a.safetensors", TrainConfig(**FAST))
+    tuned = train(
+        tiny_frames[:1], tmp_path / "b.safetensors", TrainConfig(**{**FAST, "epochs": 1}),
+        init_model=first.model_path,
+    )
+    assert read_metadata(tuned.model_path)["normalisation"] == "sigma"
+
+
+def test_adadelta_and_seed_architecture_run(tiny_frames, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 1, "optimiser": "adadelta", "learning_rate": 1.0})
+    config.architecture = "seed"
+    result = train(tiny_frames[:2], tmp_path / "s.safetensors", config)
+    assert read_metadata(result.model_path)["architecture"]["widths"][-1] == 512
+
+
+def test_single_frame_is_split_by_rows(tiny_frames):
+    train_part, val_part = split_frames(tiny_frames[:1], 0.25, seed=0)
+    assert train_part[0].image.shape[0] == 48 and val_part[0].image.shape[0] == 16
+
+
+def test_frame_split_is_seeded_and_disjoint(tiny_frames):
+    a = split_frames(tiny_frames, 0.25, seed=1)
+    b = split_frames(tiny_frames, 0.25, seed=1)
+    assert [f.name for f in a[1]] == [f.name for f in b[1]]
+    assert not {f.name for f in a[0]} & {f.name for f in a[1]}
+
+
+def test_loss_weights_modes(tiny_frames):
+    inverse = loss_weights(tiny_frames, "inverse")
+    sqrt = loss_weights(tiny_frames, "sqrt")
+    assert inverse.sum() == pytest.approx(4, rel=1e-4) and sqrt.sum() == pytest.approx(4, rel=1e-4)
+    assert sqrt.max() / sqrt.min() <= inverse.max() / inverse.min() + 1e-6
+    assert np.array_equal(loss_weights(tiny_frames, "none"), np.ones(4, np.float32))
+
+
+def test_scores_from_confusion():
+    confusion = np.array([[8, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]])
+    scores = scores_from_confusion(confusion)
+    assert scores["accuracy"] == pytest.approx(9 / 12)
+    assert scores["f1_cluster"] == pytest.approx(2 * 1 / (1 + 2))
+    assert scores["f1_glowing"] == 0
+
+
+def test_bad_settings_and_data_give_clear_errors(tiny_frames, tmp_path):
+    with pytest.raises(InputError, match="optimiser"):
+        train(tiny_frames, tmp_path / "m.safetensors", TrainConfig(**{**FAST, "optimiser": "sgd"}))
+    with pytest.raises(InputError, match="sim0: label map is 10x10 but the frame is 64x64"):
+        LabelledFrame("sim0", tiny_frames[0].image, np.zeros((10, 10), np.uint8))
+    colour = LabelledFrame("rgb", np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
+    with pytest.raises(InputError, match="rgb: mixes colour images and CCD frames"):
+        train([*tiny_frames[:2], colour], tmp_path / "m.safetensors", TrainConfig(**FAST))
