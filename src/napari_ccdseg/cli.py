@@ -113,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         optimiser=args.optimiser,
         val_split=args.val_split,
         augment=not args.no_augment,
+        class_weighting=args.class_weighting,
         seed=args.seed,
         device=args.device,
         max_minutes=args.max_minutes,
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; one sub-parser per stage."""
     from .autolabel import LABEL_PRESETS
     from .simulate import SIM_PRESETS
+    from .train import OPTIMISERS, TrainConfig
     from .unet import UNET_CONFIGS
 
     parser = argparse.ArgumentParser(prog="ccdseg", description=__doc__.splitlines()[0])
@@ -240,14 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="dataset folders or frame files")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps", type=int, default=32, help="optimiser steps per epoch")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--tile", type=int, default=128, help="training tile size in pixels")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimiser", choices=["adam", "adadelta"], default="adam")
-    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--steps", type=int, default=TrainConfig.steps_per_epoch, help="optimiser steps per epoch")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--tile", type=int, default=TrainConfig.tile_size, help="training tile size in pixels")
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--optimiser", choices=OPTIMISERS, default=TrainConfig.optimiser)
+    p.add_argument("--val-split", type=float, default=TrainConfig.val_split)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--class-weighting", choices=["inverse", "sqrt", "none"], default=TrainConfig.class_weighting,
+        help="loss weights from class presence: inverse (the original's), its square root, or none",
+    )
     p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time, keeping the best model")
     p.add_argument("--config", choices=sorted(UNET_CONFIGS), default="small", help="network architecture")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -74,7 +74,8 @@ def wilson_interval(
     share = np.asarray(found, np.float64) / n
     centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
-    return centre - half, centre + half
+    # The interval always contains the measured share; clamp away float rounding at 0 and 1.
+    return np.minimum(centre - half, share), np.maximum(centre + half, share)
 
 
 def _percent(value: float | None) -> str:
