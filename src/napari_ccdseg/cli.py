@@ -12,13 +12,16 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from . import __version__
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,7 +35,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "frame"
 
 
-class _TrainProgress:
+class TrainProgressPrinter:
     """tqdm bar per epoch and one printed line per epoch, from typed training updates."""
 
     def __init__(self) -> None:
@@ -47,7 +50,7 @@ class _TrainProgress:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{update.loss:.4f}")
         elif isinstance(update, EpochUpdate):
-            self._close()
+            self.close()
             row = update.row
             tqdm.write(
                 f"epoch {update.epoch}/{update.epochs}: train loss {row['train_loss']:.4f}, "
@@ -55,10 +58,10 @@ class _TrainProgress:
                 f"cluster F1 {row['val_f1_cluster']:.3f}" + ("  [saved]" if update.saved else "")
             )
         elif isinstance(update, LogUpdate):
-            self._close()
+            self.close()
             tqdm.write(update.message)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -99,6 +102,17 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.distributed:  # one of torchrun's processes: see distributed.py
+        from .distributed import process_group
+
+        with process_group(args.device) as group:
+            _train(args, group)
+    else:
+        _train(args, None)
+
+
+def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
+    """Train in this process; ``group`` is its rank in a distributed run (only rank 0 reports)."""
     from .dataset import load_labelled
     from .train import TrainConfig, train
 
@@ -118,20 +132,24 @@ def cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         max_minutes=args.max_minutes,
     )
-    progress = _TrainProgress()
+    reports = group is None or group.is_writer
+    progress = TrainProgressPrinter()
     try:
         result = train(
             frames,
             args.out,
             config,
-            progress=progress,
+            progress=progress if reports else None,
             init_model=args.fine_tune,
             metadata={"label_preset": args.preset},
+            distributed=group,
         )
     except KeyboardInterrupt:
-        progress._close()
+        progress.close()
         print(f"interrupted: the best checkpoint so far (if any epoch finished) is in {args.out}")
         raise
+    if not reports:
+        return
     best = result.history[result.best_epoch - 1]
     print(
         f"model: {result.model_path} (epoch {result.best_epoch}, val cluster F1 "
@@ -151,6 +169,18 @@ def _load_model(model_path: str, device: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.scheduler:  # on dask workers: see batch.py
+        from .batch import PREDICTED, SKIPPED, connect, predict_batch
+
+        with connect(args.scheduler) as client:
+            report = predict_batch(
+                client, args.model, args.inputs, args.out, device=args.device, probabilities=args.probabilities
+            )
+        print(
+            f"wrote {report.count(PREDICTED)} prediction(s) to {args.out}, skipped {report.count(SKIPPED)} "
+            f"already there; summary: {report.summary_path}"
+        )
+        return
     from .atomic import atomic_path
     from .dataset import frame_files
     from .io import frame_stem, read_frames, write_label_map
@@ -259,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fine-tune", metavar="MODEL", help="start from this model file")
+    p.add_argument(
+        "--distributed", action="store_true",
+        help="one of N data-parallel processes: start with torchrun --nproc-per-node N",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="predict class maps; writes X_labels.png per frame")
@@ -267,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--probabilities", action="store_true", help="also write X_probabilities.npy")
+    p.add_argument(
+        "--scheduler", metavar="local[:N]|tcp://HOST:PORT",
+        help="run one dask task per file on N local worker processes or a dask cluster; "
+        "skips frames already predicted and writes OUT/summary.csv",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="compare predictions with label maps; writes a report folder")

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from .autolabel import label_frame
-from .cli import _TrainProgress
+from .cli import TrainProgressPrinter
 from .dataset import load_labelled
 from .io import write_label_map
 from .metrics import evaluate
@@ -35,7 +35,7 @@ def run_demo(out: Path, minutes: float = 3.0, seed: int = 0, device: str = "auto
         load_labelled([out / "train"]),
         out / "model.safetensors",
         TrainConfig(epochs=200, max_minutes=minutes, device=device, seed=seed),
-        progress=_TrainProgress(),
+        progress=TrainProgressPrinter(),
         metadata={"label_preset": "simulation truth"},
     )
     from .modelfile import load_model

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +25,7 @@ from .autolabel import class_stats, class_weights
 from .classes import CLASS_NAMES, CLUSTER, N_CLASSES, UNLABELLED
 from .dataset import LabelledFrame
 from .devices import describe_device, resolve_device
+from .distributed import SingleProcess
 from .errors import InputError
 from .modelfile import load_model, save_model
 from .normalise import DEFAULT_CLIP, choose_normalisation, normalisation_params, normalise
@@ -49,8 +50,12 @@ class TrainConfig:
     augment: bool = True
     cluster_oversample: float = 0.5
     """Share of training tiles centred on a cluster pixel: clusters are rare but matter most."""
-    class_weighting: str = "inverse"
-    """``inverse`` (the auto-labeler's weights), ``sqrt`` (their square root, renormalised) or ``none``."""
+    class_weighting: str = "sqrt"
+    """``inverse`` (the auto-labeler's weights), ``sqrt`` (their square root, renormalised) or ``none``.
+
+    ``sqrt`` by default: tiles already oversample clusters, and full inverse weights then
+    over-predict rare classes (on simulated 1.6 e⁻ frames, cluster precision 0.31 vs 0.53).
+    """
     early_stopping: int = 8
     plateau_patience: int = 3
     max_val_tiles: int = 64
@@ -254,12 +259,13 @@ def _write_history(history: list[dict], model_path: Path) -> list[Path]:
 class _Run:
     """State of one training run: model, optimiser, data and bookkeeping."""
 
-    def __init__(self, frames, model_path, config, emit, init_model, metadata):
+    def __init__(self, frames, model_path, config, emit, init_model, metadata, dist):
         config.validate()
         self.config = config
         self.emit = emit
+        self.dist = dist
         self.model_path = Path(model_path)
-        self.device = resolve_device(config.device)
+        self.device = dist.place(resolve_device(config.device))
         emit(LogUpdate(f"training on {describe_device(self.device)}"))
         torch.manual_seed(config.seed)
 
@@ -273,15 +279,18 @@ class _Run:
             self.norm_params = normalisation_params(self.method, clip=DEFAULT_CLIP)
             self.model = build_unet(config.architecture).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = dist.wrap(self.model)  # what training steps run; self.model is what is saved
 
         train_frames, val_frames = split_frames(frames, config.val_split, config.seed)
         weights = loss_weights(train_frames, config.class_weighting)
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device), ignore_index=UNLABELLED
         )
-        self.sampler = _TileSampler(_prepare(train_frames, self.method, self.norm_params), config)
+        train_data = _prepare(train_frames, self.method, self.norm_params)
+        self.sampler = _TileSampler(train_data, replace(config, seed=dist.seed(config.seed)))
         val_source = val_frames or train_frames
-        self.val_tiles = _validation_tiles(_prepare(val_source, self.method, self.norm_params), config)
+        val_tiles = _validation_tiles(_prepare(val_source, self.method, self.norm_params), config)
+        self.val_tiles = dist.shard(val_tiles)
         emit(
             LogUpdate(
                 f"{len(train_frames)} training frame(s), {len(val_frames)} validation frame(s), "
@@ -313,10 +322,10 @@ class _Run:
         return images, labels.to(self.device, non_blocking=True)
 
     def step(self) -> float:
-        self.model.train()
+        self.net.train()
         images, labels = self._to_device(*self.sampler.batch(self.config.batch_size))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.criterion(self.model(images).float(), labels)
+            loss = self.criterion(self.net(images).float(), labels)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -340,10 +349,14 @@ class _Run:
                 total_loss += float(self.criterion(logits, labels)) * valid
                 n_pixels += valid
             confusion += _confusion(logits, labels)
+        totals = self.dist.sum(torch.tensor([total_loss, n_pixels], dtype=torch.float64))
+        total_loss, n_pixels, confusion = float(totals[0]), int(totals[1]), self.dist.sum(confusion)
         scores = scores_from_confusion(confusion.numpy())
         return {"val_loss": total_loss / n_pixels if n_pixels else float("nan"), **{f"val_{k}": v for k, v in scores.items()}}
 
     def save(self, history: list[dict], best_epoch: int) -> None:
+        if not self.dist.is_writer:
+            return
         summary = dict(history[best_epoch - 1]) if best_epoch else {}
         save_model(self.model_path, self.model, {**self.metadata, "history_summary": summary})
 
@@ -357,19 +370,22 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     init_model: str | Path | None = None,
     metadata: dict | None = None,
+    distributed: SingleProcess | None = None,
 ) -> TrainResult:
     """Train (or fine-tune ``init_model``) and write the best model to ``model_path``.
 
     ``progress`` receives typed updates (a step, an epoch's scores, a log line);
     ``should_stop`` is polled every step: when it returns True the run ends after that step,
     keeping the best checkpoint. ``metadata`` (label preset, thresholds...) goes into the file.
+    ``distributed`` is this process's rank under torchrun (see distributed.py); None: one process.
     """
     config = config or TrainConfig()
     emit = progress or (lambda update: None)
     stop_requested = should_stop or (lambda: False)
     if not frames:
         raise InputError("no training frames given")
-    run = _Run(list(frames), model_path, config, emit, init_model, metadata or {})
+    strategy = distributed or SingleProcess()
+    run = _Run(list(frames), model_path, config, emit, init_model, metadata or {}, strategy)
 
     history: list[dict] = []
     best_loss, best_epoch, stale = float("inf"), 0, 0
@@ -387,9 +403,10 @@ def train(
                 stopped = "cancelled"
             elif deadline is not None and time.monotonic() > deadline:
                 stopped = "time budget reached"
+            stopped = run.dist.agree_stop(stopped)
             if stopped:
                 break
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **run.validate()}
+        row = {"epoch": epoch, "train_loss": run.dist.mean(float(np.mean(losses))), **run.validate()}
         row["lr"] = run.optimiser.param_groups[0]["lr"]
         row["seconds"] = round(time.monotonic() - epoch_start, 3)
         history.append(row)
@@ -399,7 +416,8 @@ def train(
             run.save(history, best_epoch)
         else:
             stale += 1
-        files = [run.model_path, *_write_history(history, run.model_path)]
+        if run.dist.is_writer:
+            files = [run.model_path, *_write_history(history, run.model_path)]
         emit(EpochUpdate(epoch, config.epochs, row, improved))
         if stopped:
             break
