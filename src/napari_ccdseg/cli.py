@@ -8,31 +8,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from . import __version__
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .distributed import DataParallel
+    from .ddp import DataParallel
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _safe_name(name: str) -> str:
-    """A file-name-safe form of a frame name such as ``run1[AMP2]``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "frame"
 
 
 class TrainProgressPrinter:
@@ -87,7 +80,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .autolabel import class_stats, label_frame
     from .dataset import frame_files
-    from .io import frame_stem, read_frames, write_label_map
+    from .io import output_stem, read_frames, write_label_map
 
     out = Path(args.out)
     maps = []
@@ -95,15 +88,15 @@ def cmd_label(args: argparse.Namespace) -> None:
         frames = read_frames(frame_path)
         for frame in frames:
             labels = label_frame(frame.data, args.preset, name=frame.name)
-            stem = _safe_name(frame.name) if len(frames) > 1 else frame_stem(frame_path)
+            stem = output_stem(frame_path, frame.name, len(frames))
             write_label_map(out / f"{stem}_labels.png", labels)
             maps.append(labels)
     print(class_stats(maps).table())
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    if args.distributed:  # one of torchrun's processes: see distributed.py
-        from .distributed import process_group
+    if args.distributed:  # one of torchrun's processes: see ddp.py
+        from .ddp import process_group
 
         with process_group(args.device) as group:
             _train(args, group)
@@ -174,17 +167,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         with connect(args.scheduler) as client:
             report = predict_batch(
-                client, args.model, args.inputs, args.out, device=args.device, probabilities=args.probabilities
+                client, args.model, args.inputs, args.out,
+                device=args.device, probabilities=args.probabilities,
             )
         print(
-            f"wrote {report.count(PREDICTED)} prediction(s) to {args.out}, skipped {report.count(SKIPPED)} "
-            f"already there; summary: {report.summary_path}"
+            f"wrote {report.count(PREDICTED)} prediction(s) to {args.out}, "
+            f"skipped {report.count(SKIPPED)} already there; summary: {report.summary_path}"
         )
         return
-    from .atomic import atomic_path
     from .dataset import frame_files
-    from .io import frame_stem, read_frames, write_label_map
-    from .predict import predict_frame
+    from .io import output_stem, read_frames
+    from .predict import predict_frame, write_prediction
 
     model, meta = _load_model(args.model, args.device)
     out = Path(args.out)
@@ -197,11 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 normalisation_params=meta["normalisation_params"], source=frame.name,
                 probabilities=args.probabilities,
             )
-            stem = _safe_name(frame.name) if len(frames) > 1 else frame_stem(frame_path)
-            write_label_map(out / f"{stem}_labels.png", prediction.labels)
-            if args.probabilities:
-                with atomic_path(out / f"{stem}_probabilities.npy") as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, prediction.probabilities)
+            write_prediction(prediction, out, output_stem(frame_path, frame.name, len(frames)))
             count += 1
     print(f"wrote {count} prediction(s) to {out}")
 

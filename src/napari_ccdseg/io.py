@@ -12,6 +12,7 @@ frames).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,14 @@ def frame_stem(path: str | Path) -> str:
     path = Path(path)
     suffix = _matching_suffix(path, FRAME_SUFFIXES)
     return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def output_stem(frame_path: str | Path, frame_name: str, frames_in_file: int) -> str:
+    """Stem of the files written for one frame: ``X`` for ``X.fits``, a safe form of
+    ``X[AMP2]`` for each extension of a multi-extension file (so outputs never collide)."""
+    if frames_in_file == 1:
+        return frame_stem(frame_path)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", frame_name).strip("_") or "frame"
 
 
 def is_frame_file(path: str | Path) -> bool:

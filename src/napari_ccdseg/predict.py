@@ -9,11 +9,14 @@ Only a strip one tile high is kept in memory (plus the output), which bounds mem
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
+from .io import write_label_map
 from .normalise import normalise
 from .unet import UNet
 from .updates import StepUpdate
@@ -132,3 +135,19 @@ def predict_frame(
     """
     normalised = normalise(image, normalisation, **(normalisation_params or {}), source=source)
     return predict_normalised(model, normalised, **kwargs)
+
+
+def prediction_paths(out_dir: str | Path, stem: str, probabilities: bool) -> list[Path]:
+    """Files written for one frame: ``X_labels.png`` (a label map) and maybe ``X_probabilities.npy``."""
+    out = Path(out_dir)
+    return [out / f"{stem}_labels.png"] + ([out / f"{stem}_probabilities.npy"] if probabilities else [])
+
+
+def write_prediction(prediction: Prediction, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write a prediction atomically, so an interrupted batch never leaves a half file."""
+    paths = prediction_paths(out_dir, stem, prediction.probabilities is not None)
+    write_label_map(paths[0], prediction.labels)
+    if prediction.probabilities is not None:
+        with atomic_path(paths[1]) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, prediction.probabilities)
+    return paths

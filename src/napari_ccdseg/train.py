@@ -25,7 +25,7 @@ from .autolabel import class_stats, class_weights
 from .classes import CLASS_NAMES, CLUSTER, N_CLASSES, UNLABELLED
 from .dataset import LabelledFrame
 from .devices import describe_device, resolve_device
-from .distributed import SingleProcess
+from .ddp import SingleProcess
 from .errors import InputError
 from .modelfile import load_model, save_model
 from .normalise import DEFAULT_CLIP, choose_normalisation, normalisation_params, normalise
@@ -377,7 +377,7 @@ def train(
     ``progress`` receives typed updates (a step, an epoch's scores, a log line);
     ``should_stop`` is polled every step: when it returns True the run ends after that step,
     keeping the best checkpoint. ``metadata`` (label preset, thresholds...) goes into the file.
-    ``distributed`` is this process's rank under torchrun (see distributed.py); None: one process.
+    ``distributed`` is this process's rank under torchrun (see ddp.py); None: one process.
     """
     config = config or TrainConfig()
     emit = progress or (lambda update: None)
