@@ -141,11 +141,7 @@ def _predict_to(model: UNet, meta: dict, frame: Frame, out_dir: str, stem: str, 
     """What ``ccdseg predict`` does for one frame: predict, then write the outputs atomically."""
     from .predict import predict_frame, write_prediction
 
-    prediction = predict_frame(
-        model, frame.data, meta["normalisation"],
-        normalisation_params=meta["normalisation_params"], source=frame.name,
-        probabilities=probabilities,
-    )
+    prediction = predict_frame(model, meta, frame.data, source=frame.name, probabilities=probabilities)
     write_prediction(prediction, out_dir, stem)
     return prediction.labels
 

@@ -186,9 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         frames = read_frames(frame_path)
         for frame in frames:
             prediction = predict_frame(
-                model, frame.data, meta["normalisation"],
-                normalisation_params=meta["normalisation_params"], source=frame.name,
-                probabilities=args.probabilities,
+                model, meta, frame.data, source=frame.name, probabilities=args.probabilities
             )
             write_prediction(prediction, out, output_stem(frame_path, frame.name, len(frames)))
             count += 1
@@ -205,10 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     frames = load_labelled(args.data, preset=args.preset)
     samples, examples = [], []
     for frame in tqdm(frames, desc="evaluating", unit="frame"):
-        pred = predict_frame(
-            model, frame.image, meta["normalisation"],
-            normalisation_params=meta["normalisation_params"], source=frame.name,
-        ).labels
+        pred = predict_frame(model, meta, frame.image, source=frame.name).labels
         samples.append((frame.image, frame.labels, frame.instances, pred))
         if len(examples) < 3:
             examples.append((frame.name, frame.image, frame.labels, pred))

@@ -43,9 +43,7 @@ def run_demo(out: Path, minutes: float = 3.0, seed: int = 0, device: str = "auto
     model, meta = load_model(result.model_path, result.device)
     samples, baseline, examples = [], [], []
     for frame in load_labelled([out / "test"]):
-        pred = predict_frame(
-            model, frame.image, meta["normalisation"], normalisation_params=meta["normalisation_params"]
-        ).labels
+        pred = predict_frame(model, meta, frame.image, source=frame.name).labels
         write_label_map(out / "predictions" / f"{frame.name}_labels.png", pred)
         samples.append((frame.image, frame.labels, frame.instances, pred))
         baseline.append((frame.image, frame.labels, frame.instances, label_frame(frame.image, "physical")))

@@ -122,18 +122,15 @@ def predict_normalised(
 
 def predict_frame(
     model: UNet,
+    meta: dict,
     image: np.ndarray,
-    normalisation: str,
     *,
-    normalisation_params: dict | None = None,
     source: str = "image",
     **kwargs,
 ) -> Prediction:
-    """Normalise a whole raw frame the way the model was trained, then predict it tile by tile.
-
-    ``normalisation`` and ``normalisation_params`` come from the model file's metadata.
-    """
-    normalised = normalise(image, normalisation, **(normalisation_params or {}), source=source)
+    """Normalise a whole raw frame as the model was trained (``meta``: the model file's
+    metadata), then predict it tile by tile; ``source`` names the frame in errors."""
+    normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source)
     return predict_normalised(model, normalised, **kwargs)
 
 

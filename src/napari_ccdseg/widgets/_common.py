@@ -1,0 +1,282 @@
+"""What every widget shares: a viewer, one worker at a time, a stop flag, errors as notifications."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from napari.utils import notifications, progress
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QWidget,
+)
+
+from ..errors import InputError
+
+log = logging.getLogger("napari_ccdseg")
+
+
+def user_folder(*parts: str) -> Path:
+    """A per-user data folder (created), e.g. for models and the training set."""
+    try:
+        from platformdirs import user_data_dir
+
+        base = Path(user_data_dir("napari-ccdseg", appauthor=False))
+    except ImportError:  # pragma: no cover - platformdirs comes with napari
+        base = Path.home() / ".napari-ccdseg"
+    folder = base.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def report_error(error: BaseException, what: str) -> None:
+    """A worker's error as a napari notification: InputError messages as they are, others named."""
+    if isinstance(error, InputError):
+        message = str(error)
+    else:
+        log.error("%s failed", what, exc_info=(type(error), error, error.__traceback__))
+        message = f"{what} failed: {type(error).__name__}: {error}"
+    notifications.show_error(message)
+
+
+class Session(QObject):
+    """State shared by the widgets of one viewer: the last model trained, the training folder."""
+
+    model_changed = Signal(str)
+    training_folder_changed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_path: str = ""
+        self.training_folder: str = ""
+
+    def set_model(self, path: str | Path) -> None:
+        self.model_path = str(path)
+        self.model_changed.emit(self.model_path)
+
+    def set_training_folder(self, path: str | Path) -> None:
+        self.training_folder = str(path)
+        self.training_folder_changed.emit(self.training_folder)
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session(viewer) -> Session:
+    """The viewer's Session (one per viewer, gone with it)."""
+    if viewer not in _SESSIONS:
+        _SESSIONS[viewer] = Session()
+    return _SESSIONS[viewer]
+
+
+class WorkerWidget(QWidget):
+    """A dock widget that runs one worker at a time.
+
+    While it runs, ``busy_widgets`` are disabled and the stop button enabled; when it ends (done,
+    stopped or failed) they come back. Errors reach the user as napari notifications.
+    """
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.stop_event = threading.Event()
+        self.busy_widgets: list[QWidget] = []
+        self.stop_button: QPushButton | None = None
+        self.pbar: progress | None = None
+        # A closed dock or viewer must not leave a run going: ask it to stop (training keeps its best model).
+        stop = self.stop_event
+        self.destroyed.connect(lambda *_: stop.set())
+
+    @property
+    def busy(self) -> bool:
+        """True while a worker runs."""
+        return self.worker is not None
+
+    def start_worker(
+        self,
+        worker,
+        what: str,
+        on_yield: Callable | None = None,
+        on_return: Callable | None = None,
+        on_done: Callable[[], None] | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Wire and start ``worker`` (created with ``_start_thread=False`` semantics: not yet started)."""
+        self.stop_event.clear()
+        # napari relays worker errors with a traceback dialog; ours says what failed, once.
+        try:
+            worker.errored.disconnect(worker._relay_error)
+        except (AttributeError, TypeError, RuntimeError):
+            pass
+        if on_yield is not None:
+            worker.yielded.connect(on_yield)
+        if on_return is not None:
+            worker.returned.connect(on_return)
+        worker.errored.connect(lambda error: report_error(error, what))
+
+        def finished() -> None:
+            self._close_progress()
+            self.worker = None
+            self._set_busy(False)
+            if on_done is not None:
+                on_done()
+
+        worker.finished.connect(finished)
+        self.worker = worker
+        self.pbar = progress(total=total, desc=what)
+        self._set_busy(True)
+        worker.start()
+
+    def request_stop(self) -> None:
+        """Ask the running worker to stop at its next check."""
+        self.stop_event.set()
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in self.busy_widgets:
+            widget.setEnabled(not busy)
+        if self.stop_button is not None:
+            self.stop_button.setEnabled(busy)
+
+    def _close_progress(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.request_stop()
+        super().closeEvent(event)
+
+
+# ---------------------------------------------------------------- small form helpers
+
+
+def spin(value: int, low: int, high: int, tip: str = "", step: int = 1) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def dspin(value: float, low: float, high: float, tip: str = "", step: float = 0.1, decimals: int = 2) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def combo(items: Sequence[str], current: str | None = None, tip: str = "") -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    if current is not None:
+        box.setCurrentText(current)
+    box.setToolTip(tip)
+    return box
+
+
+def wrapped_label(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    label.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
+    return label
+
+
+class PathEdit(QWidget):
+    """A line edit with a "…" button opening a file or folder dialog."""
+
+    def __init__(self, text: str = "", mode: str = "open", filter: str = "", tip: str = "") -> None:
+        super().__init__()
+        self.mode = mode
+        self.filter = filter
+        self.edit = QLineEdit(text)
+        self.edit.setToolTip(tip)
+        self.button = QPushButton("…")
+        self.button.setFixedWidth(28)
+        self.button.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt style
+        self.edit.setText(text)
+
+    def _browse(self) -> None:
+        start = self.text() or str(Path.home())
+        if self.mode == "folder":
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        elif self.mode == "save":
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", start, self.filter)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Open", start, self.filter)
+        if path:
+            self.edit.setText(path)
+
+
+class LayerCombo(QComboBox):
+    """The names of the viewer's layers of one type, kept current as layers come, go or are renamed.
+
+    The selection survives a refresh when its layer still exists; ``layer()`` is None when the
+    chosen layer was deleted (or there is none), so a widget never points at a dead layer.
+    """
+
+    def __init__(self, viewer, layer_type, allow_none: str | None = None, accept: Callable | None = None) -> None:
+        super().__init__()
+        from ._layers import watch_layers
+
+        self.viewer = viewer
+        self.layer_type = layer_type
+        self.allow_none = allow_none
+        self.accept = accept or (lambda layer: True)
+        self.refresh()
+        watch_layers(viewer, self.refresh)
+
+    def refresh(self, *_) -> None:
+        current = self.currentText()
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, self.layer_type) and self.accept(layer)
+        ]
+        if self.allow_none is not None:
+            names.insert(0, self.allow_none)
+        if names == [self.itemText(i) for i in range(self.count())]:
+            return
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
+
+    def layer(self):
+        """The chosen layer, or None."""
+        name = self.currentText()
+        if name and name != self.allow_none and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if isinstance(layer, self.layer_type):
+                return layer
+        return None

@@ -1,0 +1,234 @@
+"""Background work for the widgets: napari ``thread_worker`` generators over the headless core.
+
+Each generator calls the same core function the CLI calls, with a progress callback, and yields
+typed updates: the core's :mod:`~napari_ccdseg.updates` (steps, epochs, log lines) plus one
+result per frame defined here. The widgets only turn those into layers, plots and text.
+A stop request is a :class:`threading.Event` the widget sets; training polls it through
+``should_stop`` (ends after the current step, keeping the best checkpoint), the other workers
+check it between frames and, for prediction, between rows of tiles.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.qt.threading import thread_worker
+
+from ..updates import LogUpdate, StepUpdate
+
+
+class Stopped(Exception):
+    """Raised inside a worker when the user asked it to stop between units of work."""
+
+
+# ---------------------------------------------------------------- typed results
+
+
+@dataclass(frozen=True)
+class SimulatedUpdate:
+    """One simulated frame (index of n) and the layer name it is meant for."""
+
+    index: int
+    n: int
+    name: str
+    frame: Any  # simulate.SimulatedFrame
+
+
+@dataclass(frozen=True)
+class LoadedUpdate:
+    """The layers of one frame file of a dataset folder (index of n), as napari LayerData tuples."""
+
+    index: int
+    n: int
+    layers: list
+
+
+@dataclass(frozen=True)
+class LabelledUpdate:
+    """Auto-labels of one image layer."""
+
+    name: str
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One image to predict, with its truth (labels and cluster instances) when the user chose one."""
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray | None = None
+    instances: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class PredictedUpdate:
+    """A predicted frame: class map, optional probabilities and, with a truth, its evaluation."""
+
+    name: str
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    evaluation: dict | None
+    model_path: str
+
+
+# ---------------------------------------------------------------- relay
+
+_DONE = object()
+
+
+def relay(run: Callable[[Callable[[Any], None]], Any]) -> Generator[Any, None, Any]:
+    """Run ``run(emit)`` (a blocking core call) and yield everything it emits, as it emits it.
+
+    The core reports through callbacks; napari workers report by yielding. The core call runs in
+    a helper thread feeding a queue that this generator drains, so every update reaches the
+    viewer while the call is still running. Returns the call's result or re-raises its error.
+    """
+    updates: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run(updates.put)
+        except BaseException as error:  # noqa: BLE001 - handed to the worker's thread below
+            outcome["error"] = error
+        finally:
+            updates.put(_DONE)
+
+    thread = threading.Thread(target=target, name="ccdseg-core", daemon=True)
+    thread.start()
+    while (item := updates.get()) is not _DONE:
+        yield item
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+# ---------------------------------------------------------------- workers
+
+
+@thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
+def simulate_worker(config, names: Sequence[str], seed: int, stop: threading.Event) -> Iterator[SimulatedUpdate]:
+    """Simulate one frame per name; frame i uses the same seed as ``ccdseg simulate --seed`` frame i."""
+    from ..simulate import frame_seed, simulate_frame
+
+    config.validate()
+    for index, name in enumerate(names):
+        if stop.is_set():
+            return
+        frame = simulate_frame(config, seed=frame_seed(seed, index))
+        yield SimulatedUpdate(index + 1, len(names), name, frame)
+
+
+@thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
+def load_dataset_worker(folder: str | Path, stop: threading.Event) -> Iterator[LoadedUpdate | LogUpdate]:
+    """Every frame of a dataset folder with its ``X_labels`` map, through the plugin's reader."""
+    from .. import io
+    from .._napari import read_layers
+
+    pairs = io.find_dataset(folder)
+    labelled = sum(labels is not None for _, labels in pairs)
+    yield LogUpdate(f"{folder}: {len(pairs)} frame file(s), {labelled} with a label map")
+    for index, (frame_path, _) in enumerate(pairs):
+        if stop.is_set():
+            return
+        yield LoadedUpdate(index + 1, len(pairs), read_layers(frame_path))
+
+
+@thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
+def autolabel_worker(
+    jobs: Sequence[tuple[str, np.ndarray]], preset: str, params, unmatched: int, stop: threading.Event
+) -> Iterator[LabelledUpdate]:
+    """Auto-label each (layer name, image) with a preset and thresholds."""
+    from ..autolabel import label_frame
+
+    for name, image in jobs:
+        if stop.is_set():
+            return
+        yield LabelledUpdate(name, label_frame(image, preset, params=params, unmatched=unmatched, name=name))
+
+
+@thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
+def train_worker(
+    frames: Sequence,
+    model_path: str | Path,
+    config,
+    stop: threading.Event,
+    init_model: str | Path | None = None,
+    metadata: dict | None = None,
+):
+    """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult."""
+    from ..train import train
+
+    def run(emit):
+        return train(
+            frames,
+            model_path,
+            config,
+            progress=emit,
+            should_stop=stop.is_set,
+            init_model=init_model,
+            metadata=metadata,
+        )
+
+    return (yield from relay(run))
+
+
+@thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
+def predict_worker(
+    model_path: str | Path,
+    device: str,
+    jobs: Sequence[PredictJob],
+    probabilities: bool,
+    stop: threading.Event,
+):
+    """Load a model file and predict each job tile by tile; evaluate against its truth if given.
+
+    Yields a LogUpdate naming the device, StepUpdates (epoch = frame number, step = row of tiles)
+    and one PredictedUpdate per frame.
+    """
+    from ..devices import describe_device, resolve_device
+    from ..metrics import evaluate
+    from ..modelfile import load_model
+    from ..predict import predict_frame
+
+    torch_device = resolve_device(device)
+    model, meta = load_model(model_path, torch_device)
+    yield LogUpdate(f"predicting on {describe_device(torch_device)} with {Path(model_path).name}")
+    for number, job in enumerate(jobs, start=1):
+
+        def run(emit, job=job, number=number):
+            def progress(update: StepUpdate) -> None:
+                if stop.is_set():
+                    raise Stopped()
+                emit(StepUpdate(number, len(jobs), update.step, update.steps))
+
+            return predict_frame(
+                model,
+                meta,
+                job.image,
+                source=job.name,
+                probabilities=probabilities,
+                progress=progress,
+            )
+
+        try:
+            prediction = yield from relay(run)
+        except Stopped:
+            yield LogUpdate("prediction stopped")
+            return
+        evaluation = None
+        if job.truth is not None:
+            image = job.image if job.image.ndim == 2 else None
+            evaluation = evaluate([(image, job.truth, job.instances, prediction.labels)])
+        yield PredictedUpdate(job.name, prediction.labels, prediction.probabilities, evaluation, str(model_path))
+        if stop.is_set():
+            yield LogUpdate("prediction stopped")
+            return

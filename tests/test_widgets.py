@@ -1,0 +1,313 @@
+"""The napari widgets, driven as a user would: set values, click, wait for the worker, check layers and files.
+
+Frames are 64 x 64 and training runs a few steps on tiles of 32, so the whole file stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt; pytest-xvfb gives it a display
+
+from napari.layers import Image, Labels  # noqa: E402
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
+from napari_ccdseg import io  # noqa: E402
+from napari_ccdseg.autolabel import PhysicalParams, label_frame  # noqa: E402
+from napari_ccdseg.classes import CLUSTER, GLOWING, napari_color_dict  # noqa: E402
+from napari_ccdseg.modelfile import read_metadata  # noqa: E402
+from napari_ccdseg.simulate import SIM_PRESETS, frame_seed, simulate_dataset, simulate_frame  # noqa: E402
+from napari_ccdseg.widgets import AutolabelWidget, DatasetWidget, PredictWidget, SimulateWidget, TrainWidget  # noqa: E402
+from napari_ccdseg.widgets.autolabel import PREVIEW_LAYER  # noqa: E402
+
+SIDE = 64
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def user_data(tmp_path, monkeypatch):
+    """Default model and training-set folders go under tmp_path, not the real user folder."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+    return tmp_path / "user-data" / "napari-ccdseg"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def errors():
+    """Error notifications shown to the user during the test."""
+    shown: list[str] = []
+
+    def record(notification) -> None:
+        if notification.severity == NotificationSeverity.ERROR:
+            shown.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield shown
+    notification_manager.notification_ready.disconnect(record)
+
+
+def dock(viewer, widget):
+    viewer.window.add_dock_widget(widget)
+    return widget
+
+
+def wait(qtbot, widget, timeout: int = TIMEOUT_MS) -> None:
+    """Wait until the widget's worker has finished (its buttons are back)."""
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def click(qtbot, button) -> None:
+    assert button.isEnabled(), f"{button.text()} is disabled"
+    qtbot.mouseClick(button, Qt.LeftButton)
+
+
+def simulate(qtbot, viewer, n: int = 2, preset: str = "conventional") -> SimulateWidget:
+    widget = dock(viewer, SimulateWidget(viewer))
+    widget.preset.setCurrentText(preset)
+    widget.ints["rows"].setValue(SIDE)
+    widget.ints["cols"].setValue(SIDE)
+    widget.n_frames.setValue(n)
+    click(qtbot, widget.run_button)
+    wait(qtbot, widget)
+    return widget
+
+
+# ---------------------------------------------------------------- menu
+
+
+def test_every_widget_opens_from_the_plugins_menu(viewer):
+    expected = {
+        "Simulate": SimulateWidget,
+        "Load dataset folder": DatasetWidget,
+        "Auto-label": AutolabelWidget,
+        "Train": TrainWidget,
+        "Predict and correct": PredictWidget,
+    }
+    for name, cls in expected.items():
+        _, widget = viewer.window.add_plugin_dock_widget("napari-ccdseg", name)
+        assert isinstance(widget, cls)
+
+
+# ---------------------------------------------------------------- simulate and load
+
+
+def test_simulate_adds_frames_and_truth_as_the_cli_would(qtbot, viewer):
+    widget = simulate(qtbot, viewer, n=2, preset="skipper")
+    assert [layer.name for layer in viewer.layers] == ["sim 0", "sim 0 truth", "sim 1", "sim 1 truth"]
+    config = dataclasses.replace(SIM_PRESETS["skipper"], rows=SIDE, cols=SIDE)
+    for index in range(2):
+        expected = simulate_frame(config, seed=frame_seed(0, index))
+        image, truth = viewer.layers[f"sim {index}"], viewer.layers[f"sim {index} truth"]
+        assert isinstance(image, Image) and isinstance(truth, Labels)
+        np.testing.assert_array_equal(image.data, expected.image)
+        np.testing.assert_array_equal(truth.data, expected.labels)
+        np.testing.assert_array_equal(truth.metadata["ccdseg_instances"], expected.instances)
+        low, high = image.contrast_limits
+        assert np.percentile(expected.image, 0.1) <= low < high <= expected.image.max()
+        # class colours, background transparent
+        assert truth.colormap.map(np.array([0]))[0][3] == 0
+        np.testing.assert_allclose(truth.colormap.map(np.array([CLUSTER]))[0], napari_color_dict()[CLUSTER])
+    # a second run never overwrites: new names
+    click(qtbot, widget.run_button)
+    wait(qtbot, widget)
+    assert "sim 2" in viewer.layers and "sim 3 truth" in viewer.layers
+
+
+def test_load_dataset_folder_pairs_frames_with_their_label_maps(qtbot, viewer, tmp_path):
+    folder = tmp_path / "data"
+    simulate_dataset(folder, 2, dataclasses.replace(SIM_PRESETS["conventional"], rows=SIDE, cols=SIDE))
+    widget = dock(viewer, DatasetWidget(viewer))
+    widget.folder.setText(str(folder))
+    click(qtbot, widget.load_button)
+    wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["sim_000", "sim_000 labels", "sim_001", "sim_001 labels"]
+    np.testing.assert_array_equal(viewer.layers["sim_001 labels"].data, io.read_label_map(folder / "sim_001_labels.png"))
+    assert "2 frame file(s), 2 with a label map" in widget.status.text()
+
+
+# ---------------------------------------------------------------- auto-label
+
+
+def test_autolabel_previews_while_typing_and_apply_writes_labels(qtbot, viewer):
+    simulate(qtbot, viewer, n=1)
+    widget = dock(viewer, AutolabelWidget(viewer))
+    widget.image.setCurrentText("sim 0")
+    qtbot.waitUntil(lambda: PREVIEW_LAYER in viewer.layers, timeout=TIMEOUT_MS)
+    first = widget.preview_count
+    for value in (5.0, 5.5, 6.0):  # typed quickly: one debounced preview, not three
+        widget.sigmas["seed_sigma"].setValue(value)
+    qtbot.waitUntil(lambda: widget.preview_count > first and widget.preview_worker is None, timeout=TIMEOUT_MS)
+    qtbot.wait(2 * 300)
+    assert widget.preview_count == first + 1
+    params = dataclasses.replace(PhysicalParams(), seed_sigma=6.0)
+    expected = label_frame(viewer.layers["sim 0"].data, "physical", params=params)
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_LAYER].data, expected)
+
+    click(qtbot, widget.apply_button)
+    wait(qtbot, widget)
+    assert PREVIEW_LAYER not in viewer.layers
+    labels = viewer.layers["sim 0 labels"]
+    np.testing.assert_array_equal(labels.data, expected)
+    assert labels.metadata["label_preset"] == "physical"
+    percentages = [float(widget.table.item(row, 1).text()) for row in range(4)]
+    assert sum(percentages) == pytest.approx(100, abs=0.01)
+    assert "Class weights over all 1" in widget.dataset_line.text()
+
+    # a bad combination is explained in the widget, nothing crashes
+    widget.sigmas["grow_sigma"].setValue(20.0)
+    qtbot.waitUntil(lambda: "grow_sigma" in widget.status.text(), timeout=5_000)
+
+
+def test_autolabel_seed_v1_on_colour_images_and_apply_to_all(qtbot, viewer):
+    rgb = np.zeros((SIDE, SIDE, 3), np.uint8)
+    rgb[:, :10] = 100  # glowing band in the original colour rules
+    viewer.add_image(rgb, name="png", rgb=True)
+    viewer.add_image(rgb.copy(), name="png2", rgb=True)
+    widget = dock(viewer, AutolabelWidget(viewer))
+    widget.live.setChecked(False)
+    widget.preset.setCurrentText("seed-v1")
+    widget.unmatched_background.setChecked(True)
+    click(qtbot, widget.apply_all_button)
+    wait(qtbot, widget)
+    for name in ("png labels", "png2 labels"):
+        data = viewer.layers[name].data
+        assert (data[:, :10] == GLOWING).all() and (data[:, 10:] == 0).all()
+
+
+def test_deleting_the_chosen_layer_leaves_widgets_working(qtbot, viewer, errors):
+    simulate(qtbot, viewer, n=1)
+    auto = dock(viewer, AutolabelWidget(viewer))
+    auto.live.setChecked(False)
+    train = dock(viewer, TrainWidget(viewer))
+    predict = dock(viewer, PredictWidget(viewer))
+    assert auto.image.currentText() == "sim 0"
+    assert train.checked_pairs() == [("sim 0", "sim 0 truth")]
+    viewer.layers["sim 0"].name = "renamed"
+    assert auto.image.currentText() == "renamed" and predict.checked_images() == ["renamed"]
+    viewer.layers.remove("renamed")
+    viewer.layers.remove("sim 0 truth")
+    assert auto.image.layer() is None and train.checked_pairs() == [] and predict.checked_images() == []
+    click(qtbot, auto.apply_button)
+    click(qtbot, train.start_button)
+    assert len(errors) == 2 and "choose an image layer" in errors[0] and "no training data" in errors[1]
+    assert auto.apply_button.isEnabled() and train.start_button.isEnabled()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_a_worker_error_reaches_the_user_and_re_enables_the_button(qtbot, viewer, tmp_path, errors):
+    simulate(qtbot, viewer, n=1)
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x80\x04 this is a pickle, not a model")
+    widget = dock(viewer, PredictWidget(viewer))
+    widget.model.setText(str(bad))
+    click(qtbot, widget.predict_button)
+    assert not widget.predict_button.isEnabled()  # busy while the worker runs
+    wait(qtbot, widget)
+    assert widget.predict_button.isEnabled() and not widget.stop_button.isEnabled()
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert "sim 0 prediction" not in viewer.layers
+
+
+# ---------------------------------------------------------------- training
+
+
+def tiny_training(widget: TrainWidget, epochs: int = 1, steps: int = 2) -> None:
+    widget.epochs.setValue(epochs)
+    widget.steps.setValue(steps)
+    widget.batch_size.setValue(2)
+    widget.tile_size.setValue(32)
+    widget.device.setCurrentText("cpu")
+
+
+def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
+    simulate(qtbot, viewer, n=2)
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget, epochs=500, steps=5)
+    widget.model_path.setText(str(tmp_path / "stopped.safetensors"))
+    click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 1, timeout=TIMEOUT_MS)
+    click(qtbot, widget.stop_button)
+    wait(qtbot, widget)
+    assert widget.result is not None and widget.result.stopped == "cancelled"
+    assert len(widget.result.history) == 1 and widget.steps_done < 5  # not even one whole epoch
+    assert (tmp_path / "stopped.safetensors").is_file()
+    assert widget.device_line.text() == "Training on cpu ({} threads)".format(__import__("torch").get_num_threads())
+    assert widget.start_button.isEnabled()
+
+
+def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, viewer, tmp_path, user_data):
+    # simulate three frames with truth
+    simulate(qtbot, viewer, n=3)
+    # auto-label every frame
+    auto = dock(viewer, AutolabelWidget(viewer))
+    auto.live.setChecked(False)
+    click(qtbot, auto.apply_all_button)
+    wait(qtbot, auto)
+    assert all(f"sim {i} labels" in viewer.layers for i in range(3))
+
+    # train one short epoch on the auto-labels (preferred over the truth by default)
+    train = dock(viewer, TrainWidget(viewer))
+    assert train.checked_pairs() == [(f"sim {i}", f"sim {i} labels") for i in range(3)]
+    tiny_training(train)
+    click(qtbot, train.start_button)
+    wait(qtbot, train)
+    model = train.result.model_path
+    assert model.is_file() and model.parent == user_data / "models"
+    assert len(train.plot.rows) == 1 and "val_f1_cluster" in train.plot.rows[0]
+    meta = read_metadata(model)
+    assert meta["label_preset"] == "physical" and meta["training"]["tile_size"] == 32
+    assert train.model_path.text() != str(model)  # the next run will not overwrite it
+
+    # predict with the model just trained, compared with the truth
+    predict = dock(viewer, PredictWidget(viewer))
+    assert predict.model.text() == str(model)
+    predict.probabilities.setChecked(True)
+    click(qtbot, predict.predict_button)
+    wait(qtbot, predict)
+    for i in range(3):
+        layer = viewer.layers[f"sim {i} prediction"]
+        assert isinstance(layer, Labels) and layer.data.shape == (SIDE, SIDE)
+        assert layer.metadata["ccdseg_model"] == str(model)
+    probability = viewer.layers["sim 0 probability cluster"].data
+    assert probability.shape == (SIDE, SIDE) and 0 <= probability.min() and probability.max() <= 1
+    report = predict.report.toPlainText()
+    assert "== sim 0 ==" in report and "f1-score" in report and "efficiency" in report and "confusion" in report
+
+    # correct the prediction: paint a cluster with the brush, erase a square
+    corrected = viewer.layers["sim 0 prediction"]
+    corrected.selected_label = CLUSTER
+    corrected.paint((10, 10), CLUSTER)
+    corrected.data[40:44, 40:44] = 0
+    corrected.refresh()
+    assert corrected.data[10, 10] == CLUSTER
+
+    # save through the plugin's writer and add to the training set
+    predict.correct_layer.setCurrentText("sim 0 prediction")
+    written = predict.save_labels(tmp_path / "sim0_labels.png")
+    np.testing.assert_array_equal(io.read_label_map(written[0]), corrected.data)
+    predict.add_button.click()
+    folder = user_data / "training-set"
+    np.testing.assert_array_equal(io.read_label_map(folder / "sim_0_labels.png"), corrected.data)
+    np.testing.assert_array_equal(np.load(folder / "sim_0.npy"), viewer.layers["sim 0"].data)
+    assert train.folder.text() == str(folder)
+
+    # fine-tune on the corrections, starting from the model that made them
+    click(qtbot, train.finetune_button)
+    wait(qtbot, train)
+    assert train.checked_pairs() == [(f"sim {i}", f"sim {i} prediction") for i in range(3)]
+    tuned = train.result.model_path
+    assert tuned != model and tuned.is_file() and model.is_file()
+    assert any("fine-tuning" in line for line in train.log.toPlainText().splitlines())
+    assert read_metadata(tuned)["pairs"][0] == ["sim 0", "sim 0 prediction"]
+    assert predict.model.text() == str(tuned)
