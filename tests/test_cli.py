@@ -58,3 +58,22 @@ def test_every_subcommand_has_help():
             [sys.executable, "-m", "napari_ccdseg.cli", command, "--help"], capture_output=True, text=True
         )
         assert result.returncode == 0 and "usage: ccdseg" in result.stdout
+
+
+def test_label_refuses_to_overwrite_corrections_unless_asked(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "labels"
+    assert main(["simulate", str(data), "--n", "1", "--size", "32", "32"]) == 0
+    assert main(["label", str(data), "--out", str(out)]) == 0
+    corrected = out / "sim_000_labels.png"
+    before = corrected.read_bytes()
+    assert main(["label", str(data), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert corrected.read_bytes() == before
+    assert main(["label", str(data), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_two_inputs_with_the_same_name_are_refused(tmp_path, capsys):
+    for folder in ("a", "b"):
+        assert main(["simulate", str(tmp_path / folder), "--n", "1", "--size", "32", "32"]) == 0
+    code = main(["label", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "would both write" in capsys.readouterr().err

@@ -408,7 +408,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, labels, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "save", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="x_labels.npy: could not write the file"):
         io.write_label_map(path, np.zeros(SHAPE, np.uint8))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["x_labels.npy"]
@@ -465,3 +465,13 @@ def test_folder_with_only_label_maps(tmp_path, labels):
 def test_missing_folder(tmp_path):
     with pytest.raises(InputError, match="nowhere"):
         io.find_dataset(tmp_path / "nowhere")
+
+
+def test_write_into_an_unwritable_place_names_the_target(tmp_path):
+    from napari_ccdseg.io import write_label_map
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    target = blocker / "x_labels.png"
+    with pytest.raises(InputError, match="x_labels.png: cannot write here"):
+        write_label_map(target, np.zeros((4, 4), np.uint8))

@@ -104,3 +104,17 @@ def test_bad_settings_and_data_give_clear_errors(tiny_frames, tmp_path):
     colour = LabelledFrame("rgb", np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
     with pytest.raises(InputError, match="rgb: mixes colour images and CCD frames"):
         train([*tiny_frames[:2], colour], tmp_path / "m.safetensors", TrainConfig(**FAST))
+
+
+def test_model_path_gets_its_suffix_and_history_keeps_dotted_names(tiny_frames, tmp_path):
+    result = train(tiny_frames, tmp_path / "run.v1", TrainConfig(**{**FAST, "epochs": 1}))
+    assert result.model_path == tmp_path / "run.v1.safetensors" and result.model_path.exists()
+    assert (tmp_path / "run.v1_history.json").exists() and (tmp_path / "run.v1_history.csv").exists()
+
+
+def test_fine_tuning_refuses_to_overwrite_its_starting_model(tiny_frames, tmp_path):
+    first = train(tiny_frames, tmp_path / "m.safetensors", TrainConfig(**{**FAST, "epochs": 1}))
+    before = first.model_path.read_bytes()
+    with pytest.raises(InputError, match="would overwrite the model it starts from"):
+        train(tiny_frames, first.model_path, TrainConfig(**FAST), init_model=first.model_path)
+    assert first.model_path.read_bytes() == before

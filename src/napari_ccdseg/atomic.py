@@ -12,27 +12,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import InputError
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+"""Read once at import: changing the umask later would race with worker threads."""
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write to; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path to write to; it replaces ``path`` only if the block succeeds.
+
+    A failing write (full disk, no permission) becomes an ``InputError`` naming ``path``.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        raise InputError(f"{target}: cannot write here ({error.strerror or error})") from error
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files private; give the usual mode
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())  # on disk before it replaces the old file
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes files private; give the usual mode
         os.replace(tmp_path, target)
+    except OSError as error:
+        raise InputError(
+            f"{target}: could not write the file ({error.strerror or error}); any previous file is unchanged"
+        ) from error
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

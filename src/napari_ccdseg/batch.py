@@ -169,8 +169,9 @@ def predict_file(
             labels = _predict_to(model, meta, frame, out_dir, stem, probabilities)
             rows.append(_row(frame_path, frame.name, PREDICTED, labels, time.perf_counter() - start))
         return rows
-    except InputError as error:
-        return [_row(frame_path, "", FAILED, None, 0.0, str(error))]
+    except Exception as error:  # one bad file (or a full disk) must not end a whole campaign
+        message = str(error) if isinstance(error, InputError) else f"{frame_path}: {type(error).__name__}: {error}"
+        return [_row(frame_path, "", FAILED, None, 0.0, message)]
 
 
 # ---------------------------------------------------------------- on the client

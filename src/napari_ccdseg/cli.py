@@ -63,6 +63,16 @@ class TrainProgressPrinter:
 # ---------------------------------------------------------------- subcommands
 
 
+def _claim_output(stem: str, frame_path: Path, out: Path, claimed: dict[str, Path], overwrite: bool) -> None:
+    """Refuse to replace a label map that may hold a user's corrections, or to write one twice."""
+    target = out / f"{stem}_labels.png"
+    if stem in claimed:
+        raise InputError(f"{frame_path} and {claimed[stem]} would both write {target}; give them separate --out folders")
+    if target.exists() and not overwrite:
+        raise InputError(f"{target} already exists (it may hold corrections); add --overwrite to replace it")
+    claimed[stem] = frame_path
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate import SIM_PRESETS, simulate_dataset
 
@@ -83,12 +93,13 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .io import output_stem, read_frames, write_label_map
 
     out = Path(args.out)
-    maps = []
+    maps, claimed = [], {}
     for frame_path, _ in tqdm(frame_files(args.inputs), desc="labelling", unit="file"):
         frames = read_frames(frame_path)
         for frame in frames:
-            labels = label_frame(frame.data, args.preset, name=frame.name)
             stem = output_stem(frame_path, frame.name, len(frames))
+            _claim_output(stem, frame_path, out, claimed, args.overwrite)
+            labels = label_frame(frame.data, args.preset, name=frame.name)
             write_label_map(out / f"{stem}_labels.png", labels)
             maps.append(labels)
     print(class_stats(maps).table())
@@ -181,16 +192,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     model, meta = _load_model(args.model, args.device)
     out = Path(args.out)
-    count = 0
+    claimed: dict[str, Path] = {}
     for frame_path, _ in tqdm(frame_files(args.inputs), desc="predicting", unit="file"):
         frames = read_frames(frame_path)
         for frame in frames:
+            stem = output_stem(frame_path, frame.name, len(frames))
+            _claim_output(stem, frame_path, out, claimed, args.overwrite)
             prediction = predict_frame(
                 model, meta, frame.data, source=frame.name, probabilities=args.probabilities
             )
-            write_prediction(prediction, out, output_stem(frame_path, frame.name, len(frames)))
-            count += 1
-    print(f"wrote {count} prediction(s) to {out}")
+            write_prediction(prediction, out, stem)
+    print(f"wrote {len(claimed)} prediction(s) to {out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -250,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
     p.add_argument("--preset", choices=LABEL_PRESETS, default="physical")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace existing X_labels.png files")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("train", help="train a U-Net on labelled frames")
@@ -285,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--probabilities", action="store_true", help="also write X_probabilities.npy")
+    p.add_argument("--overwrite", action="store_true", help="replace existing X_labels.png files")
     p.add_argument(
         "--scheduler", metavar="local[:N]|tcp://HOST:PORT",
         help="run one dask task per file on N local worker processes or a dask cluster; "

@@ -46,9 +46,18 @@ def check_pair(name: str, image: np.ndarray, labels: np.ndarray) -> None:
         raise InputError(f"{name}: {bad} pixel(s) are NaN or infinite")
 
 
-def _instances_for(frame_path: Path) -> np.ndarray | None:
-    path = frame_path.with_name(f"{io.frame_stem(frame_path)}_instances.npy")
-    return np.load(path, allow_pickle=False) if path.exists() else None
+def _instances_for(frame_path: Path, stem: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Exact cluster instances ``X_instances.npy`` written by the simulator, when present."""
+    path = frame_path.with_name(f"{stem}_instances.npy")
+    if not path.exists():
+        return None
+    try:
+        instances = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read the instance map ({error})") from error
+    if instances.shape != shape:
+        raise InputError(f"{path}: instance map is {instances.shape}, the frame is {shape}")
+    return instances
 
 
 def frame_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Path | None]]:
@@ -74,22 +83,26 @@ def load_labelled(
 ) -> list[LabelledFrame]:
     """Read frames with their label maps; auto-label those without one when ``preset`` is set."""
     frames: list[LabelledFrame] = []
-    for frame_path, labels_path in frame_files(inputs):
-        for frame in io.read_frames(frame_path):
+    for frame_path, _ in frame_files(inputs):
+        in_file = io.read_frames(frame_path)
+        for frame in in_file:
+            stem = io.output_stem(frame_path, frame.name, len(in_file))
+            labels_path = io.labels_path_for(frame_path, stem)
+            shape = frame.data.shape[:2]
+            instances = None
             if labels_path is not None:
-                labels = io.read_label_map(
-                    labels_path, expected_shape=frame.data.shape[:2], frame=frame_path
-                )
+                labels = io.read_label_map(labels_path, expected_shape=shape, frame=frame_path)
+                instances = _instances_for(frame_path, stem, shape)
             elif preset is not None:
                 labels = label_frame(frame.data, preset, params=params, name=frame.name)
             elif require_labels:
                 raise InputError(
-                    f"{frame_path}: no label map {io.frame_stem(frame_path)}_labels.png beside it; "
+                    f"{frame_path}: no label map {stem}_labels.png beside it; "
                     "give a preset to auto-label frames without labels"
                 )
             else:
-                labels = np.full(frame.data.shape[:2], UNLABELLED, np.uint8)
-            frames.append(LabelledFrame(frame.name, frame.data, labels, _instances_for(frame_path)))
+                labels = np.full(shape, UNLABELLED, np.uint8)
+            frames.append(LabelledFrame(frame.name, frame.data, labels, instances))
     if not frames:
         raise InputError(f"no frames found in {', '.join(map(str, inputs))}")
     return frames

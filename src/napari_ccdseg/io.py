@@ -77,10 +77,14 @@ def is_frame_file(path: str | Path) -> bool:
     return _matching_suffix(Path(path), FRAME_SUFFIXES) is not None
 
 
-def labels_path_for(frame_path: str | Path) -> Path | None:
-    """The existing label map ``X_labels.<png|tif|tiff|npy>`` beside ``X.<ext>``, first in that order."""
+def labels_path_for(frame_path: str | Path, stem: str | None = None) -> Path | None:
+    """The existing label map ``X_labels.<png|tif|tiff|npy>`` beside ``X.<ext>``, first in that order.
+
+    ``stem`` overrides ``X``: each extension of a multi-extension file has its own map, named by
+    ``output_stem`` as ``label`` and ``predict`` write them.
+    """
     frame_path = Path(frame_path)
-    stem = frame_stem(frame_path)
+    stem = stem or frame_stem(frame_path)
     for suffix in LABEL_SUFFIXES:
         candidate = frame_path.with_name(f"{stem}_labels{suffix}")
         if candidate.is_file():

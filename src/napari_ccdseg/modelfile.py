@@ -34,6 +34,12 @@ _PICKLE_MAGICS = tuple(b"\x80" + bytes([protocol]) for protocol in range(2, 6)) 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container, which wraps a pickle
 
 
+def model_file_path(path: str | Path) -> Path:
+    """The path a model is saved to: ``.safetensors`` appended when missing (no part of the name lost)."""
+    path = Path(path)
+    return path if path.suffix == MODEL_SUFFIX else path.with_name(path.name + MODEL_SUFFIX)
+
+
 def save_model(path: str | Path, model: UNet, metadata: dict) -> Path:
     """Write ``model`` and ``metadata`` atomically; returns the path (``.safetensors`` appended).
 
@@ -43,9 +49,7 @@ def save_model(path: str | Path, model: UNet, metadata: dict) -> Path:
     copies in ``metadata``, so metadata read from an older file can be passed straight back.
     An interrupted or failing save leaves the previous file at ``path`` untouched.
     """
-    path = Path(path)
-    if path.suffix != MODEL_SUFFIX:
-        path = path.with_name(path.name + MODEL_SUFFIX)  # appended: no part of the name is lost
+    path = model_file_path(path)
     header = {**metadata, **_core_metadata(model)}
     header["normalisation_params"] = _normalisation_params_for_saving(metadata)
     text = json.dumps(header, default=_jsonable)
@@ -101,14 +105,8 @@ def _jsonable(value: object) -> object:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Via a temp file and ``os.replace``: a full disk or Ctrl-C leaves the old file intact."""
-    try:
-        with atomic_path(path) as temp:
-            temp.write_bytes(data)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise InputError(
-            f"could not write model file {path}: {reason}; any previous file is unchanged"
-        ) from error
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
 
 
 def _read_header(path: Path) -> dict:

@@ -27,9 +27,9 @@ from .dataset import LabelledFrame
 from .devices import describe_device, resolve_device
 from .ddp import SingleProcess
 from .errors import InputError
-from .modelfile import load_model, save_model
+from .modelfile import MODEL_SUFFIX, load_model, model_file_path, save_model
 from .normalise import DEFAULT_CLIP, choose_normalisation, normalisation_params, normalise
-from .unet import UNet, build_unet
+from .unet import build_unet
 from .updates import EpochUpdate, LogUpdate, StepUpdate, Update
 
 OPTIMISERS = ("adam", "adadelta")
@@ -247,8 +247,8 @@ def scores_from_confusion(confusion: np.ndarray) -> dict[str, float]:
 
 def _write_history(history: list[dict], model_path: Path) -> list[Path]:
     """History as JSON and CSV beside the model, rewritten after every epoch."""
-    base = model_path.with_name(model_path.name.split(".")[0] + "_history")
-    json_path, csv_path = base.with_suffix(".json"), base.with_suffix(".csv")
+    stem = model_path.name.removesuffix(MODEL_SUFFIX) + "_history"
+    json_path, csv_path = model_path.with_name(stem + ".json"), model_path.with_name(stem + ".csv")
     atomic_write_text(json_path, json.dumps(history, indent=1))
     columns = list(history[0]) if history else []
     lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in history]
@@ -264,7 +264,12 @@ class _Run:
         self.config = config
         self.emit = emit
         self.dist = dist
-        self.model_path = Path(model_path)
+        self.model_path = model_file_path(model_path)
+        if init_model is not None and Path(init_model).resolve() == self.model_path.resolve():
+            raise InputError(
+                f"{self.model_path}: fine-tuning would overwrite the model it starts from; "
+                "choose another output file"
+            )
         self.device = dist.place(resolve_device(config.device))
         emit(LogUpdate(f"training on {describe_device(self.device)}"))
         torch.manual_seed(config.seed)
