@@ -59,7 +59,7 @@ def run_one(size: int, spec: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs="+", default=[4096])
-    parser.add_argument("--configs", nargs="+", default=["naive", "256:32", "512:32", "1024:32"])
+    parser.add_argument("--configs", nargs="+", default=["naive", "256:16:8", "256:32:8"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

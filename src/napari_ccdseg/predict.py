@@ -22,7 +22,7 @@ from .unet import UNet
 from .updates import StepUpdate
 
 DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 32
+DEFAULT_OVERLAP = 16
 
 
 @dataclass
