@@ -220,6 +220,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if len(examples) < 3:
             examples.append((frame.name, frame.image, frame.labels, pred))
     evaluation = evaluate(samples)
+    for entry, frame in zip(evaluation["frames"], frames):
+        entry["name"] = frame.name
     summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}")
     print(evaluation["pixel"]["text"])
     print(f"report: {summary}")

@@ -49,6 +49,8 @@ def run_demo(out: Path, minutes: float = 3.0, seed: int = 0, device: str = "auto
         baseline.append((frame.image, frame.labels, frame.instances, label_frame(frame.image, "physical")))
         examples.append((frame.name, frame.image, frame.labels, pred))
     evaluation = evaluate(samples)
+    for entry, (name, *_) in zip(evaluation["frames"], examples):
+        entry["name"] = name
     evaluation["baseline_physical_preset"] = evaluate(baseline)
     summary = write_report(
         out / "report", evaluation, history=result.history, examples=examples[:3],

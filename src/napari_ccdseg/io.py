@@ -369,7 +369,7 @@ def read_frames(path: str | Path, *, average_samples: bool = True, subtract_over
 # ----------------------------------------------------------------------------- label maps
 
 
-def _validated_labels(where: str | Path, labels: Any) -> np.ndarray:
+def validated_labels(where: str | Path, labels: Any) -> np.ndarray:
     """A 2-D uint8 class map, or InputError listing the values outside the class scheme."""
     array = np.asarray(labels)
     if array.ndim != 2:
@@ -393,7 +393,7 @@ def read_label_map(
     """A uint8 class map from PNG/TIFF/NPY; ``expected_shape`` is the frame's (H, W), ``frame`` names it in errors."""
     path = Path(path)
     _check_readable(path, LABEL_SUFFIXES)
-    labels = _validated_labels(path, _parse(path, "label map", lambda: _load_plain_label(path)))
+    labels = validated_labels(path, _parse(path, "label map", lambda: _load_plain_label(path)))
     if expected_shape is not None and labels.shape != tuple(expected_shape[:2]):
         of_frame = f"frame {frame}" if frame is not None else "the frame"
         raise InputError(
@@ -438,7 +438,7 @@ def write_label_map(path: str | Path, labels: Any) -> Path:
     suffix = _matching_suffix(path, LABEL_SUFFIXES)
     if suffix is None:
         raise InputError(f"{path}: unsupported label map type (expected one of {', '.join(LABEL_SUFFIXES)})")
-    array = _validated_labels(path, labels)
+    array = validated_labels(path, labels)
     return _atomic_write(path, _LABEL_WRITERS[suffix](array))
 
 

@@ -76,7 +76,7 @@ class PredictWidget(WorkerWidget):
         self.last_button.clicked.connect(lambda: self.model.setText(self.session.model_path))
         self.session.model_changed.connect(self._model_trained)
         devices = available_devices()
-        self.device = combo(devices, devices[-1] if len(devices) > 1 else "cpu")
+        self.device = combo(devices, devices[1] if len(devices) > 1 else "cpu")
         self.images = QListWidget()
         self.images.setMaximumHeight(110)
         self.images.setToolTip("image layers to predict")

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..dataset import LabelledFrame
 from ..devices import available_devices, describe_device, resolve_device
+from ..io import validated_labels
 from ..errors import InputError
 from ..train import OPTIMISERS, TrainConfig, TrainResult
 from ..unet import UNET_CONFIGS
@@ -119,7 +120,7 @@ class TrainWidget(WorkerWidget):
         self.max_minutes = dspin(0.0, 0.0, 100000.0, "stop after this many minutes, keeping the best model (0: no limit)", step=1.0, decimals=1)
         self.val_split = dspin(defaults.val_split, 0.0, 0.9, "share of frames held out for validation", step=0.05)
         devices = available_devices()
-        self.device = combo(devices, devices[-1] if len(devices) > 1 else "cpu", "CPU or a CUDA device")
+        self.device = combo(devices, devices[1] if len(devices) > 1 else "cpu", "CPU or a CUDA device")
         self.device_line = wrapped_label("")
         self.model_path = PathEdit(default_model_path(), mode="save", filter="Model (*.safetensors)", tip="model file to write")
         self._auto_model_path = self.model_path.text()
@@ -240,7 +241,12 @@ class TrainWidget(WorkerWidget):
             labels = self.viewer.layers[labels_name_]
             instances = labels.metadata.get("ccdseg_instances")
             frames.append(
-                LabelledFrame(image_name, np.asarray(image.data), np.array(labels.data, dtype=np.uint8), instances)
+                LabelledFrame(
+                    image_name,
+                    np.asarray(image.data),
+                    validated_labels(f"layer '{labels_name_}'", labels.data),
+                    instances,
+                )
             )
         return frames
 
