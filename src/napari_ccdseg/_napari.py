@@ -14,9 +14,9 @@ import numpy as np
 
 from . import io
 from .classes import labels_layer_kwargs
+from .noise import display_range
 
 LayerData = tuple[Any, dict, str]
-_CONTRAST_SAMPLE = 512  # pixels per side used to pick contrast limits; enough for percentiles, fast on 6k frames
 
 
 def _paths(path: str | Sequence[str]) -> list[Path] | None:
@@ -35,13 +35,6 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
     return lambda _path: [layer for p in paths for layer in read_layers(p)]
 
 
-def _contrast_limits(data: np.ndarray) -> tuple[float, float]:
-    """0.5-99.5 percentile limits, so a few glitch pixels of 1e7 ADU do not wash out the frame."""
-    step = max(1, max(data.shape) // _CONTRAST_SAMPLE)
-    low, high = np.percentile(data[::step, ::step], [0.5, 99.5])
-    return (float(low), float(high)) if high > low else (float(low), float(low) + 1.0)
-
-
 def _image_layer(frame: io.Frame) -> LayerData:
     """An image layer keeping the FITS header and source file in its metadata."""
     kwargs: dict = {
@@ -52,7 +45,7 @@ def _image_layer(frame: io.Frame) -> LayerData:
         kwargs["rgb"] = True
     else:
         kwargs["colormap"] = "gray"
-        kwargs["contrast_limits"] = _contrast_limits(frame.data)
+        kwargs["contrast_limits"] = display_range(frame.data)
     return frame.data, kwargs, "image"
 
 
@@ -88,7 +81,7 @@ def sample_frame() -> list[LayerData]:
     image_kwargs = {
         "name": name,
         "colormap": "gray",
-        "contrast_limits": _contrast_limits(image),
+        "contrast_limits": display_range(image),
         "metadata": {"simulation": simulated.metadata},
     }
     return [(image, image_kwargs, "image"), (simulated.labels, labels_layer_kwargs(f"{name} truth"), "labels")]

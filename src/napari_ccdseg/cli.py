@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 from tqdm import tqdm
 
 from . import __version__
+from .console import TrainProgressPrinter
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -23,41 +24,6 @@ if TYPE_CHECKING:
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-# ---------------------------------------------------------------- helpers
-
-
-class TrainProgressPrinter:
-    """tqdm bar per epoch and one printed line per epoch, from typed training updates."""
-
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def __call__(self, update) -> None:
-        from .updates import EpochUpdate, LogUpdate, StepUpdate
-
-        if isinstance(update, StepUpdate):
-            if self.bar is None:
-                self.bar = tqdm(total=update.steps, desc=f"epoch {update.epoch}/{update.epochs}", leave=False)
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{update.loss:.4f}")
-        elif isinstance(update, EpochUpdate):
-            self.close()
-            row = update.row
-            tqdm.write(
-                f"epoch {update.epoch}/{update.epochs}: train loss {row['train_loss']:.4f}, "
-                f"val loss {row['val_loss']:.4f}, accuracy {row['val_accuracy']:.4f}, "
-                f"cluster F1 {row['val_f1_cluster']:.3f}" + ("  [saved]" if update.saved else "")
-            )
-        elif isinstance(update, LogUpdate):
-            self.close()
-            tqdm.write(update.message)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 # ---------------------------------------------------------------- subcommands

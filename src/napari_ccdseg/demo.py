@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from .autolabel import label_frame
-from .cli import TrainProgressPrinter
+from .console import TrainProgressPrinter
 from .dataset import load_labelled
 from .io import write_label_map
 from .metrics import evaluate

@@ -47,3 +47,15 @@ def row_pedestals(image: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         medians = np.nanmedian(np.where(np.isfinite(rows), rows, np.nan), axis=1)
     return np.nan_to_num(medians, nan=0.0).astype(np.float32)
+
+
+def display_range(image: np.ndarray) -> tuple[float, float]:
+    """0.5–99.5 percentile limits for showing a frame: a few glitch pixels of 1e7 ADU must not
+    wash it out. A constant frame still gets a valid (non-empty) range."""
+    step = max(1, max(image.shape[:2]) // 2048)
+    sample = np.asarray(image)[::step, ::step]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    return (low, high) if high > low else (low, low + 1.0)

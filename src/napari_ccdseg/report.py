@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_path, atomic_write_text
 from .classes import BACKGROUND, CLASS_COLOURS, CLASS_NAMES, CLUSTER, N_CLASSES, colourise
+from .noise import display_range
 
 DPI = 150
 _STYLE = {
@@ -253,9 +254,7 @@ def _show_image(axes, image: np.ndarray, extent: tuple, figure: Figure) -> None:
         shown = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
         axes.imshow(np.clip(shown, 0, 1), interpolation="nearest", extent=extent)
         return
-    finite = image[np.isfinite(image)]
-    low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-    high = max(high, low + 1e-9)  # a constant frame still gets a valid colour scale
+    low, high = display_range(image)
     shown = axes.imshow(
         image, cmap="gray", vmin=low, vmax=high, interpolation="nearest", extent=extent
     )

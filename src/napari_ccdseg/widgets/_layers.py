@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._napari import _contrast_limits
+from ..noise import display_range
 from ..classes import labels_layer_kwargs
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def add_frame(viewer: napari.Viewer, name: str, image: np.ndarray, metadata: dic
         layer = viewer.layers[name]
         layer.data = image
         if not colour:
-            layer.contrast_limits = _contrast_limits(image)
+            layer.contrast_limits = display_range(image)
         layer.metadata.update(metadata or {})
         return layer
     kwargs: dict = {"name": name, "metadata": dict(metadata or {})}
@@ -98,7 +98,7 @@ def add_frame(viewer: napari.Viewer, name: str, image: np.ndarray, metadata: dic
         kwargs["rgb"] = True
     else:
         kwargs["colormap"] = "gray"
-        kwargs["contrast_limits"] = _contrast_limits(image)
+        kwargs["contrast_limits"] = display_range(image)
     return viewer.add_image(image, **kwargs)
 
 
