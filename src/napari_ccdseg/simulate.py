@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from .errors import InputError
 
@@ -738,38 +738,20 @@ def simulate_dataset(
 
 
 def _write_frame(out: Path, stem: str, cfg: SimConfig, seed: int, index: int, fmt: str) -> Path:
+    """Truth first, the frame last: a frame on disk always has its truth beside it."""
+    from . import io
+
     frame = simulate_frame(cfg, frame_seed(seed, index))
     frame.metadata["dataset"] = {"seed": int(seed), "index": index, "frame": f"{stem}.{fmt}"}
-    with atomic_path(out / f"{stem}_meta.json") as tmp:
-        tmp.write_text(json.dumps(frame.metadata, indent=1), encoding="utf-8")
-    with atomic_path(out / f"{stem}_labels.png") as tmp:
-        _write_png(tmp, frame.labels)
-    with atomic_path(out / f"{stem}_instances.npy") as tmp:
-        _write_npy(tmp, frame.instances)
-    path = out / f"{stem}.{fmt}"
-    with atomic_path(path) as tmp:
-        _write_fits(tmp, frame) if fmt == "fits" else _write_npy(tmp, frame.image)
-    return path
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a temp name
-        np.save(fh, array, allow_pickle=False)
-
-
-def _write_png(path: Path, labels: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8)).save(path, format="PNG")
-
-
-def _write_fits(path: Path, frame: SimulatedFrame) -> None:
-    from astropy.io import fits
-
-    header = fits.Header()
-    header["BUNIT"] = ("electron" if frame.metadata["units"] == "e" else "adu", "pixel units")
-    header["SIMSEED"] = (frame.metadata["seed"], "napari-ccdseg simulate_frame seed")
-    header["RDNOISE"] = (frame.metadata["read_noise_e"], "read noise [e-]")
-    header["PRESCAN"] = (frame.metadata["config"]["prescan_cols"], "prescan columns")
-    header["OVERSCAN"] = (frame.metadata["config"]["overscan_cols"], "overscan columns")
-    fits.PrimaryHDU(frame.image, header=header).writeto(path, overwrite=True)
+    atomic_write_text(out / f"{stem}_meta.json", json.dumps(frame.metadata, indent=1))
+    io.write_label_map(out / f"{stem}_labels.png", frame.labels)
+    with atomic_path(out / f"{stem}_instances.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, frame.instances, allow_pickle=False)
+    header = {
+        "BUNIT": "electron" if frame.metadata["units"] == "e" else "adu",
+        "SIMSEED": frame.metadata["seed"],
+        "RDNOISE": frame.metadata["read_noise_e"],
+        "PRESCAN": frame.metadata["config"]["prescan_cols"],
+        "OVERSCAN": frame.metadata["config"]["overscan_cols"],
+    }
+    return io.write_frame(out / f"{stem}.{fmt}", frame.image, header=header if fmt == "fits" else None)
