@@ -284,7 +284,10 @@ def _finish_frame(
             raise InputError(f"{path}: {name} is a colour image; overscan subtraction needs a 2-D frame")
         return Frame(data=data, name=name, source=path, header=header)
     _check_finite(path, data, name)
-    values = data.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        values = data.astype(np.float32, copy=False)
+    if values is not data and not np.isfinite(values).all():
+        raise InputError(f"{path}: {name} has {data.dtype} pixel values beyond the float32 range (max ±3.4e38)")
     if average_samples:
         values = _average_samples(path, values, header, name)
     if subtract_overscan:
