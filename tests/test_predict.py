@@ -62,3 +62,31 @@ def test_unet_prediction_shapes_and_progress():
     assert pred.probabilities is None
     assert all(isinstance(u, StepUpdate) for u in updates)
     assert updates[-1].step == updates[-1].steps
+
+
+class RunsOutOfMemory(PointwiseModel):
+    """Pretends a GPU that holds at most two tiles at a time."""
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_out_of_memory_retries_with_smaller_batches_and_says_so():
+    image = np.random.default_rng(1).normal(size=(40, 100)).astype(np.float32)
+    expected = predict_normalised(PointwiseModel(), image, tile=32, overlap=8, batch_size=8)
+    with pytest.warns(UserWarning, match="ran out of memory: retrying with batches of 2 tile"):
+        pred = predict_normalised(RunsOutOfMemory(), image, tile=32, overlap=8, batch_size=8)
+    assert np.array_equal(pred.labels, expected.labels)
+
+
+def test_out_of_memory_with_one_tile_is_a_clear_error():
+    class NeverFits(PointwiseModel):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    from napari_ccdseg.errors import InputError
+
+    with pytest.raises(InputError, match="out of memory even for one tile"):
+        predict_normalised(NeverFits(), np.zeros((32, 32), np.float32), tile=32, batch_size=4)

@@ -118,3 +118,18 @@ def test_fine_tuning_refuses_to_overwrite_its_starting_model(tiny_frames, tmp_pa
     with pytest.raises(InputError, match="would overwrite the model it starts from"):
         train(tiny_frames, first.model_path, TrainConfig(**FAST), init_model=first.model_path)
     assert first.model_path.read_bytes() == before
+
+
+def test_an_exception_mid_epoch_keeps_the_last_good_model_and_history(tiny_frames, tmp_path):
+    path = tmp_path / "m.safetensors"
+
+    def progress(update):
+        if isinstance(update, StepUpdate) and update.epoch == 2 and update.step == 1:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(tiny_frames, path, TrainConfig(**{**FAST, "epochs": 3}), progress=progress)
+    model, meta = load_model(path)
+    assert meta["history_summary"]["epoch"] == 1
+    assert [row["epoch"] for row in json.loads((tmp_path / "m_history.json").read_text())] == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m_history.csv", "m_history.json"]

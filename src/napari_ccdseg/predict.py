@@ -8,14 +8,16 @@ Only a strip one tile high is kept in memory (plus the output), which bounds mem
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .errors import InputError
 from .io import write_label_map
 from .normalise import normalise
 from .unet import UNet
@@ -53,16 +55,42 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def _run_batches(
-    model: UNet, tiles: list[np.ndarray], batch_size: int, device: torch.device, amp: bool
-) -> Iterator[np.ndarray]:
-    """Logits of each tile, computed ``batch_size`` tiles at a time."""
-    for start in range(0, len(tiles), batch_size):
-        batch = torch.from_numpy(np.stack(tiles[start : start + batch_size]))[:, None]
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(batch).float()
-        yield from logits.cpu().numpy()
+class _TileRunner:
+    """Runs tiles through the model in batches. On a CUDA out-of-memory error it halves the
+    batch, says so (a warning), and carries on with the smaller batch for the rest of the frame."""
+
+    def __init__(self, model: UNet, batch_size: int, device: torch.device) -> None:
+        self.model = model
+        self.batch_size = max(1, batch_size)
+        self.device = device
+        self.amp = device.type == "cuda"
+
+    def _forward(self, tiles: list[np.ndarray]) -> np.ndarray:
+        batch = torch.from_numpy(np.stack(tiles))[:, None]
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(batch).float().cpu().numpy()
+
+    def logits(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
+        """Logits of each tile, in order."""
+        out: list[np.ndarray] = []
+        while len(out) < len(tiles):
+            chunk = tiles[len(out) : len(out) + self.batch_size]
+            try:
+                out.extend(self._forward(chunk))
+            except torch.OutOfMemoryError as error:
+                if self.batch_size == 1:
+                    raise InputError(
+                        f"{self.device}: out of memory even for one tile; use smaller tiles or the CPU"
+                    ) from error
+                self.batch_size //= 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                warnings.warn(
+                    f"{self.device} ran out of memory: retrying with batches of {self.batch_size} tile(s)",
+                    stacklevel=2,
+                )
+        return out
 
 
 @torch.inference_mode()
@@ -78,8 +106,7 @@ def predict_normalised(
 ) -> Prediction:
     """Predict a frame that is already normalised (2-D float32)."""
     model.eval()
-    device = next(model.parameters()).device
-    amp = device.type == "cuda"
+    runner = _TileRunner(model, batch_size, next(model.parameters()).device)
     rows, cols = image.shape
     tile_h, tile_w = min(tile, rows), min(tile, cols)
     overlap = min(overlap, tile_h // 2, tile_w // 2)
@@ -111,7 +138,7 @@ def predict_normalised(
             flush(shift)
             strip_top = y
         tiles = [image[y : y + tile_h, x : x + tile_w] for x in xs]
-        for x, logits in zip(xs, _run_batches(model, tiles, batch_size, device, amp)):
+        for x, logits in zip(xs, runner.logits(tiles)):
             strip[:, :, x : x + tile_w] += logits * window
             weight[:, x : x + tile_w] += window
         if progress is not None:
