@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -311,3 +312,20 @@ def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, vi
     assert any("fine-tuning" in line for line in train.log.toPlainText().splitlines())
     assert read_metadata(tuned)["pairs"][0] == ["sim 0", "sim 0 prediction"]
     assert predict.model.text() == str(tuned)
+
+
+def test_closing_the_viewer_during_training_stops_it_and_keeps_the_model(qtbot, viewer, tmp_path):
+    simulate(qtbot, viewer, n=2)
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget, epochs=500, steps=5)
+    widget.model_path.setText(str(tmp_path / "closed.safetensors"))
+    click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 1, timeout=TIMEOUT_MS)
+    stop = widget.stop_event
+    viewer.close()
+
+    def core_thread_ended_with_a_model() -> bool:
+        running = any(t.name == "ccdseg-core" for t in threading.enumerate())
+        return stop.is_set() and not running and (tmp_path / "closed.safetensors").is_file()
+
+    qtbot.waitUntil(core_thread_ended_with_a_model, timeout=TIMEOUT_MS)

@@ -128,11 +128,14 @@ class WorkerWidget(QWidget):
         worker.errored.connect(lambda error: report_error(error, what))
 
         def finished() -> None:
-            self._close_progress()
             self.worker = None
-            self._set_busy(False)
-            if on_done is not None:
-                on_done()
+            try:
+                self._close_progress()
+                self._set_busy(False)
+                if on_done is not None:
+                    on_done()
+            except RuntimeError:  # the dock or the viewer was closed while the worker ran
+                return
 
         worker.finished.connect(finished)
         self.worker = worker
