@@ -77,3 +77,28 @@ def test_two_inputs_with_the_same_name_are_refused(tmp_path, capsys):
         assert main(["simulate", str(tmp_path / folder), "--n", "1", "--size", "32", "32"]) == 0
     code = main(["label", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")])
     assert code == 2 and "would both write" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_training_keeps_the_best_model_and_says_where(tmp_path, capsys, monkeypatch):
+    from napari_ccdseg import train as train_module
+
+    data, model = tmp_path / "data", tmp_path / "model.safetensors"
+    assert main(["simulate", str(data), "--n", "2", "--size", "32", "32"]) == 0
+    real_step, calls = train_module._Run.step, []
+
+    def step_then_ctrl_c(self):
+        calls.append(1)
+        if len(calls) == 3:  # the first step of epoch 2
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(train_module._Run, "step", step_then_ctrl_c)
+    code = main(["train", str(data), "--out", str(model), "--epochs", "5", "--steps", "2",
+                 "--batch-size", "2", "--tile", "32", "--device", "cpu"])
+    assert code == 130
+    out = capsys.readouterr()
+    assert f"best checkpoint so far (if any epoch finished) is in {model}" in out.out
+    assert "Traceback" not in out.err
+    from napari_ccdseg.modelfile import load_model
+
+    assert load_model(model)[1]["history_summary"]["epoch"] == 1
