@@ -316,7 +316,7 @@ def test_nan_and_inf_pixels_are_counted(tmp_path, frame, suffix):
     frame[0, :3] = np.nan
     frame[5, 5] = np.inf
     error = assert_input_error(io.write_frame(tmp_path / f"nan{suffix}", frame), "NaN")
-    assert "4 NaN or infinite" in str(error)
+    assert "4 pixel(s) are NaN or infinite" in str(error)
 
 
 def test_negative_overscan_count(tmp_path, frame):

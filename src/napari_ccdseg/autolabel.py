@@ -62,7 +62,7 @@ from .classes import (
     UNLABELLED,
 )
 from .errors import InputError
-from .noise import pedestal_noise, row_pedestals
+from .noise import check_finite, pedestal_noise, row_pedestals
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,7 @@ def label_frame(
     if not 0 <= unmatched <= 255:
         raise InputError(f"{name}: the unmatched label must be 0-255, got {unmatched}")
     v = to_monochrome(image, name)
-    bad = int(np.count_nonzero(~np.isfinite(v)))
-    if bad:
-        raise InputError(f"{name}: {bad} pixel(s) are NaN or infinite; replace or crop them first")
+    check_finite(v, name)
     if preset == "seed-v1":
         return apply_rules(v, SEED_V1_RULES, unmatched)
     return _label_physical(v, params or PhysicalParams())

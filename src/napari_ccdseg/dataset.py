@@ -17,6 +17,7 @@ from . import io
 from .autolabel import PhysicalParams, label_frame
 from .classes import UNLABELLED
 from .errors import InputError
+from .noise import check_finite
 
 
 @dataclass
@@ -41,9 +42,7 @@ def check_pair(name: str, image: np.ndarray, labels: np.ndarray) -> None:
             f"{name}: label map is {labels.shape[0]}x{labels.shape[1]} but the frame is "
             f"{image.shape[0]}x{image.shape[1]}"
         )
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        bad = int((~np.isfinite(image)).sum())
-        raise InputError(f"{name}: {bad} pixel(s) are NaN or infinite")
+    check_finite(image, name)
 
 
 def _instances_for(frame_path: Path, stem: str, shape: tuple[int, ...]) -> np.ndarray | None:

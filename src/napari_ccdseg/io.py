@@ -24,6 +24,7 @@ import numpy as np
 from .atomic import atomic_path
 from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
 from .errors import InputError
+from .noise import check_finite
 
 FITS_SUFFIXES: tuple[str, ...] = (".fits.fz", ".fits", ".fit", ".fts", ".fz")
 FRAME_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".npy", ".tif", ".tiff", ".png")
@@ -174,7 +175,8 @@ def _load_plain_label(path: Path) -> np.ndarray:
     return _load_tiff(path)
 
 
-def _is_colour(array: np.ndarray) -> bool:
+def is_colour(array: np.ndarray) -> bool:
+    """An (H, W, 3|4) RGB(A) image, kept as it is rather than treated as a CCD frame."""
     return array.ndim == 3 and array.shape[-1] in (3, 4)
 
 
@@ -182,7 +184,7 @@ def _check_image(path: Path, array: np.ndarray, allow_colour: bool) -> None:
     """Reject shapes and dtypes that cannot be a CCD frame, saying what was found."""
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise InputError(f"{path}: pixel type {array.dtype} is not numeric")
-    if array.ndim == 2 or (allow_colour and _is_colour(array)):
+    if array.ndim == 2 or (allow_colour and is_colour(array)):
         if 0 in array.shape:
             raise InputError(f"{path}: image has no pixels (shape {array.shape})")
         return
@@ -190,15 +192,6 @@ def _check_image(path: Path, array: np.ndarray, allow_colour: bool) -> None:
         hint = "; colour images must be (H, W, 3) or (H, W, 4)" if allow_colour else ""
         raise InputError(f"{path}: 3-D stack of shape {array.shape} is not a single 2-D frame{hint}")
     raise InputError(f"{path}: expected a 2-D image, got {array.ndim}-D data of shape {array.shape}")
-
-
-def _check_finite(path: Path, data: np.ndarray, name: str) -> None:
-    """NaN/inf pixels break pedestal and noise estimates; refuse them rather than patch them silently."""
-    if not np.issubdtype(data.dtype, np.floating):
-        return
-    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-    if bad:
-        raise InputError(f"{path}: {name} has {bad} NaN or infinite pixel(s) out of {data.size}")
 
 
 def _json_safe(value: Any) -> Any:
@@ -279,11 +272,11 @@ def _finish_frame(
 ) -> Frame:
     """Shared tail of every reader: validate, average samples, subtract overscan, convert to float32."""
     _check_image(path, data, allow_colour=True)
-    if _is_colour(data):
+    if is_colour(data):
         if subtract_overscan:
             raise InputError(f"{path}: {name} is a colour image; overscan subtraction needs a 2-D frame")
         return Frame(data=data, name=name, source=path, header=header)
-    _check_finite(path, data, name)
+    check_finite(data, f"{path}: {name}")
     with np.errstate(over="ignore"):
         values = data.astype(np.float32, copy=False)
     if values is not data and not np.isfinite(values).all():
@@ -476,7 +469,7 @@ def write_frame(path: str | Path, image: Any, header: dict | None = None) -> Pat
         raise InputError(f"{path}: frames can be written as .npy or .fits, not {path.suffix or 'no suffix'}")
     array = np.asarray(image)
     _check_image(path, array, allow_colour=suffix == ".npy")
-    if not _is_colour(array):
+    if not is_colour(array):
         array = array.astype(np.float32)
     try:
         writer = _npy_writer(array) if suffix == ".npy" else _fits_writer(array, header)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 MAD_TO_SIGMA = 1.4826
 """MAD of a Gaussian times this is its σ."""
 
@@ -59,3 +61,14 @@ def display_range(image: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     return (low, high) if high > low else (low, low + 1.0)
+
+
+def check_finite(image: np.ndarray, name: str) -> None:
+    """Refuse NaN/inf pixels, naming the frame: they break pedestal and noise estimates, and
+    patching them silently would hide a bad file."""
+    array = np.asarray(image)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(f"{name}: {bad} pixel(s) are NaN or infinite, out of {array.size}; mask or replace them first")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .noise import pedestal_noise, row_pedestals
+from .io import is_colour
+from .noise import check_finite, pedestal_noise, row_pedestals
 
 NORMALISATIONS = ("sigma", "unit")
 INPUT_CHANNELS = 1
@@ -27,7 +28,7 @@ _BLOCK_PIXELS = 1 << 20
 def choose_normalisation(image: np.ndarray) -> str:
     """``unit`` for colour images and 8-bit data (rendered PNGs), ``sigma`` for CCD frames."""
     image = np.asarray(image)
-    if _is_colour(image) or image.dtype == np.uint8:
+    if is_colour(image) or image.dtype == np.uint8:
         return "unit"
     return "sigma"
 
@@ -54,7 +55,7 @@ def normalise(
     _check_method(method)
     image = np.asarray(image)
     plane = _plane(image, source)
-    _check_finite(plane, source)
+    check_finite(plane, source)
     if method == "unit":
         return _unit(plane, image.dtype)
     _check_clip(clip)
@@ -73,13 +74,9 @@ def _check_clip(clip: float) -> None:
         raise InputError(f"normalisation clip must be a positive number of σ, got {clip}")
 
 
-def _is_colour(image: np.ndarray) -> bool:
-    return image.ndim == 3 and image.shape[-1] in (3, 4)
-
-
 def _plane(image: np.ndarray, source: str) -> np.ndarray:
     """The 2-D frame itself, or the float32 mean of the RGB channels (alpha dropped)."""
-    if _is_colour(image):
+    if is_colour(image):
         return image[..., :3].mean(axis=-1, dtype=np.float32)
     if image.ndim != 2:
         raise InputError(
@@ -89,15 +86,6 @@ def _plane(image: np.ndarray, source: str) -> np.ndarray:
     if image.size == 0:
         raise InputError(f"{source}: the image is empty (shape {image.shape})")
     return image
-
-
-def _check_finite(plane: np.ndarray, source: str) -> None:
-    if np.issubdtype(plane.dtype, np.inexact):
-        bad = plane.size - int(np.count_nonzero(np.isfinite(plane)))
-        if bad:
-            raise InputError(
-                f"{source}: {bad} pixel(s) are NaN or infinite; mask or replace them first"
-            )
 
 
 def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
