@@ -134,3 +134,28 @@ def test_viewer_sample_adds_frame_and_truth(make_napari_viewer):
     assert isinstance(image, napari.layers.Image) and isinstance(truth, napari.layers.Labels)
     assert image.data.shape == truth.data.shape
     assert set(np.unique(truth.data)) <= set(io.LABEL_VALUES)
+
+
+def test_a_label_map_opened_alone_becomes_a_labels_layer(tmp_path):
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[3:6, 3:6] = 3
+    path = io.write_label_map(tmp_path / "run1_labels.png", labels)
+    layers = _napari.get_reader(str(path))(str(path))
+    assert [(kwargs["name"], kind) for _, kwargs, kind in layers] == [("run1 labels", "labels")]
+    np.testing.assert_array_equal(layers[0][0], labels)
+
+
+def test_each_extension_gets_its_own_label_map(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "multi.fits"
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(np.zeros(SHAPE, np.float32), name=name) for name in ("AMP1", "AMP2")
+    ]
+    fits.HDUList(hdus).writeto(path)
+    amp2 = np.zeros(SHAPE, np.uint8)
+    amp2[0, 0] = 3
+    io.write_label_map(tmp_path / "multi_AMP2_labels.png", amp2)
+    layers = _napari.read_layers(path)
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["multi[AMP1]", "multi[AMP2]", "multi[AMP2] labels"]
+    np.testing.assert_array_equal(layers[-1][0], amp2)

@@ -49,20 +49,29 @@ def _image_layer(frame: io.Frame) -> LayerData:
     return frame.data, kwargs, "image"
 
 
-def read_layers(path: Path) -> list[LayerData]:
-    """Image layers for every frame in ``path``, plus its ``X_labels`` map as a Labels layer if one exists.
+def _labels_layer(labels, name: str, source: Path) -> LayerData:
+    kwargs = labels_layer_kwargs(name)
+    kwargs["metadata"] = {**kwargs["metadata"], "source": str(source)}
+    return labels, kwargs, "labels"
 
-    A multi-extension file has one label map; it is checked against, and named after, the first frame.
+
+def read_layers(path: Path) -> list[LayerData]:
+    """Image layers for every frame in ``path``, each followed by its label map as a Labels layer
+    when one exists (``X_labels``, or ``X_AMP2_labels`` per extension of a multi-extension file).
+
+    A label map opened on its own (``X_labels.png``) becomes a Labels layer ``X labels``.
     """
+    stem = io.frame_stem(path)
+    if stem.endswith("_labels"):
+        return [_labels_layer(io.read_label_map(path), f"{stem.removesuffix('_labels')} labels", path)]
     frames = io.read_frames(path)
-    layers = [_image_layer(frame) for frame in frames]
-    labels_path = io.labels_path_for(path)
-    if labels_path is not None:
-        first = frames[0]
-        labels = io.read_label_map(labels_path, first.data.shape[:2], frame=path)
-        kwargs = labels_layer_kwargs(f"{first.name} labels")
-        kwargs["metadata"] = {**kwargs["metadata"], "source": str(labels_path)}
-        layers.append((labels, kwargs, "labels"))
+    layers = []
+    for frame in frames:
+        layers.append(_image_layer(frame))
+        labels_path = io.labels_path_for(path, io.output_stem(path, frame.name, len(frames)))
+        if labels_path is not None:
+            labels = io.read_label_map(labels_path, frame.data.shape[:2], frame=path)
+            layers.append(_labels_layer(labels, f"{frame.name} labels", labels_path))
     return layers
 
 
