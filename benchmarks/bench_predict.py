@@ -36,6 +36,19 @@ def _naive(model, image: np.ndarray, tile: int = 256) -> np.ndarray:
     return labels
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM starts afresh at exec; ru_maxrss keeps the peak of the
+    parent that forked us, so a large parent would be counted in a small child."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(size: int, spec: str) -> dict:
     """Time one configuration in this process; ``spec`` is 'naive' or 'TILE:OVERLAP[:BATCH]'."""
     from napari_ccdseg.predict import predict_normalised
@@ -52,7 +65,7 @@ def run_one(size: int, spec: str) -> dict:
         model = model.to(memory_format=torch.channels_last)
         predict_normalised(model, image, tile=tile, overlap=overlap, batch_size=batch[0] if batch else 4)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     return {"size": size, "config": spec, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
 
 

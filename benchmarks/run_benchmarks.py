@@ -1,0 +1,439 @@
+"""One command for every benchmark: quality against truth and thresholds, speed against the hardware.
+
+Prints each table and writes ``docs/benchmarks.md`` with PNG figures ``docs/images/benchmarks-*.png``.
+It reuses the other scripts here (``bench_simulate.time_size``, ``bench_predict``'s one-subprocess-
+per-configuration runs for peak RSS) and the package's own simulate / autolabel / train / predict /
+metrics code; nothing here is a second implementation of those.
+Usage: python benchmarks/run_benchmarks.py [--minutes-per-model M] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DOCS = ROOT / "docs"
+IMAGES = DOCS / "images"
+sys.path.insert(0, str(HERE))
+
+import bench_predict  # noqa: E402  (reused: subprocess runs with peak RSS)
+import bench_simulate  # noqa: E402  (reused: simulator timing)
+
+from napari_ccdseg.autolabel import label_frame  # noqa: E402
+from napari_ccdseg.classes import CLASS_NAMES  # noqa: E402
+from napari_ccdseg.dataset import LabelledFrame, load_labelled  # noqa: E402
+from napari_ccdseg.metrics import evaluate, pixel_report  # noqa: E402
+from napari_ccdseg.modelfile import load_model  # noqa: E402
+from napari_ccdseg.predict import predict_frame, tile_starts  # noqa: E402
+from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame  # noqa: E402
+from napari_ccdseg.train import TrainConfig, split_frames, train  # noqa: E402
+from napari_ccdseg.unet import build_unet  # noqa: E402
+
+NOISE_LEVELS = (0.16, 1.6, 3.0)
+METHODS = ("physical preset", "U-Net (truth labels)", "U-Net (physical auto-labels)")
+SEED_V1 = ROOT.parent / "shared" / "data" / "seed-v1" / "train"
+GOAL_F1 = 0.95
+PUBLISHED = {"cluster": 0.35, "macro avg": 0.83, "background": 1.00, "glowing": 0.96, "hot pixel": 0.97}
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return "–" if value is None else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _emit(out: list[str], lines: list[str]) -> None:
+    print("\n".join(lines), flush=True)
+    out.extend(lines)
+
+
+def _train(frames: list[LabelledFrame], path: Path, minutes: float, seed: int) -> tuple[object, dict, float, object]:
+    config = TrainConfig(epochs=1000, early_stopping=1000, max_minutes=minutes, device="cpu", seed=seed)
+    start = time.perf_counter()
+    result = train(frames, path, config)
+    seconds = time.perf_counter() - start
+    model, meta = load_model(result.model_path, "cpu")
+    return model, meta, seconds, result
+
+
+# ----------------------------------------------------------------------------- 1. quality
+
+
+def quality(args, out: list[str], tmp: Path) -> dict:
+    rows, figures, per_noise = [], {}, {}
+    for n_index, noise in enumerate(NOISE_LEVELS):
+        base = dataclasses.replace(SIM_PRESETS["conventional"], read_noise_e=noise)
+        small = dataclasses.replace(base, rows=args.train_size, cols=args.train_size)
+        big = dataclasses.replace(base, rows=args.test_size, cols=args.test_size)
+        sims = [simulate_frame(small, seed=1000 * n_index + i) for i in range(args.train_frames)]
+        truth_frames = [LabelledFrame(f"t{i}", s.image, s.labels, s.instances) for i, s in enumerate(sims)]
+        auto_frames = [
+            LabelledFrame(f"a{i}", s.image, label_frame(s.image, "physical")) for i, s in enumerate(sims)
+        ]
+        tests = [simulate_frame(big, seed=50_000 + 1000 * n_index + i) for i in range(args.test_frames)]
+        m_truth, meta_truth, _, _ = _train(truth_frames, tmp / f"truth{noise}.safetensors", args.minutes, 0)
+        m_auto, meta_auto, _, _ = _train(auto_frames, tmp / f"auto{noise}.safetensors", args.minutes, 0)
+        predictions = {
+            METHODS[0]: [label_frame(t.image, "physical") for t in tests],
+            METHODS[1]: [predict_frame(m_truth, meta_truth, t.image).labels for t in tests],
+            METHODS[2]: [predict_frame(m_auto, meta_auto, t.image).labels for t in tests],
+        }
+        per_noise[noise] = {}
+        for method, preds in predictions.items():
+            ev = evaluate([(t.image, t.labels, t.instances, p) for t, p in zip(tests, preds)])
+            px, cl = ev["pixel"], ev["clusters"]
+            per_noise[noise][method] = ev
+            rows.append(
+                [noise, method]
+                + [px[name]["f1-score"] for name in CLASS_NAMES]
+                + [px["macro avg"]["f1-score"], cl["efficiency"], cl["fakes_per_megapixel"]]
+            )
+    header = ["read noise e⁻", "method", *[f"F1 {n}" for n in CLASS_NAMES], "macro F1",
+              "cluster efficiency", "fakes / MPix"]
+    _emit(out, ["## 1. Quality on simulated frames with truth", "",
+                f"Preset `conventional` with `read_noise_e` replaced; per noise level {args.train_frames} "
+                f"training frames of {args.train_size}² (seeds 1000·k + i) and {args.test_frames} test frames "
+                f"of {args.test_size}² (seeds 50000 + 1000·k + i). Each U-Net: `small`, `TrainConfig(epochs=1000, "
+                f"early_stopping=1000, max_minutes={args.minutes}, device='cpu', seed=0)` (other settings default: "
+                "tiles 128², batch 8, 32 steps per epoch, 20 % of the frames held out for validation). "
+                "Cluster efficiency: share of true clusters with ≥ 50 % of their pixels predicted cluster.", ""])
+    _emit(out, _table(header, rows))
+    figures["efficiency"] = _plot_efficiency(per_noise)
+    out += ["", f"![efficiency vs charge](images/{figures['efficiency'].name})", ""]
+    verdicts = []
+    for noise in NOISE_LEVELS:
+        phys = per_noise[noise][METHODS[0]]["pixel"]["cluster"]["f1-score"]
+        for method in METHODS[1:]:
+            f1 = per_noise[noise][method]["pixel"]["cluster"]["f1-score"]
+            verdicts.append(
+                f"- {noise} e⁻, {method}: cluster F1 {f1:.3f} vs physical preset {phys:.3f}: "
+                + ("beats the thresholds" if f1 > phys else "does **not** beat the thresholds")
+            )
+    best = max(per_noise[1.6][m]["pixel"]["cluster"]["f1-score"] for m in METHODS[1:])
+    verdicts.append(
+        f"- Goal cluster pixel F1 ≥ {GOAL_F1} at 1.6 e⁻: best U-Net {best:.3f}: "
+        + ("**met**" if best >= GOAL_F1 else "**missed**")
+    )
+    _emit(out, ["", *verdicts, ""])
+    return per_noise
+
+
+def _plot_efficiency(per_noise: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(15, 4.8), layout="constrained")
+    axes_row = figure.subplots(1, len(per_noise), sharey=True)
+    for axes, (noise, by_method) in zip(np.atleast_1d(axes_row), per_noise.items()):
+        for method, ev in by_method.items():
+            binned = ev["clusters"]["efficiency_vs_charge"]
+            edges = np.asarray(binned["bin_edges"], float)
+            if edges.size < 2:
+                continue
+            counts, found = np.asarray(binned["counts"]), np.asarray(binned["found"])
+            keep = counts > 0
+            centres = np.sqrt(edges[:-1] * edges[1:])
+            axes.plot(centres[keep], (found / np.maximum(counts, 1))[keep], "o-", label=method)
+        axes.set_xscale("log")
+        axes.set_ylim(-0.04, 1.06)
+        axes.set_title(f"read noise {noise} e⁻")
+        axes.set_xlabel("cluster charge (e⁻, pedestal subtracted)")
+        axes.grid(True, which="both", alpha=0.3)
+    np.atleast_1d(axes_row)[0].set_ylabel("detection efficiency")
+    np.atleast_1d(axes_row)[0].legend(loc="lower right")
+    path = IMAGES / "benchmarks-efficiency.png"
+    figure.savefig(path, dpi=90)
+    return path
+
+
+# ----------------------------------------------------------------------------- 2. seed-v1
+
+
+def seed_v1(args, out: list[str], tmp: Path) -> None:
+    _emit(out, ["## 2. The original project's data (seed-v1)", ""])
+    if not SEED_V1.is_dir():
+        _emit(out, [f"Skipped: {SEED_V1.relative_to(ROOT.parent)} does not exist on this machine.", ""])
+        return
+    frames = load_labelled([SEED_V1], preset="seed-v1")
+    train_frames, test_frames = split_frames(frames, 0.2, seed=0)
+    model, meta, seconds, result = _train(train_frames, tmp / "seed.safetensors", args.minutes, 0)
+    truth = np.concatenate([f.labels.ravel() for f in test_frames])
+    pred = np.concatenate([predict_frame(model, meta, f.image).labels.ravel() for f in test_frames])
+    report = pixel_report(truth, pred)
+    rows = [[name, report[name]["f1-score"], PUBLISHED.get(name)] for name in (*CLASS_NAMES, "macro avg")]
+    _emit(out, [f"{len(frames)} images with `seed-v1` colour-rule labels (unmatched pixels unlabelled), "
+                f"seeded 80/20 split (`split_frames(..., 0.2, seed=0)`): {len(train_frames)} for training "
+                f"(which holds out 20 % of them again for validation), {len(test_frames)} held out for this table. "
+                f"Training: {seconds:.0f} s wall ({len(result.history)} epochs, best {result.best_epoch}, "
+                f"stopped: {result.stopped}), budget {args.minutes} min.", ""])
+    _emit(out, _table(["class", "F1 here (held-out)", "original, published"], rows))
+    _emit(out, ["", "The published figures are on the original's own test images, not on this split.", ""])
+
+
+# ----------------------------------------------------------------------------- 3. speed
+
+
+def _matmul_flops(n: int = 2048, repeat: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeat))
+    return 2 * n**3 / best
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _model_flops_per_tile(tile: int = 256) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_unet("small").eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, tile, tile))
+    return float(counter.get_total_flops())
+
+
+def _throughput_child(mode: str, steps: int) -> None:
+    """Tiles/s of training steps (batch 8 of 128² tiles, Adam, cross-entropy) in this process."""
+    torch.manual_seed(0)
+    model = build_unet("small")
+    images = torch.randn(8, 1, 128, 128)
+    labels = torch.randint(0, 4, (8, 128, 128))
+    if mode in ("channels_last", "compile"):
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    net = torch.compile(model) if mode == "compile" else model
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        loss = loss_fn(net(images), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    start = time.perf_counter()
+    step()
+    step()
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    print(json.dumps({"mode": mode, "tiles_per_s": 8 * steps / seconds, "warmup_s": warmup}))
+
+
+def _throughput(mode: str, steps: int, timeout: int) -> dict:
+    try:
+        done = subprocess.run([sys.executable, __file__, "--throughput-child", mode, "--steps", str(steps)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"mode": mode, "tiles_per_s": None, "note": f"not measured: took over {timeout} s"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1][:120]
+        return {"mode": mode, "tiles_per_s": None, "note": f"failed: {last}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _predict_sub(size: int, spec: str, timeout: int) -> dict:
+    try:
+        done = subprocess.run([sys.executable, bench_predict.__file__, "--size", str(size), "--one", spec],
+                              capture_output=True, text=True, timeout=timeout, check=True)
+    except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as error:
+        return {"size": size, "config": spec, "seconds": None, "peak_rss_mb": None, "note": type(error).__name__}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed(args, out: list[str]) -> dict:
+    _emit(out, ["## 3. Speed and memory (CPU)", "",
+                f"{os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} torch threads. Each ratio is to a reference measured in the same run.", ""])
+    results: dict = {}
+    # simulator
+    times, n_clusters, _ = bench_simulate.time_size(4096, args.repeat)
+    rng = np.random.default_rng(0)
+    ref = min(_seconds(lambda: rng.normal(0, 1.6, (4096, 4096)).astype(np.float32)) for _ in range(3))
+    sim = min(times)
+    results["simulate"] = sim
+    _emit(out, ["### Simulator", ""])
+    _emit(out, _table(["what", "seconds", "× reference"], [
+        ["simulate_frame 4096² (`conventional`, best of %d, %d clusters)" % (args.repeat, n_clusters), sim, sim / ref],
+        ["reference: read noise alone (one Gaussian draw of 4096²)", ref, 1.0],
+    ]))
+    _emit(out, ["", f"Target ≤ 5 s: {'met' if sim <= 5 else 'missed'} ({sim:.2f} s).", ""])
+    # training throughput
+    modes = ["eager", "channels_last"] + ([] if args.quick else ["compile"])
+    rows, tput = [], {}
+    for mode in modes:
+        r = _throughput(mode, args.steps, timeout=args.compile_timeout)
+        tput[mode] = r.get("tiles_per_s")
+        rows.append([mode, r.get("tiles_per_s"), None if not r.get("tiles_per_s") or not tput.get("eager")
+                     else r["tiles_per_s"] / tput["eager"], r.get("warmup_s"), r.get("note", "")])
+    if args.quick:
+        rows.append(["compile", None, None, None, "not run with --quick"])
+    results["throughput"] = tput
+    best_mode = max((m for m in tput if tput[m]), key=lambda m: tput[m])
+    _emit(out, ["### Training throughput", "",
+                f"`small` U-Net, batch 8 of 128² tiles, Adam + cross-entropy, {args.steps} timed steps after 2 "
+                "warm-up steps, each mode in its own subprocess. Reference: eager (contiguous NCHW).", ""])
+    _emit(out, _table(["mode", "tiles/s", "× eager", "warm-up s", "note"], rows))
+    gain = tput[best_mode] / tput["eager"]
+    _emit(out, ["", f"Target ≥ 1.3× eager: {'met' if gain >= 1.3 else 'missed'} (best: {best_mode}, {gain:.2f}×).", ""])
+    # prediction
+    sizes = [4096] + ([] if args.quick else [6144])
+    rows, pred = [], {}
+    flops_tile = _model_flops_per_tile(256)
+    matmul = _matmul_flops()
+    for size in sizes:
+        for spec in ("naive", "256:16:8"):
+            r = _predict_sub(size, spec, timeout=600)
+            pred[(size, spec)] = r
+        naive, tiled = pred[(size, "naive")], pred[(size, "256:16:8")]
+        for spec, r in (("naive 256² loop (reference)", naive), ("predict_normalised 256:16:8", tiled)):
+            n_tiles = (size // 256) ** 2 if spec.startswith("naive") else len(tile_starts(size, 256, 16)) ** 2
+            fps = flops_tile * n_tiles / r["seconds"] if r.get("seconds") else None
+            rows.append([f"{size}²", spec, r.get("seconds"), r.get("peak_rss_mb"),
+                         None if not (r.get("seconds") and naive.get("seconds")) else naive["seconds"] / r["seconds"],
+                         None if fps is None else fps / 1e9, None if fps is None else fps / matmul])
+    results["predict"] = pred
+    _emit(out, ["### Prediction", "",
+                "Freshly initialised `small` U-Net on a normalised noise frame, each configuration in its own "
+                "subprocess (`bench_predict.py --one`) so the peak RSS is its own. FLOPs per 256² tile counted "
+                f"with `torch.utils.flop_counter.FlopCounterMode`: {flops_tile / 1e9:.2f} GFLOP; "
+                f"reference FLOP/s: float32 2048² matmul, best of 5: {matmul / 1e9:.1f} GFLOP/s.", ""])
+    _emit(out, _table(["frame", "config", "seconds", "peak RSS MB", "speed-up vs naive", "model GFLOP/s",
+                       "FLOP efficiency"], rows))
+    t4 = pred[(4096, "256:16:8")]
+    if t4.get("seconds"):
+        ok = t4["seconds"] <= 10 and t4["peak_rss_mb"] <= 2048
+        _emit(out, ["", f"Target 4096² ≤ 10 s with ≤ 2 GB: {'met' if ok else 'missed'} "
+                    f"({t4['seconds']} s, {t4['peak_rss_mb']} MB).", ""])
+    _plot_speed(tput, rows)
+    out += ["", "![speed](images/benchmarks-speed.png)", ""]
+    return results
+
+
+def _plot_speed(tput: dict, pred_rows: list[list]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    names = [m for m in tput if tput[m]]
+    left.bar(names, [tput[m] for m in names], color="tab:blue")
+    left.set_ylabel("training tiles/s (128²)")
+    left.set_title("Training throughput")
+    labels = [f"{r[0]}\n{r[1].split(' ')[0]}" for r in pred_rows if r[2]]
+    right.bar(labels, [r[2] for r in pred_rows if r[2]], color="tab:orange")
+    right.set_ylabel("seconds per frame")
+    right.set_title("Prediction time (CPU)")
+    for r_axes in (left, right):
+        r_axes.grid(True, axis="y", alpha=0.3)
+    figure.savefig(IMAGES / "benchmarks-speed.png", dpi=90)
+
+
+# ----------------------------------------------------------------------------- 4. GPU
+
+
+def gpu(args, out: list[str]) -> None:
+    _emit(out, ["## 4. GPU", ""])
+    if not torch.cuda.is_available():
+        _emit(out, ["not run: no CUDA device", ""])
+        return
+    from napari_ccdseg.predict import predict_normalised
+
+    device = torch.device("cuda")
+    rows = []
+    image = bench_predict._frame(4096)
+    for amp in (False, True):
+        model = build_unet("small").to(device).to(memory_format=torch.channels_last).eval()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            predict_normalised(model, image[:512, :512])
+            torch.cuda.synchronize()
+            seconds = _seconds(lambda: predict_normalised(model, image, batch_size=32))
+            torch.cuda.synchronize()
+        model.train()
+        optimiser = torch.optim.Adam(model.parameters())
+        x = torch.randn(32, 1, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 4, (32, 128, 128), device=device)
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+        step()
+        torch.cuda.synchronize()
+        t = _seconds(lambda: [step() for _ in range(20)] and torch.cuda.synchronize())
+        rows.append([f"mixed precision {'on' if amp else 'off'}", seconds, 32 * 20 / t])
+    _emit(out, [f"{torch.cuda.get_device_name()}", ""])
+    _emit(out, _table(["setting", "4096² prediction s", "training tiles/s (batch 32)"], rows))
+    out.append("")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes-per-model", dest="minutes", type=float, default=None)
+    parser.add_argument("--quick", action="store_true", help="small frames, short training, no 6144², no compile")
+    parser.add_argument("--throughput-child", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.throughput_child:
+        _throughput_child(args.throughput_child, args.steps or 10)
+        return
+    if args.minutes is None:
+        args.minutes = 0.2 if args.quick else 1.0
+    args.train_frames, args.train_size = (6, 128) if args.quick else (12, 256)
+    args.test_frames, args.test_size = (2, 256) if args.quick else (4, 512)
+    args.steps = args.steps or (5 if args.quick else 15)
+    args.repeat = 1 if args.quick else 2
+    args.compile_timeout = 180
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    out = ["# Benchmarks", "",
+           "Generated by `python benchmarks/run_benchmarks.py"
+           + (f" --minutes-per-model {args.minutes}" if args.minutes else "") + (" --quick" if args.quick else "")
+           + f"` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; do not edit by hand.", ""]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        quality(args, out, tmp)
+        seed_v1(args, out, tmp)
+    speed(args, out)
+    gpu(args, out)
+    out += [f"Whole run: {(time.perf_counter() - started) / 60:.1f} min.", ""]
+    (DOCS / "benchmarks.md").write_text("\n".join(out), encoding="utf-8")
+    print(f"wrote {DOCS / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
