@@ -231,13 +231,19 @@ def tiny_training(widget: TrainWidget, epochs: int = 1, steps: int = 2) -> None:
     widget.device.setCurrentText("cpu")
 
 
-def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
+def start_long_training(qtbot, viewer, model_path) -> TrainWidget:
+    """Two simulated frames, a 500-epoch run started and past its first step."""
     simulate(qtbot, viewer, n=2)
     widget = dock(viewer, TrainWidget(viewer))
     tiny_training(widget, epochs=500, steps=5)
-    widget.model_path.setText(str(tmp_path / "stopped.safetensors"))
+    widget.model_path.setText(str(model_path))
     click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: widget.progress_bar.value() >= 1, timeout=TIMEOUT_MS)
+    return widget
+
+
+def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
+    widget = start_long_training(qtbot, viewer, tmp_path / "stopped.safetensors")
     click(qtbot, widget.stop_button)
     wait(qtbot, widget)
     assert widget.result is not None and widget.result.stopped == "cancelled"
@@ -315,12 +321,7 @@ def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, vi
 
 
 def test_closing_the_viewer_during_training_stops_it_and_keeps_the_model(qtbot, viewer, tmp_path):
-    simulate(qtbot, viewer, n=2)
-    widget = dock(viewer, TrainWidget(viewer))
-    tiny_training(widget, epochs=500, steps=5)
-    widget.model_path.setText(str(tmp_path / "closed.safetensors"))
-    click(qtbot, widget.start_button)
-    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 1, timeout=TIMEOUT_MS)
+    widget = start_long_training(qtbot, viewer, tmp_path / "closed.safetensors")
     stop = widget.stop_event
     viewer.close()
 

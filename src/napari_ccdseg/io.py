@@ -68,9 +68,12 @@ def frame_stem(path: str | Path) -> str:
 def output_stem(frame_path: str | Path, frame_name: str, frames_in_file: int) -> str:
     """Stem of the files written for one frame: ``X`` for ``X.fits``, a safe form of
     ``X[AMP2]`` for each extension of a multi-extension file (so outputs never collide)."""
-    if frames_in_file == 1:
-        return frame_stem(frame_path)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", frame_name).strip("_") or "frame"
+    return frame_stem(frame_path) if frames_in_file == 1 else safe_stem(frame_name)
+
+
+def safe_stem(name: str) -> str:
+    """A file-name-safe form of a frame or layer name, e.g. ``run1[AMP2]`` -> ``run1_AMP2``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "frame"
 
 
 def is_frame_file(path: str | Path) -> bool:

@@ -8,7 +8,6 @@ writer) or "Fine-tune on corrections" in the Train widget.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,13 @@ from qtpy.QtWidgets import (
 from ..classes import CLASS_COLOURS, CLASS_NAMES
 from ..devices import available_devices
 from ..errors import InputError
+from ..io import safe_stem
 from ..updates import LogUpdate, StepUpdate
 from ._common import LayerCombo, PathEdit, WorkerWidget, combo, report_error, session, user_folder, wrapped_label
 from ._layers import add_frame, frame_shape, image_layers, labels_name, set_labels, split_labels_name, watch_layers
 from .workers import PredictedUpdate, PredictJob, predict_worker
 
 COMPARE_CHOICES = ("X truth, else X labels", "X truth", "X labels", "nothing")
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe form of a layer name such as ``run1[AMP2]`` (as the CLI names its files)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "frame"
 
 
 def format_evaluation(name: str, evaluation: dict) -> str:
@@ -283,7 +278,7 @@ class PredictWidget(WorkerWidget):
                 raise InputError(f"'{layer.name}': no image layer of the same name to pair it with")
             folder = Path(self.training_folder.text() or user_folder("training-set"))
             folder.mkdir(parents=True, exist_ok=True)
-            stem = safe_name(image.name)
+            stem = safe_stem(image.name)
             io.write_label_map(folder / f"{stem}_labels.png", np.asarray(layer.data))
             io.write_frame(folder / f"{stem}.npy", np.asarray(image.data))
         except Exception as error:  # noqa: BLE001 - InputError or OSError, shown to the user
@@ -301,7 +296,7 @@ class PredictWidget(WorkerWidget):
         except InputError as error:
             report_error(error, "saving labels")
             return
-        stem = safe_name(image.name if image is not None else layer.name)
+        stem = safe_stem(image.name if image is not None else layer.name)
         start = str(Path(self.training_folder.text() or Path.home()) / f"{stem}_labels.png")
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", start, "Label maps (*.png *.tif *.npy)")
         if path:
