@@ -15,11 +15,13 @@ from napari_ccdseg.simulate import (
     E_PAIR_EV,
     FANO,
     SIM_PRESETS,
+    AmplifierLayout,
     SimConfig,
     SimulatedFrame,
     _dominant_event,
     diffusion_sigma_um,
     frame_seed,
+    simulate_ccd,
     simulate_dataset,
     simulate_frame,
 )
@@ -279,3 +281,130 @@ def test_default_frame_has_realistic_cluster_density():
     assert np.mean(np.asarray(peaks) >= 4 * sigma) > 0.85  # a 4σ threshold finds most clusters…
     faint = (frame.labels == CLUSTER) & (frame.image < 3 * sigma)
     assert faint.sum() > 0.1 * (frame.labels == CLUSTER).sum()  # …but misses their faint edges
+
+
+# ---------------------------------------------------------------- readout realism (real skipper frames)
+
+
+def test_overscan_rows_hold_only_noise():
+    frame = simulate_frame(small(overscan_rows=16, read_noise_e=1.0), seed=2)
+    assert frame.image.shape == (80, 64) and frame.metadata["shape"] == [80, 64]
+    assert (frame.labels[64:] == BACKGROUND).all() and (frame.instances[64:] == 0).all()
+    assert frame.image[64:].std() == pytest.approx(1.0, rel=0.1)
+
+
+def test_pedestal_drifts_along_rows_with_the_asked_rms():
+    quiet = noiseless(rows=512, cols=256, cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0)
+    still = simulate_frame(quiet, seed=0).image
+    drifting = simulate_frame(dataclasses.replace(quiet, pedestal_drift_e=0.7), seed=0).image
+    assert np.median(still, axis=1).std() == 0
+    row_level = np.median(drifting, axis=1)
+    assert row_level.std() == pytest.approx(0.7, rel=0.01)
+    assert np.abs(np.diff(row_level)).mean() < 0.2  # a slow walk, not white row noise
+
+
+def test_cti_trails_cluster_charge_towards_later_read_columns():
+    config = monoenergetic(256, 5.0, cluster_rate=100.0)
+    sharp, trailed = (simulate_frame(dataclasses.replace(config, cti_trail=p), seed=4) for p in (0.0, 0.5))
+
+    def mean_shift(frame: SimulatedFrame) -> float:
+        cols = np.broadcast_to(np.arange(frame.image.shape[1]), frame.image.shape)
+        shifts = []
+        for cluster in frame.metadata["clusters"]:
+            mask = frame.instances == cluster["id"]
+            shifts.append(np.average(cols[mask], weights=frame.image[mask]) - cluster["col"])
+        return float(np.mean(shifts))
+
+    assert abs(mean_shift(sharp)) < 0.1
+    assert mean_shift(trailed) == pytest.approx(1.0, abs=0.15)  # geometric tail: p / (1 − p) pixels
+    assert trailed.image.sum() <= sharp.image.sum()  # charge trailed off the frame is lost, never made
+
+
+def test_serial_register_hits_are_horizontal_cluster_trails():
+    config = noiseless(cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0, serial_trail_rate=300.0,
+                       serial_trail_length=(20, 30), serial_trail_e=(5.0, 8.0))
+    frame = simulate_frame(config, seed=1)
+    trails = [c for c in frame.metadata["clusters"] if c["kind"] == "trail"]
+    assert trails and len(trails) == len(frame.metadata["clusters"])
+    for trail in trails:
+        rows, cols = np.nonzero(frame.instances == trail["id"])
+        assert len(set(rows)) == 1  # one row
+        assert cols.max() - cols.min() + 1 <= 30
+
+
+def test_few_electron_hits_carry_a_few_electrons_in_one_to_few_pixels():
+    config = noiseless(cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0, few_electron_rate=2000.0)
+    hits = simulate_frame(config, seed=3).metadata["clusters"]
+    assert hits and {c["kind"] for c in hits} == {"few-electron"}
+    assert all(1 <= c["electrons"] <= 10 and 1 <= c["pixels"] <= c["electrons"] for c in hits)
+
+
+def test_glitch_pixels_read_millions_of_adu_and_are_labelled_hot():
+    config = small(units="adu", glitch_rate=2000.0)
+    frame = simulate_frame(config, seed=5)
+    glitched = frame.image >= 1e6
+    assert glitched.sum() == frame.metadata["defects"]["glitches"] > 0
+    assert (frame.labels[glitched] == HOT_PIXEL).all() and (frame.instances[glitched] == 0).all()
+    assert frame.image[glitched].max() <= 1e7
+
+
+def test_quantised_output_sits_on_the_step_grid():
+    frame = simulate_frame(small(units="adu", quantisation_step=0.25, pedestal_adu=-39.0), seed=0)
+    steps = frame.image / 0.25
+    np.testing.assert_array_equal(steps, np.round(steps))
+    assert len(np.unique(frame.image)) > 10
+
+
+def test_a_ccd_has_amplifiers_with_own_pedestals_and_a_dead_one():
+    config = small(units="adu", pedestal_adu=1000.0, gain_adu_per_e=5.0)
+    amps = simulate_ccd(config, seed=7, layout=AmplifierLayout(amplifiers=3, dead=(2,), dead_noise_adu=3000.0))
+    assert [a.metadata["amplifier"]["name"] for a in amps] == ["AMP1", "AMP2", "AMP3"]
+    pedestals = [np.median(a.image) for a in amps[:2]]
+    assert abs(pedestals[0] - pedestals[1]) > 1 and all(abs(p - 1000) <= 100 + 20 for p in pedestals)
+    dead = amps[2]
+    assert dead.metadata["amplifier"]["dead"] and not dead.metadata["clusters"]
+    assert (dead.labels == BACKGROUND).all()
+    assert dead.image.std() == pytest.approx(3000.0, rel=0.1)
+    assert all((a.labels == CLUSTER).any() for a in amps[:2])
+
+
+def test_multi_amplifier_dataset_is_one_fits_file_with_truth_per_extension(tmp_path):
+    from napari_ccdseg.dataset import load_labelled
+    from napari_ccdseg.io import read_frames
+
+    layout = AmplifierLayout(amplifiers=2)
+    (path,) = simulate_dataset(tmp_path, 1, small(units="adu"), seed=9, fmt="fits", layout=layout)
+    frames = read_frames(path)
+    assert [f.name for f in frames] == ["sim_000[AMP1]", "sim_000[AMP2]"]
+    truth = simulate_ccd(small(units="adu"), frame_seed(9, 0), layout)
+    labelled = load_labelled([tmp_path])
+    for frame, expected, found in zip(frames, truth, labelled):
+        np.testing.assert_allclose(frame.data, expected.image)
+        np.testing.assert_array_equal(found.labels, expected.labels)
+        np.testing.assert_array_equal(found.instances, expected.instances)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: SimConfig(cti_trail=1.0), "cti_trail"),
+        (lambda: SimConfig(overscan_rows=-1), "overscan_rows"),
+        (lambda: SimConfig(glitch_adu=(1e7, 1e6)), "glitch_adu"),
+        (lambda: AmplifierLayout(amplifiers=4, dead=(4,)), "dead amplifiers"),
+        (lambda: AmplifierLayout(amplifiers=0), "amplifiers"),
+    ],
+)
+def test_bad_readout_settings_are_refused(make, words):
+    with pytest.raises(InputError, match=words):
+        make()
+
+
+@pytest.mark.parametrize("preset", ["damic-m", "single-sample"])
+def test_real_detector_presets_look_like_their_detectors(preset):
+    config = SIM_PRESETS[preset]
+    frame = simulate_frame(config, seed=0)
+    assert frame.image.shape == (config.total_rows, config.total_cols)
+    overscan = frame.image[config.rows :, config.prescan_cols : config.prescan_cols + config.cols]
+    noise_adu = config.read_noise_e * config.gain_adu_per_e
+    assert np.median(overscan) == pytest.approx(config.pedestal_adu, abs=max(3 * noise_adu, 1.5))
+    assert (frame.labels == CLUSTER).any()

@@ -18,11 +18,12 @@ from napari.layers import Image, Labels  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
-from napari_ccdseg import io  # noqa: E402
+from napari_ccdseg import bundled, io  # noqa: E402
 from napari_ccdseg.autolabel import PhysicalParams, label_frame  # noqa: E402
 from napari_ccdseg.classes import CLUSTER, GLOWING, napari_color_dict  # noqa: E402
-from napari_ccdseg.modelfile import read_metadata  # noqa: E402
+from napari_ccdseg.modelfile import read_metadata, save_model  # noqa: E402
 from napari_ccdseg.simulate import SIM_PRESETS, frame_seed, simulate_dataset, simulate_frame  # noqa: E402
+from napari_ccdseg.unet import UNetConfig, build_unet  # noqa: E402
 from napari_ccdseg.widgets import AutolabelWidget, DatasetWidget, PredictWidget, SimulateWidget, TrainWidget  # noqa: E402
 from napari_ccdseg.widgets.autolabel import PREVIEW_LAYER  # noqa: E402
 
@@ -330,3 +331,36 @@ def test_closing_the_viewer_during_training_stops_it_and_keeps_the_model(qtbot, 
         return stop.is_set() and not running and (tmp_path / "closed.safetensors").is_file()
 
     qtbot.waitUntil(core_thread_ended_with_a_model, timeout=TIMEOUT_MS)
+
+
+# ---------------------------------------------------------------- bundled default model
+
+
+def test_an_empty_model_field_predicts_with_the_bundled_default_model(qtbot, viewer, tmp_path, monkeypatch):
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    tiny = build_unet(UNetConfig(widths=(4, 8, 16)))
+    default = save_model(folder / "default.safetensors", tiny, {"normalisation": "sigma"})
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", folder)
+    simulate(qtbot, viewer, n=1)
+    widget = dock(viewer, PredictWidget(viewer))
+    assert widget.model.text() == "" and widget.model.edit.placeholderText() == "bundled default model"
+    widget.device.setCurrentText("cpu")
+    click(qtbot, widget.predict_button)
+    wait(qtbot, widget)
+    layer = viewer.layers["sim 0 prediction"]
+    assert isinstance(layer, Labels) and layer.data.shape == (SIDE, SIDE)
+    assert layer.metadata["ccdseg_model"] == str(default)
+
+
+def test_without_a_bundled_model_an_empty_model_field_says_to_choose_or_train_one(
+    qtbot, viewer, tmp_path, monkeypatch, errors
+):
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path)  # no model file in it
+    simulate(qtbot, viewer, n=1)
+    widget = dock(viewer, PredictWidget(viewer))
+    assert "choose a file or train one" in widget.model.edit.placeholderText()
+    click(qtbot, widget.predict_button)
+    assert len(errors) == 1 and "choose a model file (or train one first)" in errors[0]
+    assert not widget.busy and widget.predict_button.isEnabled()
+    assert "sim 0 prediction" not in viewer.layers

@@ -479,3 +479,30 @@ def write_frame(path: str | Path, image: Any, header: dict | None = None) -> Pat
     except ValueError as exc:  # astropy refuses keys or values FITS cannot hold
         raise InputError(f"{path}: header cannot be written as FITS ({exc})") from exc
     return _atomic_write(path, writer)
+
+
+def write_fits_extensions(
+    path: str | Path, extensions: list[tuple[Any, dict]], primary_header: dict | None = None
+) -> Path:
+    """Save several 2-D frames (one per amplifier) atomically as one multi-extension FITS file.
+
+    A data-less primary HDU holds ``primary_header`` (keywords shared by all extensions, as real
+    CCD files do), then one image extension per ``(image, header)``, e.g. with ``EXTNAME``.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    if _matching_suffix(path, (".fits", ".fit", ".fts")) is None:
+        raise InputError(f"{path}: multi-extension frames are written as .fits, not {path.suffix or 'no suffix'}")
+    hdus = []
+    try:
+        hdus.append(fits.PrimaryHDU(header=_fits_header(primary_header or {})))
+        for image, header in extensions:
+            array = np.asarray(image)
+            _check_image(path, array, allow_colour=False)
+            name = header.get("EXTNAME")  # a layout key _fits_header drops; astropy sets it from name=
+            hdus.append(fits.ImageHDU(data=array.astype(np.float32), header=_fits_header(header), name=name))
+    except ValueError as exc:
+        raise InputError(f"{path}: header cannot be written as FITS ({exc})") from exc
+    hdul = fits.HDUList(hdus)
+    return _atomic_write(path, lambda handle: hdul.writeto(handle))

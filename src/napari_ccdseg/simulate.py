@@ -8,15 +8,19 @@ pixel by pixel. The physics and every formula are in ``docs/simulation.md``; in 
   σ_xy² = −A ln(1 − b z) and binned into pixels, all at once;
 - defects (amplifier glow, a band of glowing columns, hot pixels, hot segments, hot columns) are
   expected-charge maps, drawn with Poisson statistics;
-- dark current is Poisson, read noise Gaussian; prescan/overscan columns get noise only;
+- dark current is Poisson, read noise Gaussian; prescan/overscan columns and overscan rows get
+  noise only;
+- readout realism (all off by default): serial charge-transfer inefficiency trails every event
+  electron towards later-read columns, serial-register hits make horizontal trails, a slow
+  per-row pedestal drift, glitch pixels of 10⁶–10⁷ ADU, quantisation of the output;
+  :func:`simulate_ccd` reads several amplifiers (own pedestal, gain, noise; some dead);
 - truth: cluster where a pixel collected ≥ ``cluster_label_min_e`` electrons from events, hot
   pixel / glowing where the defect's expected charge reaches ``defect_label_level_e``; on overlap
   cluster > hot pixel > glowing > background.
 
 Coordinates: row 0 is the row next to the serial register and column 0 of the active area the
-column next to the amplifier (readout corner). Image columns are [prescan | active | overscan].
-Stages are small functions on the active-area charge, so readout effects (pedestal drift, CTI,
-several amplifiers) can be added between collection and readout later.
+column next to the amplifier (readout corner), read first. Image columns are
+[prescan | active | overscan], image rows [active | overscan rows].
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ UNITS = ("e", "adu")
 SPECTRA = ("log-uniform", "uniform")
 GLOW_BAND_POSITIONS = ("left", "random")
 FORMATS = ("npy", "fits")
-KINDS = ("point", "muon", "electron")
+KINDS = ("point", "muon", "electron", "trail", "few-electron")
 
 
 @dataclass
@@ -72,12 +76,21 @@ class SimConfig:
     thickness_um: float = 675.0
     prescan_cols: int = 0
     overscan_cols: int = 0
+    overscan_rows: int = 0
     # readout
     units: str = "e"
     pedestal_adu: float = 1000.0
     gain_adu_per_e: float = 2.0
     read_noise_e: float = 1.6
     dark_current_e: float = 0.05
+    pedestal_drift_e: float = 0.0
+    """rms of a slow random-walk drift of the pedestal along the rows (e⁻; × gain in ADU)."""
+    cti_trail: float = 0.0
+    """Serial CTI: chance an event electron is deferred by one more pixel (geometric trail)."""
+    glitch_rate: float = 0.0
+    glitch_adu: tuple[float, float] = (1e6, 1e7)
+    quantisation_step: float = 0.0
+    """Output rounded to multiples of this (output units; 0 = off): integer ADC codes, fpack."""
     # diffusion σ_xy² = −A ln(1 − b z), z = depth from the pixel (front) side
     diffusion_a_um2: float = 216.2
     diffusion_b_per_um: float = 8.86e-4
@@ -95,6 +108,13 @@ class SimConfig:
     electron_energy_kev: tuple[float, float] = (50.0, 500.0)
     electron_curl: float = 1.0
     track_step_um: float = 2.0
+    # serial-register hits: horizontal trails along one row
+    serial_trail_rate: float = 0.0
+    serial_trail_length: tuple[int, int] = (20, 200)
+    serial_trail_e: tuple[float, float] = (1.0, 10.0)
+    # few-electron hits (dark-matter-like): 1–3 pixel clusters of a few electrons
+    few_electron_rate: float = 0.0
+    few_electron_e: tuple[int, int] = (2, 10)
     # glowing
     amp_glow_e: float = 8.0
     amp_glow_length_px: float = 25.0
@@ -121,6 +141,11 @@ class SimConfig:
     def defect_label_level_e(self) -> float:
         """Expected charge (e⁻/pixel) from which a glowing or hot defect is labelled."""
         return max(self.defect_label_sigma * self.read_noise_e, self.defect_label_min_e)
+
+    @property
+    def total_rows(self) -> int:
+        """Height of the image: active + overscan rows."""
+        return self.rows + self.overscan_rows
 
     @property
     def total_cols(self) -> int:
@@ -167,6 +192,7 @@ _INT_RANGES = {
     "cols": (1, MAX_SIDE),
     "prescan_cols": (0, MAX_SIDE),
     "overscan_cols": (0, MAX_SIDE),
+    "overscan_rows": (0, MAX_SIDE),
     "cluster_label_min_e": (1, 10**9),
 }
 _POSITIVE = (
@@ -176,9 +202,10 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "read_noise_e", "dark_current_e", "diffusion_a_um2", "diffusion_b_per_um", "cluster_rate",
     "muon_rate", "muon_e_per_um", "electron_track_rate", "electron_curl", "amp_glow_e",
-    "defect_label_sigma",
+    "defect_label_sigma", "pedestal_drift_e", "glitch_rate", "quantisation_step",
+    "serial_trail_rate", "few_electron_rate",
 )
-_FRACTIONS = ("line_fraction", "glow_band_probability")
+_FRACTIONS = ("line_fraction", "glow_band_probability", "cti_trail")
 _RANGE_FIELDS = {  # name: smallest allowed lo
     "electron_energy_kev": 1.0,
     "glow_band_width": 1,
@@ -189,6 +216,10 @@ _RANGE_FIELDS = {  # name: smallest allowed lo
     "hot_segment_length": 1,
     "hot_columns": 0.0,
     "hot_column_e": 0.0,
+    "glitch_adu": 0.0,
+    "serial_trail_length": 1,
+    "serial_trail_e": 0.0,
+    "few_electron_e": 1,
 }
 _CHOICES = {"units": UNITS, "energy_spectrum": SPECTRA, "glow_band_position": GLOW_BAND_POSITIONS}
 
@@ -241,6 +272,8 @@ def _check_range(name: str, value: Any, smallest: float) -> None:
 
 
 def _check_physics(cfg: SimConfig) -> None:
+    if cfg.cti_trail >= 1:
+        _fail(f"cti_trail must be below 1 (every electron would trail forever), got {cfg.cti_trail}")
     if cfg.energy_max_kev < cfg.energy_min_kev:
         _fail(f"energy_max_kev ({cfg.energy_max_kev}) is below energy_min_kev ({cfg.energy_min_kev})")
     if cfg.diffusion_b_per_um * cfg.thickness_um >= 1:
@@ -406,11 +439,56 @@ def _electron_tracks(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposit
     return deposits, np.bincount(event, electrons, minlength=n) * E_PAIR_EV / 1e3
 
 
+def _serial_trails(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, np.ndarray]:
+    """Hits in the serial register: charge smeared along one row as it is clocked out.
+
+    Drawn as charge at depth 0 (no diffusion) on consecutive pixels of a row, Poisson around a
+    level per trail; pixels beyond the last column are lost.
+    """
+    n = int(rng.poisson(cfg.serial_trail_rate * _area_scale(cfg)))
+    lo, hi = (int(v) for v in cfg.serial_trail_length)
+    length = rng.integers(lo, hi + 1, n)
+    row, start = rng.integers(0, cfg.rows, n), rng.integers(0, cfg.cols, n)
+    level = rng.uniform(*cfg.serial_trail_e, n)
+    event = np.repeat(np.arange(n), length)
+    electrons = rng.poisson(level[event])
+    deposits = _Deposits(
+        row=row[event] + 0.5,
+        col=start[event] + _ranks(length) + 0.5,
+        depth_um=np.zeros(event.size),
+        electrons=electrons,
+        event=event,
+    )
+    return deposits, np.bincount(event, electrons, minlength=n) * E_PAIR_EV / 1e3
+
+
+def _few_electron_hits(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, np.ndarray]:
+    """A few electrons at one point, diffused like any cluster: the 1–3 pixel hits of a DM search."""
+    n = int(rng.poisson(cfg.few_electron_rate * _area_scale(cfg)))
+    lo, hi = (int(v) for v in cfg.few_electron_e)
+    electrons = rng.integers(lo, hi + 1, n)
+    deposits = _Deposits(
+        row=rng.uniform(0, cfg.rows, n),
+        col=rng.uniform(0, cfg.cols, n),
+        depth_um=rng.uniform(0, cfg.thickness_um, n),
+        electrons=electrons,
+        event=np.arange(n),
+    )
+    return deposits, electrons * E_PAIR_EV / 1e3
+
+
+_OPTIONAL_EVENTS = {"trail": "serial_trail_rate", "few-electron": "few_electron_rate"}
+"""Kinds drawn only when their rate is set, so frames made without them keep their random stream."""
+
+
 def _all_events(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, list[str], np.ndarray]:
-    """Every event of the frame as one set of charge points, events numbered point → muon → electron."""
+    """Every event of the frame as one set of charge points, numbered in the order of ``KINDS``."""
     parts, kinds, energies = [], [], []
     offset = 0
-    for kind, make in zip(KINDS, (_point_clusters, _muons, _electron_tracks)):
+    makers = (_point_clusters, _muons, _electron_tracks, _serial_trails, _few_electron_hits)
+    for kind, make in zip(KINDS, makers):
+        if kind in _OPTIONAL_EVENTS and getattr(cfg, _OPTIONAL_EVENTS[kind]) == 0:
+            continue
         deposits, energy = make(cfg, rng)
         deposits.event = deposits.event + offset
         parts.append(deposits)
@@ -433,7 +511,8 @@ class _Collected:
 
 
 def _collect(cfg: SimConfig, deposits: _Deposits, n_events: int, rng: np.random.Generator) -> _Collected:
-    """Diffuse every electron by its point's σ_xy and bin it; electrons off the frame are lost."""
+    """Diffuse every electron by its point's σ_xy, trail it by serial CTI, bin it; electrons off the
+    frame are lost. CTI acts on event charge only (defects and dark current are far dimmer)."""
     rows, cols = cfg.rows, cfg.cols
     sigma_um = diffusion_sigma_um(deposits.depth_um, cfg.diffusion_a_um2, cfg.diffusion_b_per_um)
     sigma_px = sigma_um / cfg.pixel_size_um
@@ -442,6 +521,8 @@ def _collect(cfg: SimConfig, deposits: _Deposits, n_events: int, rng: np.random.
     r = deposits.row.astype(np.float32)[point] + spread * rng.standard_normal(point.size, dtype=np.float32)
     c = deposits.col.astype(np.float32)[point] + spread * rng.standard_normal(point.size, dtype=np.float32)
     del spread
+    if cfg.cti_trail > 0:  # deferred by k pixels with chance (1 − p)·p^k, towards later-read columns
+        c = np.floor(c) + (rng.geometric(1 - cfg.cti_trail, c.size) - 1).astype(np.float32)
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
     point = point[inside]
     pix = r[inside].astype(np.int64) * cols + c[inside].astype(np.int64)
@@ -582,23 +663,53 @@ def _truth(cfg: SimConfig, collected: _Collected, defects: _Defects) -> np.ndarr
     return labels
 
 
+def _glitches(cfg: SimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into the active area and values (output units) of glitch pixels.
+
+    A glitch is an electronics spike, not charge: the pixel reads its value whatever it held.
+    """
+    if cfg.glitch_rate == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    n = int(rng.poisson(cfg.glitch_rate * _area_scale(cfg)))
+    where = rng.integers(0, cfg.rows * cfg.cols, n)
+    lo, hi = cfg.glitch_adu
+    adu = _log_uniform(rng, lo, hi, n) if lo > 0 else rng.uniform(lo, hi, n)
+    scale = 1.0 if cfg.units == "adu" else 1.0 / cfg.gain_adu_per_e
+    return where, (adu * scale).astype(np.float32)
+
+
+def _pedestal_drift(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
+    """Per-row pedestal offsets (e⁻): a random walk along the readout, mean 0, rms pedestal_drift_e."""
+    walk = np.cumsum(rng.standard_normal(cfg.total_rows))
+    walk -= walk.mean()
+    spread = walk.std()
+    return (walk * (cfg.pedestal_drift_e / spread if spread > 0 else 0.0)).astype(np.float32)
+
+
 def _readout(cfg: SimConfig, active_e: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Place the active area between prescan and overscan, add read noise, convert to the output units."""
-    image = np.zeros((cfg.rows, cfg.total_cols), dtype=np.float32)
-    image[:, cfg.prescan_cols : cfg.prescan_cols + cfg.cols] = active_e
+    """Place the active area among prescan, overscan columns and overscan rows, add read noise and
+    pedestal drift, convert to the output units, quantise."""
+    image = _pad(cfg, active_e.astype(np.float32, copy=False))
     noise = rng.standard_normal(image.shape, dtype=np.float32)
     noise *= np.float32(cfg.read_noise_e)
     image += noise
+    del noise
+    if cfg.pedestal_drift_e > 0:
+        image += _pedestal_drift(cfg, rng)[:, None]
     if cfg.units == "adu":
         image *= np.float32(cfg.gain_adu_per_e)
         image += np.float32(cfg.pedestal_adu)
+    if cfg.quantisation_step > 0:
+        step = np.float32(cfg.quantisation_step)
+        np.round(image / step, out=image)
+        image *= step
     return image
 
 
 def _pad(cfg: SimConfig, active: np.ndarray) -> np.ndarray:
-    """Full-width array with zeros (background / no instance) in prescan and overscan."""
-    full = np.zeros((cfg.rows, cfg.total_cols), dtype=active.dtype)
-    full[:, cfg.prescan_cols : cfg.prescan_cols + cfg.cols] = active
+    """Full-size array with zeros (background / no instance) in prescan, overscan and overscan rows."""
+    full = np.zeros((cfg.total_rows, cfg.total_cols), dtype=active.dtype)
+    full[: cfg.rows, cfg.prescan_cols : cfg.prescan_cols + cfg.cols] = active
     return full
 
 
@@ -617,21 +728,27 @@ def simulate_frame(config: SimConfig | None = None, seed: int = 0) -> SimulatedF
     nz = np.flatnonzero(expected)
     active.flat[nz] += rng.poisson(expected.flat[nz])
     labels = _truth(cfg, collected, defects)
+    glitch_at, glitch_values = _glitches(cfg, rng)
+    labels.flat[glitch_at] = HOT_PIXEL  # the pixel's charge is lost under the spike
     owner = np.where(labels == CLUSTER, collected.owner, 0)
     clusters, renumber = _cluster_table(cfg, deposits, collected, owner, kinds, energies)
+    image = _readout(cfg, active, rng)
+    glitch_rows, glitch_cols = np.divmod(glitch_at, cfg.cols)
+    image[glitch_rows, glitch_cols + cfg.prescan_cols] = glitch_values
     metadata = {
         "config": cfg.to_dict(),
         "seed": int(seed),
-        "shape": [cfg.rows, cfg.total_cols],
+        "shape": [cfg.total_rows, cfg.total_cols],
+        "active_rows": [0, cfg.rows],
         "active_cols": [cfg.prescan_cols, cfg.prescan_cols + cfg.cols],
         "units": cfg.units,
         "read_noise_e": cfg.read_noise_e,
         "defect_label_level_e": cfg.defect_label_level_e,
         "clusters": clusters,
-        "defects": _defect_info(cfg, defects.info),
+        "defects": {**_defect_info(cfg, defects.info), "glitches": int(glitch_at.size)},
     }
     return SimulatedFrame(
-        image=_readout(cfg, active, rng),
+        image=image,
         labels=_pad(cfg, labels),
         instances=_pad(cfg, renumber[owner].astype(np.int32)),
         metadata=metadata,
@@ -704,8 +821,97 @@ SIM_PRESETS: dict[str, SimConfig] = {
         hot_segments=(1600.0, 2000.0),  # per 512²: 400–500 in a 256 × 256 frame
         hot_segment_length=(2, 6),
     ),
+    # One amplifier of a many-sample skipper CCD after baseline subtraction, fpack-compressed:
+    # 320 × 640 pixels holding ~130 clusters, pedestal −39 ADU drifting ~1 ADU along the rows.
+    "damic-m": SimConfig(
+        rows=320, cols=640, prescan_cols=8, overscan_cols=64, overscan_rows=16,
+        units="adu", pedestal_adu=-39.0, gain_adu_per_e=6.0, read_noise_e=0.16,
+        dark_current_e=0.005, pedestal_drift_e=1 / 6, cti_trail=0.05,
+        cluster_rate=130.0, few_electron_rate=40.0, serial_trail_rate=2.0, glitch_rate=0.5,
+        quantisation_step=0.25, amp_glow_e=2.0,
+    ),
+    # A raw single-sample frame: pedestal of tens of thousands ADU, ~90 ADU noise, integer ADC codes.
+    "single-sample": SimConfig(
+        prescan_cols=8, overscan_cols=64, overscan_rows=8, units="adu", pedestal_adu=25000.0,
+        gain_adu_per_e=45.0, read_noise_e=2.0, pedestal_drift_e=0.05, cti_trail=0.02,
+        serial_trail_rate=2.0, glitch_rate=0.5, quantisation_step=1.0,
+    ),
 }
 """Named configurations; copy with ``dataclasses.replace`` before changing one."""
+
+
+@dataclass(frozen=True)
+class AmplifierLayout:
+    """Several amplifiers of one CCD, each read out as its own image (one FITS extension each).
+
+    Each amplifier gets the config's pedestal, gain and read noise varied by the spreads below;
+    ``dead`` amplifiers (0-based) have no CCD behind them and show only electronics noise.
+    """
+
+    amplifiers: int = 4
+    pedestal_spread_adu: float = 100.0
+    gain_spread: float = 0.05
+    noise_spread: float = 0.1
+    dead: tuple[int, ...] = ()
+    dead_noise_adu: float = 3000.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amplifiers, (int, np.integer)) or not 1 <= self.amplifiers <= 64:
+            _fail(f"amplifiers must be an integer from 1 to 64, got {self.amplifiers!r}")
+        for name in ("pedestal_spread_adu", "dead_noise_adu"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                _fail(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("gain_spread", "noise_spread"):
+            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
+                _fail(f"{name} must be a fraction from 0 to below 1, got {getattr(self, name)!r}")
+        bad = [d for d in self.dead if not isinstance(d, (int, np.integer)) or not 0 <= d < self.amplifiers]
+        if bad:
+            _fail(f"dead amplifiers must be indices from 0 to {self.amplifiers - 1}, got {bad}")
+
+
+def _dead_config(cfg: SimConfig, noise_adu: float) -> SimConfig:
+    """An amplifier reading nothing: no charge of any kind, only noise of ``noise_adu``."""
+    return dataclasses.replace(
+        cfg, read_noise_e=noise_adu / cfg.gain_adu_per_e, dark_current_e=0.0, cluster_rate=0.0,
+        muon_rate=0.0, electron_track_rate=0.0, serial_trail_rate=0.0, few_electron_rate=0.0,
+        amp_glow_e=0.0, glow_band_probability=0.0, hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0),
+        hot_columns=(0.0, 0.0), glitch_rate=0.0, pedestal_drift_e=0.0,
+    )
+
+
+def amplifier_configs(config: SimConfig, layout: AmplifierLayout, seed: int) -> list[SimConfig]:
+    """One config per amplifier: pedestal, gain and noise varied per the layout, dead ones silenced."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xA4]))
+    configs = []
+    for amp in range(layout.amplifiers):
+        varied = dataclasses.replace(
+            config,
+            pedestal_adu=config.pedestal_adu + rng.uniform(-1, 1) * layout.pedestal_spread_adu,
+            gain_adu_per_e=config.gain_adu_per_e * (1 + rng.uniform(-1, 1) * layout.gain_spread),
+            read_noise_e=config.read_noise_e * (1 + rng.uniform(-1, 1) * layout.noise_spread),
+        )
+        configs.append(_dead_config(varied, layout.dead_noise_adu) if amp in layout.dead else varied)
+    return configs
+
+
+def simulate_ccd(
+    config: SimConfig | None = None, seed: int = 0, layout: AmplifierLayout | None = None
+) -> list[SimulatedFrame]:
+    """Every amplifier of one CCD readout, each its own frame with truth (``metadata["amplifier"]``)."""
+    cfg = config if config is not None else SimConfig()
+    layout = layout if layout is not None else AmplifierLayout()
+    frames = []
+    for amp, amp_cfg in enumerate(amplifier_configs(cfg, layout, seed)):
+        frame = simulate_frame(amp_cfg, frame_seed(seed, amp))
+        frame.metadata["amplifier"] = {"index": amp, "name": amplifier_name(amp), "dead": amp in layout.dead}
+        frames.append(frame)
+    return frames
+
+
+def amplifier_name(index: int) -> str:
+    """FITS EXTNAME of amplifier ``index`` (0-based): AMP1, AMP2, …"""
+    return f"AMP{index + 1}"
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -714,12 +920,19 @@ def frame_seed(seed: int, index: int) -> int:
 
 
 def simulate_dataset(
-    out_dir: str | Path, n: int, config: SimConfig | None = None, seed: int = 0, fmt: str = "npy"
+    out_dir: str | Path,
+    n: int,
+    config: SimConfig | None = None,
+    seed: int = 0,
+    fmt: str = "npy",
+    layout: AmplifierLayout | None = None,
 ) -> list[Path]:
     """Write n frames ``sim_000…`` with their truth; returns the frame paths.
 
     Per frame X: ``X_meta.json``, ``X_labels.png`` (uint8 class map), ``X_instances.npy`` and, last,
     the frame ``X.npy`` / ``X.fits``, each written atomically, so a frame on disk has its truth.
+    With a ``layout`` each CCD readout has one image per amplifier: a multi-extension ``X.fits``
+    (EXTNAME AMP1, AMP2, …) with truth ``X_AMP1_labels.png`` … beside it, or ``X_AMP1.npy`` ….
     """
     cfg = config if config is not None else SimConfig()
     cfg.validate()
@@ -734,24 +947,59 @@ def simulate_dataset(
         raise InputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     digits = max(3, len(str(n - 1)))
-    return [_write_frame(out, f"sim_{i:0{digits}d}", cfg, seed, i, fmt) for i in range(n)]
+    paths: list[Path] = []
+    for i in range(n):
+        stem = f"sim_{i:0{digits}d}"
+        if layout is None:
+            paths.append(_write_frame(out, stem, simulate_frame(cfg, frame_seed(seed, i)), seed, i, fmt))
+        else:
+            paths += _write_ccd(out, stem, simulate_ccd(cfg, frame_seed(seed, i), layout), seed, i, fmt)
+    return paths
 
 
-def _write_frame(out: Path, stem: str, cfg: SimConfig, seed: int, index: int, fmt: str) -> Path:
-    """Truth first, the frame last: a frame on disk always has its truth beside it."""
+def _write_truth(out: Path, stem: str, frame: SimulatedFrame) -> None:
     from . import io
 
-    frame = simulate_frame(cfg, frame_seed(seed, index))
-    frame.metadata["dataset"] = {"seed": int(seed), "index": index, "frame": f"{stem}.{fmt}"}
     atomic_write_text(out / f"{stem}_meta.json", json.dumps(frame.metadata, indent=1))
     io.write_label_map(out / f"{stem}_labels.png", frame.labels)
     with atomic_path(out / f"{stem}_instances.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, frame.instances, allow_pickle=False)
-    header = {
-        "BUNIT": "electron" if frame.metadata["units"] == "e" else "adu",
-        "SIMSEED": frame.metadata["seed"],
-        "RDNOISE": frame.metadata["read_noise_e"],
-        "PRESCAN": frame.metadata["config"]["prescan_cols"],
-        "OVERSCAN": frame.metadata["config"]["overscan_cols"],
+
+
+def _fits_keywords(frame: SimulatedFrame) -> dict:
+    meta = frame.metadata
+    return {
+        "BUNIT": "electron" if meta["units"] == "e" else "adu",
+        "SIMSEED": meta["seed"],
+        "RDNOISE": round(meta["read_noise_e"], 6),
+        "PRESCAN": meta["config"]["prescan_cols"],
+        "OVERSCAN": meta["config"]["overscan_cols"],
+        "OVERSCNR": meta["config"]["overscan_rows"],
     }
-    return io.write_frame(out / f"{stem}.{fmt}", frame.image, header=header if fmt == "fits" else None)
+
+
+def _write_frame(out: Path, stem: str, frame: SimulatedFrame, seed: int, index: int, fmt: str) -> Path:
+    """Truth first, the frame last: a frame on disk always has its truth beside it."""
+    from . import io
+
+    frame.metadata["dataset"] = {"seed": int(seed), "index": index, "frame": f"{stem}.{fmt}"}
+    _write_truth(out, stem, frame)
+    header = _fits_keywords(frame) if fmt == "fits" else None
+    return io.write_frame(out / f"{stem}.{fmt}", frame.image, header=header)
+
+
+def _write_ccd(out: Path, stem: str, frames: list[SimulatedFrame], seed: int, index: int, fmt: str) -> list[Path]:
+    """One multi-extension FITS file (or one .npy per amplifier), each amplifier's truth beside it."""
+    from . import io
+
+    if fmt == "npy":
+        return [
+            _write_frame(out, f"{stem}_{f.metadata['amplifier']['name']}", f, seed, index, fmt) for f in frames
+        ]
+    for frame in frames:
+        frame.metadata["dataset"] = {"seed": int(seed), "index": index, "frame": f"{stem}.{fmt}"}
+        _write_truth(out, f"{stem}_{frame.metadata['amplifier']['name']}", frame)
+    extensions = [
+        (frame.image, {**_fits_keywords(frame), "EXTNAME": frame.metadata["amplifier"]["name"]}) for frame in frames
+    ]
+    return [io.write_fits_extensions(out / f"{stem}.{fmt}", extensions, {"NAMPS": len(frames)})]

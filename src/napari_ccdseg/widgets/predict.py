@@ -1,5 +1,7 @@
 """Predict & correct widget: a model file on image layers, the report against a truth, corrections.
 
+An empty Model field means the bundled default model, so a fresh install predicts at once.
+
 Predictions are ordinary Labels layers ``<image> prediction`` in the class colours: paint, fill and
 erase them with napari's tools, then "Add to training set" (writes ``X.npy`` + ``X_labels.png``
 into the training folder, the same layout the CLI trains on), "Save labels…" (the plugin's
@@ -28,6 +30,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..bundled import DEFAULT_MODEL, bundled_models
 from ..classes import CLASS_COLOURS, CLASS_NAMES
 from ..devices import available_devices
 from ..errors import InputError
@@ -66,7 +69,15 @@ class PredictWidget(WorkerWidget):
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(napari_viewer, parent)
         self.session = session(napari_viewer)
-        self.model = PathEdit(self.session.model_path, mode="open", filter="Model (*.safetensors)", tip="model file")
+        self.model = PathEdit(
+            self.session.model_path,
+            mode="open",
+            filter="Model (*.safetensors)",
+            tip="model file; left empty, the bundled default model",
+        )
+        self.model.edit.setPlaceholderText(
+            "bundled default model" if bundled_default() else "no bundled model: choose a file or train one"
+        )
         self.last_button = QPushButton("Use last trained")
         self.last_button.clicked.connect(lambda: self.model.setText(self.session.model_path))
         self.session.model_changed.connect(self._model_trained)
@@ -197,9 +208,9 @@ class PredictWidget(WorkerWidget):
         if self.busy:
             return
         try:
-            model = self.model.text()
+            model = self.model.text() or bundled_default()
             if not model:
-                raise InputError("choose a model file (or train one first)")
+                raise InputError("choose a model file (or train one first): no bundled default model is installed")
             names = [n for n in self.checked_images() if n in self.viewer.layers]
             if not names:
                 raise InputError("check at least one image layer to predict")
@@ -314,6 +325,16 @@ class PredictWidget(WorkerWidget):
             return []
         self.correct_status.setText(f"saved {', '.join(written)}")
         return written
+
+
+def bundled_default() -> str:
+    """The bundled default model's path, or "" when none is installed.
+
+    Looked up by name among the bundled models rather than through ``resolve_model``, so a file
+    called ``default`` in the working folder never stands in for it.
+    """
+    model = bundled_models().get(DEFAULT_MODEL)
+    return "" if model is None else str(model.path)
 
 
 def _class_colormap(index: int):
