@@ -212,6 +212,50 @@ def test_physical_params_are_checked_and_serialisable():
     assert set(params.to_dict()) >= {"grow_sigma", "hot_sigma", "glow_sigma", "glow_scale_px"}
     with pytest.raises(InputError, match="grow_sigma"):
         PhysicalParams(seed_sigma=2.0, grow_sigma=3.0)
+    with pytest.raises(InputError, match="min_cluster_pixels must be >= 1, got 0"):
+        PhysicalParams(min_cluster_pixels=0)
+
+
+def _isolated_spikes(frame, count, amplitude, seed=0):
+    """Add +amplitude σ to ``count`` pixels whose eight neighbours all sit below 1.5 σ."""
+    rows, cols = np.nonzero(np.abs(frame[1:-1, 1:-1]) < 1.5)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for index in rng.permutation(rows.size):
+        r, c = rows[index] + 1, cols[index] + 1
+        window = frame[r - 1 : r + 2, c - 1 : c + 2].copy()
+        window[1, 1] = 0.0
+        far = all(max(abs(r - a), abs(c - b)) > 3 for a, b in chosen)
+        if window.max() < 1.5 and far:
+            chosen.append((r, c))
+        if len(chosen) == count:
+            break
+    spiked = frame.copy()
+    for r, c in chosen:
+        spiked[r, c] += amplitude
+    return spiked, chosen
+
+
+def test_lone_pixels_above_seed_are_not_clusters():
+    # At skipper noise one dark-current electron is ~6 σ in a single pixel: no cluster.
+    frame = noise_frame(10)
+    frame[40:43, 40:43] += 6.0  # a 3 × 3 deposit: charge spread over pixels, a real cluster
+    frame, spikes = _isolated_spikes(frame, count=12, amplitude=6.0)
+    assert len(spikes) == 12
+    labels = label_frame(frame)
+    assert not np.any(labels[tuple(np.transpose(spikes))] == CLUSTER)
+    assert np.all(labels[40:43, 40:43] == CLUSTER)
+    outside = np.ones(labels.shape, dtype=bool)
+    outside[39:44, 39:44] = False
+    assert not np.any(labels[outside] == CLUSTER)
+    assert not np.any(labels == HOT_PIXEL)  # 6 σ is below hot_sigma: plain background
+
+
+def test_min_cluster_pixels_one_keeps_lone_pixels():
+    frame, spikes = _isolated_spikes(noise_frame(10), count=12, amplitude=6.0)
+    assert len(spikes) == 12
+    labels = label_frame(frame, params=PhysicalParams(min_cluster_pixels=1))
+    assert np.all(labels[tuple(np.transpose(spikes))] == CLUSTER)
 
 
 # --- statistics and class weights ------------------------------------------------------------

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from napari_ccdseg.cli import main
-from napari_ccdseg.io import read_label_map
+from napari_ccdseg.io import read_label_map, write_frame
+from napari_ccdseg.modelfile import save_model
+from napari_ccdseg.simulate import SimConfig, simulate_frame
+from napari_ccdseg.unet import UNetConfig, build_unet
 
 
 def test_simulate_label_train_predict_evaluate(tmp_path, capsys):
@@ -52,12 +55,20 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
-def test_every_subcommand_has_help():
-    for command in ["simulate", "label", "train", "predict", "evaluate", "demo"]:
-        result = subprocess.run(
-            [sys.executable, "-m", "napari_ccdseg.cli", command, "--help"], capture_output=True, text=True
-        )
-        assert result.returncode == 0 and "usage: ccdseg" in result.stdout
+@pytest.mark.parametrize("command", ["simulate", "label", "train", "predict", "evaluate", "demo", "models"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "usage: ccdseg" in capsys.readouterr().out
+
+
+def test_module_runs_as_a_script():
+    # One subprocess only: each one pays the torch import again.
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_ccdseg.cli", "predict", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "model file or bundled model name (see `ccdseg models`), e.g. default" in " ".join(result.stdout.split())
 
 
 def test_label_refuses_to_overwrite_corrections_unless_asked(tmp_path, capsys):
@@ -102,3 +113,53 @@ def test_ctrl_c_during_training_keeps_the_best_model_and_says_where(tmp_path, ca
     from napari_ccdseg.modelfile import load_model
 
     assert load_model(model)[1]["history_summary"]["epoch"] == 1
+
+
+def test_evaluate_against_physical_needs_no_labels(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    for seed in range(2):  # frames only: the truth the simulator knows is not written
+        write_frame(frames / f"f{seed}.npy", simulate_frame(SimConfig(rows=64, cols=64), seed=seed).image)
+    model = save_model(tmp_path / "m.safetensors", build_unet(UNetConfig(widths=(4, 8, 16))), {"normalisation": "sigma"})
+    out = tmp_path / "agree"
+    assert main(["evaluate", str(model), str(frames), "--against", "physical", "--out", str(out), "--device", "cpu"]) == 0
+    document = json.loads((out / "agreement.json").read_text())
+    rows, total = document["frames"], document["total"]
+    assert [row["frame"] for row in rows] == ["f0", "f1"]
+    for row in rows:
+        assert row["both_model"] + row["only_model"] == row["model"]
+        assert row["both_physical"] + row["only_physical"] == row["physical"]
+        assert row["both"] <= min(row["both_model"], row["both_physical"])
+        distinct = row["both"] + row["only_model"] + row["only_physical"]
+        assert row["agreement"] == (row["both"] / distinct if distinct else 1.0)
+        assert len(row["only_physical_positions"]) == row["only_physical"]
+        assert (out / f"{row['frame']}_agreement.png").read_bytes()[:4] == b"\x89PNG"
+    assert rows[0]["physical"] > 0  # the simulated frames hold clusters
+    for key in ("model", "physical", "both", "only_model", "only_physical"):
+        assert total[key] == sum(row[key] for row in rows)
+    table = (out / "agreement.md").read_text()
+    assert "| f0 |" in table and "| **total** |" in table
+    assert "| **total** |" in capsys.readouterr().out
+
+
+def test_evaluate_against_physical_refuses_a_preset(tmp_path, capsys):
+    code = main(["evaluate", "m.safetensors", str(tmp_path), "--against", "physical", "--preset", "physical", "--out", str(tmp_path)])
+    assert code == 2 and "--preset" in capsys.readouterr().err
+
+
+def test_simulate_a_multi_amplifier_ccd_then_predict_every_extension(tmp_path, capsys):
+    data, out = tmp_path / "ccd", tmp_path / "pred"
+    argv = ["simulate", str(data), "--n", "1", "--size", "48", "48", "--preset", "damic-m",
+            "--format", "fits", "--amplifiers", "3", "--dead", "3"]
+    assert main(argv) == 0
+    assert "3 amplifier(s) each" in capsys.readouterr().out
+    assert sorted(p.name for p in data.glob("*_labels.png")) == [f"sim_000_AMP{k}_labels.png" for k in (1, 2, 3)]
+    dead = read_label_map(data / "sim_000_AMP3_labels.png")
+    assert (dead == 0).all()
+    model = save_model(tmp_path / "m", build_unet(UNetConfig(widths=(4, 8))), {"normalisation": "sigma"})
+    assert main(["predict", str(model), str(data / "sim_000.fits"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"sim_000_AMP{k}_labels.png" for k in (1, 2, 3)]
+
+
+def test_simulate_refuses_a_dead_amplifier_that_does_not_exist(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "x"), "--amplifiers", "2", "--dead", "3"]) == 2
+    assert "dead amplifiers" in capsys.readouterr().err

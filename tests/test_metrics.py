@@ -13,6 +13,8 @@ from napari_ccdseg.errors import InputError
 from napari_ccdseg.metrics import (
     FOUND_COVERAGE,
     cluster_instances,
+    agreement_summary,
+    agreement_table,
     compare_clusters,
     evaluate,
     match_clusters,
@@ -212,7 +214,8 @@ def test_compare_clusters_counts_agreement():
     result = compare_clusters(a, b)
     assert (result["n_a"], result["n_b"]) == (2, 3)
     assert (result["both_a"], result["both_b"], result["only_a"], result["only_b"]) == (1, 1, 1, 2)
-    assert result["agreement"] == pytest.approx(2 / 5)
+    assert result["both"] == 1
+    assert result["agreement"] == pytest.approx(1 / 4)  # both / (both + only a + only b)
     assert result["iou"] == pytest.approx(1 / 11)  # 5 + 7 cluster pixels, 1 shared
     assert result["only_a_positions"] == [[10.0, 10.0]]
     assert sorted(result["only_b_positions"]) == [[15.5, 15.0], [18.0, 2.0]]
@@ -225,3 +228,37 @@ def test_compare_clusters_of_empty_maps_agree():
     assert (result["agreement"], result["iou"], result["n_a"], result["n_b"]) == (1.0, 1.0, 0, 0)
     with pytest.raises(InputError):
         compare_clusters(empty, empty[:, :4])
+
+
+def test_compare_clusters_counts_a_merged_blob_once():
+    a = np.zeros((20, 20), dtype=np.uint8)
+    a[2:4, 2:12] = CLUSTER  # one long blob ...
+    b = np.zeros_like(a)
+    b[2, 2] = b[2, 6] = b[3, 10] = CLUSTER  # ... over three separate clusters
+    b[2, 15] = CLUSTER  # only b
+    result = compare_clusters(a, b)
+    assert (result["n_a"], result["n_b"], result["both"]) == (1, 4, 1)
+    assert (result["both_a"], result["both_b"], result["only_b"]) == (1, 3, 1)
+    assert result["agreement"] == pytest.approx(1 / 2)
+
+
+def test_agreement_summary_adds_frames_and_tabulates():
+    a = np.zeros((20, 20), dtype=np.uint8)
+    a[2:4, 2:4] = a[10, 10] = CLUSTER
+    b = np.zeros_like(a)
+    b[3:5, 3:5] = b[15, 15] = b[18, 2] = CLUSTER
+    empty = np.zeros_like(a)
+    summary = agreement_summary([("f1", compare_clusters(a, b)), ("f2", compare_clusters(empty, b))])
+    first, second = summary["frames"]
+    assert (first["model"], first["physical"], first["both"]) == (2, 3, 1)
+    assert (first["only_model"], first["only_physical"]) == (1, 2)
+    assert (second["model"], second["only_physical"], second["agreement"]) == (0, 3, 0.0)
+    total = summary["total"]
+    assert (total["model"], total["physical"], total["both"], total["only_physical"]) == (2, 6, 1, 5)
+    assert total["agreement"] == pytest.approx(1 / 7)
+    table = agreement_table(summary)
+    assert "| f1 | 2 | 3 | 1 | 1 | 2 | 25.0 % |" in table
+    assert "| **total** | 2 | 6 | 1 | 1 | 5 | 14.3 % |" in table
+    json.dumps(summary, allow_nan=False)
+    with pytest.raises(InputError, match="no frames"):
+        agreement_summary([])

@@ -1,4 +1,4 @@
-"""The ``ccdseg`` command line: simulate, label, train, predict, evaluate and the demo.
+"""The ``ccdseg`` command line: simulate, label, train, predict, evaluate, models and the demo.
 
 Every subcommand is a thin layer over the core modules, with tqdm progress on long work and a
 one-line error (exit code 2) instead of a traceback on bad input.
@@ -20,27 +20,35 @@ from .console import TrainProgressPrinter
 from .errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .ddp import DataParallel
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
+_MODEL_HELP = "model file or bundled model name (see `ccdseg models`), e.g. default"
 
 
 # ---------------------------------------------------------------- subcommands
 
 
-def _claim_output(stem: str, frame_path: Path, out: Path, claimed: dict[str, Path], overwrite: bool) -> None:
-    """Refuse to replace a label map that may hold a user's corrections, or to write one twice."""
-    target = out / f"{stem}_labels.png"
+def _claim_stem(stem: str, frame_path: Path, target: Path, claimed: dict[str, Path]) -> None:
+    """Refuse two frames whose outputs would have the same name, so neither is lost."""
     if stem in claimed:
         raise InputError(f"{frame_path} and {claimed[stem]} would both write {target}; give them separate --out folders")
-    if target.exists() and not overwrite:
-        raise InputError(f"{target} already exists (it may hold corrections); add --overwrite to replace it")
     claimed[stem] = frame_path
 
 
+def _claim_output(stem: str, frame_path: Path, out: Path, claimed: dict[str, Path], overwrite: bool) -> None:
+    """Refuse to replace a label map that may hold a user's corrections, or to write one twice."""
+    target = out / f"{stem}_labels.png"
+    if stem not in claimed and target.exists() and not overwrite:
+        raise InputError(f"{target} already exists (it may hold corrections); add --overwrite to replace it")
+    _claim_stem(stem, frame_path, target, claimed)
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from .simulate import SIM_PRESETS, simulate_dataset
+    from .simulate import SIM_PRESETS, AmplifierLayout, simulate_dataset
 
     config = dataclasses.replace(SIM_PRESETS[args.preset])
     if args.size:
@@ -49,8 +57,12 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         config.read_noise_e = args.noise
     if args.units:
         config.units = args.units
-    paths = simulate_dataset(args.out_dir, args.n, config, seed=args.seed, fmt=args.format)
-    print(f"wrote {len(paths)} simulated frame(s) with truth labels to {args.out_dir}")
+    layout = None
+    if args.amplifiers > 1 or args.dead:
+        layout = AmplifierLayout(amplifiers=args.amplifiers, dead=tuple(d - 1 for d in args.dead))
+    paths = simulate_dataset(args.out_dir, args.n, config, seed=args.seed, fmt=args.format, layout=layout)
+    amps = f", {args.amplifiers} amplifier(s) each" if layout else ""
+    print(f"wrote {len(paths)} simulated frame file(s){amps} with truth labels to {args.out_dir}")
 
 
 def cmd_label(args: argparse.Namespace) -> None:
@@ -127,13 +139,14 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
     )
 
 
-def _load_model(model_path: str, device: str):
-    """Load a model file onto the chosen device and say which device that is."""
+def _load_model(model: str, device: str):
+    """Load a model file or bundled model onto the chosen device and say which device that is."""
+    from .bundled import resolve_model
     from .devices import describe_device, resolve_device
     from .modelfile import load_model
 
     torch_device = resolve_device(device)
-    model, meta = load_model(model_path, torch_device)
+    model, meta = load_model(resolve_model(model), torch_device)
     print(f"running on {describe_device(torch_device)}")
     return model, meta
 
@@ -141,10 +154,12 @@ def _load_model(model_path: str, device: str):
 def cmd_predict(args: argparse.Namespace) -> None:
     if args.scheduler:  # on dask workers: see batch.py
         from .batch import PREDICTED, SKIPPED, connect, predict_batch
+        from .bundled import resolve_model
 
+        model_path = resolve_model(args.model)
         with connect(args.scheduler) as client:
             report = predict_batch(
-                client, args.model, args.inputs, args.out,
+                client, model_path, args.inputs, args.out,
                 device=args.device, probabilities=args.probabilities,
             )
         print(
@@ -172,6 +187,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.against == "physical":
+        if args.preset:
+            raise InputError("--preset auto-labels truth; with --against physical there is none to make")
+        _evaluate_against_physical(args)
+    else:
+        _evaluate_against_truth(args)
+
+
+def _evaluate_against_truth(args: argparse.Namespace) -> None:
+    """Score the model on labelled frames (or auto-labelled with --preset): the full report."""
     from .dataset import load_labelled
     from .metrics import evaluate
     from .predict import predict_frame
@@ -191,6 +216,97 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}")
     print(evaluation["pixel"]["text"])
     print(f"report: {summary}")
+
+
+def _evaluate_against_physical(args: argparse.Namespace) -> None:
+    """Compare the model's clusters with the physical preset's on unlabelled frames.
+
+    Users with real frames have no truth; agreement with an independent threshold method, and
+    pictures of where the two disagree, still tell whether a model can be trusted on their data.
+    """
+    from .autolabel import label_frame
+    from .dataset import frame_files
+    from .io import output_stem, read_frames
+    from .metrics import agreement_summary, agreement_table, compare_clusters
+    from .predict import predict_frame
+
+    model, meta = _load_model(args.model, args.device)
+    out = Path(args.out)
+    comparisons, claimed = [], {}
+    for frame_path, _ in tqdm(frame_files(args.data), desc="comparing", unit="file"):
+        frames = read_frames(frame_path)
+        for frame in frames:
+            stem = output_stem(frame_path, frame.name, len(frames))
+            figure_path = out / f"{stem}_agreement.png"
+            _claim_stem(stem, frame_path, figure_path, claimed)
+            predicted = predict_frame(model, meta, frame.data, source=frame.name).labels
+            physical = label_frame(frame.data, "physical", name=frame.name)
+            comparison = compare_clusters(predicted, physical)
+            _plot_disagreement(figure_path, frame.data, comparison, stem)
+            comparisons.append((stem, comparison))
+    summary = agreement_summary(comparisons)
+    table = agreement_table(summary)
+    _write_agreement(out, summary, table, args.model)
+    print(table, end="")
+    print(f"agreement: {out / 'agreement.json'}, {out / 'agreement.md'}, one PNG per frame")
+
+
+def _write_agreement(out: Path, summary: dict, table: str, model: str) -> None:
+    """agreement.json (counts and positions) and agreement.md (the table, with its meaning)."""
+    import json
+
+    from .atomic import atomic_write_text
+
+    document = {"model": model, "against": "physical", **summary}
+    atomic_write_text(out / "agreement.json", json.dumps(document, indent=2, allow_nan=False))
+    legend = (
+        f"# Cluster agreement of {model} with the physical preset\n\n"
+        "Counts are 8-connected clusters. *both*: groups of overlapping clusters (a blob over "
+        "three clusters of the other map counts once); agreement = both / (both + only model "
+        "+ only physical). Per frame, X_agreement.png marks the clusters only one method found.\n\n"
+    )
+    atomic_write_text(out / "agreement.md", legend + table)
+
+
+def _plot_disagreement(path: Path, image: np.ndarray, comparison: dict, name: str) -> None:
+    """The frame with circles on clusters only the model found and squares on physical-only ones."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .atomic import atomic_path
+    from .autolabel import to_monochrome
+    from .noise import display_range
+
+    frame = to_monochrome(image, name)
+    figure = Figure(figsize=(6, 6.4), layout="constrained")
+    axes = figure.add_subplot()
+    low, high = display_range(frame)
+    axes.imshow(frame, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+    marks = (
+        ("only_a_positions", "o", "tab:orange", "only the model"),
+        ("only_b_positions", "s", "tab:cyan", "only physical"),
+    )
+    for key, marker, colour, label in marks:
+        rows_cols = np.reshape(comparison[key], (-1, 2))
+        axes.scatter(rows_cols[:, 1], rows_cols[:, 0], s=80, marker=marker, facecolors="none",
+                     edgecolors=colour, linewidths=1.5, label=f"{label} ({len(rows_cols)})")
+    axes.set_title(f"{name}: {comparison['both']} clusters found by both")
+    axes.set_xlabel("column [pixels]")
+    axes.set_ylabel("row [pixels]")
+    figure.legend(loc="outside lower center", ncols=2)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    """List the models shipped in the package, which predict and evaluate accept by name."""
+    from .bundled import BUNDLED_DIR, bundled_models
+
+    models = bundled_models()
+    if not models:
+        print(f"no bundled models installed (looked in {BUNDLED_DIR})")
+    for model in models.values():
+        print(f"{model.summary}\n    {model.path}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -224,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", choices=["e", "adu"])
     p.add_argument("--preset", choices=sorted(SIM_PRESETS), default="conventional")
     p.add_argument("--format", choices=["npy", "fits"], default="npy")
+    p.add_argument(
+        "--amplifiers", type=int, default=1,
+        help="amplifiers per CCD readout, each its own image: one multi-extension FITS file (AMP1, AMP2, ...) "
+        "with --format fits, else X_AMP1.npy, ... (default 1)",
+    )
+    p.add_argument("--dead", type=int, nargs="+", default=[], metavar="AMP",
+                   help="amplifiers (1-based) with no CCD behind them: only electronics noise")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("label", help="auto-label frames by thresholds; writes X_labels.png")
@@ -261,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="predict class maps; writes X_labels.png per frame")
-    p.add_argument("model")
+    p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
@@ -274,11 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="compare predictions with label maps; writes a report folder")
-    p.add_argument("model")
-    p.add_argument("data", nargs="+")
+    p = sub.add_parser(
+        "evaluate", help="compare predictions with label maps, or with the physical preset; writes a report folder"
+    )
+    p.add_argument("model", help=_MODEL_HELP)
+    p.add_argument("data", nargs="+", help="dataset folders or frame files")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
+    p.add_argument(
+        "--against", choices=["truth", "physical"], default="truth",
+        help="truth: score against label maps (default); physical: no labels needed, count the "
+        "clusters the model and the physical auto-label preset agree on, per frame",
+    )
+    p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map (--against truth)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
@@ -288,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the bundled models, usable by name in predict and evaluate")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as graph_components
 from skimage.measure import label as connected_components
 from sklearn.metrics import classification_report
 
@@ -337,14 +339,31 @@ def _lonely(components: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(1, components.max() + 1), touched)
 
 
+def _matched_groups(components_a: np.ndarray, components_b: np.ndarray, n_lonely: int) -> int:
+    """Groups of clusters linked by overlap across the maps, each counted once.
+
+    A blob of one map that spans three clusters of the other is one cluster both maps saw, not
+    three, so merges and splits do not inflate agreement.
+    """
+    n_a, n_b = int(components_a.max()), int(components_b.max())
+    overlap = (components_a > 0) & (components_b > 0)
+    edges = np.unique(np.stack([components_a[overlap], components_b[overlap]]), axis=1)
+    graph = coo_matrix(
+        (np.ones(edges.shape[1]), (edges[0] - 1, edges[1] - 1 + n_a)), shape=(n_a + n_b,) * 2
+    )
+    return int(graph_components(graph, directed=False)[0]) - n_lonely
+
+
 def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
     """How two label maps of one frame agree on clusters, when there is no truth to judge either.
 
     A cluster component (8-connected) of one map is shared when it touches any cluster pixel of
     the other: with no truth, neither map's extent is right, so any overlap means both saw it.
-    ``agreement`` is the share of all components (of both maps) that are shared; ``iou`` compares
-    cluster pixels. Both are 1 when neither map has clusters. Positions of the clusters only one
-    map found are [row, column] centroids.
+    ``both`` counts groups of overlapping components (one merged blob counts once), so
+    ``agreement`` = both / (both + only_a + only_b), the share of all distinct clusters that both
+    maps found; ``both_a`` and ``both_b`` are each map's shared components. ``iou`` compares
+    cluster pixels. Agreement and iou are 1 when neither map has clusters. Positions of the
+    clusters only one map found are [row, column] centroids.
     """
     _check_same_shape({"labels a": labels_a, "labels b": labels_b}, "cluster comparison")
     mask_a = np.asarray(labels_a) == CLUSTER
@@ -354,17 +373,68 @@ def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
     only_a = _lonely(components_a, mask_b)
     only_b = _lonely(components_b, mask_a)
     n_a, n_b = int(components_a.max()), int(components_b.max())
-    n_shared = n_a + n_b - only_a.size - only_b.size
+    both = _matched_groups(components_a, components_b, only_a.size + only_b.size)
+    distinct = both + only_a.size + only_b.size
     union = int((mask_a | mask_b).sum())
     return {
         "n_a": n_a,
         "n_b": n_b,
+        "both": both,
         "both_a": n_a - int(only_a.size),
         "both_b": n_b - int(only_b.size),
         "only_a": int(only_a.size),
         "only_b": int(only_b.size),
-        "agreement": float(n_shared / (n_a + n_b)) if n_a + n_b else 1.0,
+        "agreement": both / distinct if distinct else 1.0,
         "iou": int((mask_a & mask_b).sum()) / union if union else 1.0,
         "only_a_positions": _centroids(components_a, only_a),
         "only_b_positions": _centroids(components_b, only_b),
     }
+
+
+_AGREEMENT_KEYS = {
+    "model": "n_a",
+    "physical": "n_b",
+    "both": "both",
+    "both_model": "both_a",
+    "both_physical": "both_b",
+    "only_model": "only_a",
+    "only_physical": "only_b",
+}
+"""Row keys of an agreement summary, from compare_clusters(model, physical) keys."""
+
+
+def agreement_summary(comparisons: Iterable[tuple[str, dict]]) -> dict:
+    """Per-frame and total cluster agreement of a model with the physical preset.
+
+    ``comparisons`` are (frame name, compare_clusters(model labels, physical labels)). Totals
+    add the counts; the total agreement is summed both over summed distinct clusters, so big
+    frames weigh more than small ones.
+    """
+    frames = []
+    for name, comparison in comparisons:
+        row = {"frame": name, **{key: comparison[source] for key, source in _AGREEMENT_KEYS.items()}}
+        row["agreement"] = comparison["agreement"]
+        row["pixel_iou"] = comparison["iou"]
+        row["only_model_positions"] = comparison["only_a_positions"]
+        row["only_physical_positions"] = comparison["only_b_positions"]
+        frames.append(row)
+    if not frames:
+        raise InputError("agreement: no frames to compare")
+    total = {key: sum(row[key] for row in frames) for key in _AGREEMENT_KEYS}
+    distinct = total["both"] + total["only_model"] + total["only_physical"]
+    total["agreement"] = total["both"] / distinct if distinct else 1.0
+    return {"frames": frames, "total": total}
+
+
+def agreement_table(summary: dict) -> str:
+    """Markdown table of an agreement summary, one row per frame and a total row."""
+    lines = [
+        "| frame | model | physical | both | only model | only physical | agreement |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in [*summary["frames"], {**summary["total"], "frame": "**total**"}]:
+        counts = " | ".join(
+            str(row[key]) for key in ("model", "physical", "both", "only_model", "only_physical")
+        )
+        lines.append(f"| {row['frame']} | {counts} | {100 * row['agreement']:.1f} % |")
+    return "\n".join(lines) + "\n"

@@ -14,11 +14,16 @@ from .errors import InputError
 MAD_TO_SIGMA = 1.4826
 """MAD of a Gaussian times this is its σ."""
 
-_MAX_SAMPLES = 1_000_000
+_MAX_SAMPLES = 262_144
+_CLIP_SIGMA = 3.5
+"""Pixels within this many σ count as noise (truncating a Gaussian there shifts its MAD by < 0.1 %)."""
+_CLIP_ITERATIONS = 5
+_MAX_ROW_SAMPLES = 1024
+"""Columns sampled per row median: its noise (1.25 σ/√1024 = 0.04 σ) is far below any cut."""
 
 
 def _finite_sample(values: np.ndarray) -> np.ndarray:
-    """Finite values, strided down to about a million: enough for a median, fast on 6k² frames."""
+    """Finite values, strided down to about 260 000: a median to 0.2 %, fast on 6k² frames."""
     flat = np.asarray(values).ravel()
     step = max(1, flat.size // _MAX_SAMPLES)
     sample = flat[::step].astype(np.float64)
@@ -26,16 +31,30 @@ def _finite_sample(values: np.ndarray) -> np.ndarray:
 
 
 def pedestal_noise(image: np.ndarray) -> tuple[float, float]:
-    """Pedestal (median) and read noise σ (1.4826 · MAD) of a frame.
+    """Pedestal (median) and read noise σ (1.4826 · MAD) of a frame's noise-only pixels.
 
+    The median and MAD of the whole frame are then recomputed on the pixels within ±3.5 σ, a
+    few times: at skipper noise, glow, dark-current electrons and hot columns can cover a third
+    of the frame far above the noise and would otherwise inflate σ by half. Quantised frames
+    (integer ADC codes, fpack's lossy compression) are dithered first: the median and MAD of
+    values on a grid jump by whole steps, up to a third of σ at fpack's default step of σ/4.
     A frame whose MAD is zero (constant, or quantised to a few levels) falls back to the
     standard deviation, and to 1 if that is zero too, so callers can always divide by σ.
     """
-    sample = _finite_sample(image)
+    sample, step = _dequantised(_finite_sample(image))
     if sample.size == 0:
         return 0.0, 1.0
-    pedestal = float(np.median(sample))
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(sample - pedestal)))
+    pedestal, sigma = _median_mad(sample)
+    for _ in range(_CLIP_ITERATIONS):
+        if sigma <= 0:
+            break
+        core = sample[np.abs(sample - pedestal) < _CLIP_SIGMA * sigma]
+        if core.size < sample.size // 4:
+            break
+        previous, (pedestal, sigma) = sigma, _median_mad(core)
+        if abs(sigma - previous) <= 0.005 * previous:
+            break
+    sigma = float(np.sqrt(max(sigma**2 - step**2 / 12, 0.0)))  # the dither's own variance
     if sigma <= 0:
         sigma = float(np.std(sample))
     if sigma <= 0:
@@ -43,12 +62,61 @@ def pedestal_noise(image: np.ndarray) -> tuple[float, float]:
     return pedestal, sigma
 
 
+def _dequantised(sample: np.ndarray) -> tuple[np.ndarray, float]:
+    """The sample plus a uniform dither of one grid step when its values sit on a grid, and the step.
+
+    Values on a grid repeat: fewer distinct values than a quarter of the sample gives it away,
+    and the median gap between them is the step. The dither is seeded: same frame, same estimate.
+    """
+    if sample.size < 16:
+        return sample, 0.0
+    values = np.unique(sample)
+    if values.size > sample.size // 4 or values.size < 2:
+        return sample, 0.0
+    step = float(np.median(np.diff(values)))
+    dither = np.random.default_rng(0).uniform(-step / 2, step / 2, sample.size)
+    return sample + dither, step
+
+
+def _median_mad(sample: np.ndarray) -> tuple[float, float]:
+    pedestal = float(np.median(sample))
+    return pedestal, MAD_TO_SIGMA * float(np.median(np.abs(sample - pedestal)))
+
+
 def row_pedestals(image: np.ndarray) -> np.ndarray:
-    """Median of each row: follows a pedestal that drifts along the readout (one value per row)."""
-    rows = np.asarray(image, dtype=np.float32)
-    with np.errstate(all="ignore"):
-        medians = np.nanmedian(np.where(np.isfinite(rows), rows, np.nan), axis=1)
-    return np.nan_to_num(medians, nan=0.0).astype(np.float32)
+    """Pedestal of each row: follows a baseline that drifts along the readout (one value per row).
+
+    Each row's median is taken over its noise-like pixels only (within ±3.5 σ), sampled at up to
+    1024 columns: glow or a hot band covering half a row must not lift its pedestal. A first pass
+    centres the window on the frame's pedestal with σ inflated by the drift, a second on each
+    row's first estimate with σ measured after removing it, so any drift ends the same.
+    Quantised frames are dithered as in :func:`pedestal_noise`. A row with no noise-like pixel
+    keeps the frame's pedestal.
+    """
+    rows = np.asarray(image)
+    pedestal, sigma = pedestal_noise(rows)
+    step = max(1, rows.shape[1] // _MAX_ROW_SAMPLES)
+    sample = rows[:, ::step].astype(np.float32)
+    flat, _ = _dequantised(sample.ravel())
+    sample = flat.astype(np.float32).reshape(sample.shape)
+    ordered = np.sort(sample, axis=1)  # once: each pass's window is then a run of each row
+    centre = np.full(rows.shape[0], pedestal, dtype=np.float32)
+    for _ in range(2):
+        half = np.float32(_CLIP_SIGMA * sigma)
+        centre = _windowed_medians(ordered, centre - half, centre + half, fallback=pedestal)
+        sigma = pedestal_noise(sample - centre[:, None])[1]
+    return centre
+
+
+def _windowed_medians(ordered: np.ndarray, low: np.ndarray, high: np.ndarray, fallback: float) -> np.ndarray:
+    """Median of each sorted row's values in [low, high), ``fallback`` where there are none."""
+    first = (ordered < low[:, None]).sum(axis=1)
+    count = (ordered < high[:, None]).sum(axis=1) - first
+    rows = np.arange(ordered.shape[0])
+    last = ordered.shape[1] - 1
+    lower = ordered[rows, np.minimum(first + np.maximum(count - 1, 0) // 2, last)]
+    upper = ordered[rows, np.minimum(first + count // 2, last)]
+    return np.where(count > 0, (lower + upper) / 2, fallback).astype(np.float32)
 
 
 def display_range(image: np.ndarray) -> tuple[float, float]:

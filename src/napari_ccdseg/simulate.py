@@ -112,7 +112,7 @@ class SimConfig:
     serial_trail_rate: float = 0.0
     serial_trail_length: tuple[int, int] = (20, 200)
     serial_trail_e: tuple[float, float] = (1.0, 10.0)
-    # few-electron hits (dark-matter-like): 1–3 pixel clusters of a few electrons
+    # few-electron hits (dark-matter-like): a few electrons diffused over a few pixels
     few_electron_rate: float = 0.0
     few_electron_e: tuple[int, int] = (2, 10)
     # glowing
@@ -463,7 +463,7 @@ def _serial_trails(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits,
 
 
 def _few_electron_hits(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, np.ndarray]:
-    """A few electrons at one point, diffused like any cluster: the 1–3 pixel hits of a DM search."""
+    """A few electrons at one point, diffused like any cluster: the hits a dark-matter search seeks."""
     n = int(rng.poisson(cfg.few_electron_rate * _area_scale(cfg)))
     lo, hi = (int(v) for v in cfg.few_electron_e)
     electrons = rng.integers(lo, hi + 1, n)
