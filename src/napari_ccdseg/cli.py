@@ -11,7 +11,8 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -20,9 +21,8 @@ from .console import TrainProgressPrinter
 from .errors import InputError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .ddp import DataParallel
+    from .io import Frame
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -47,6 +47,17 @@ def _claim_output(stem: str, frame_path: Path, out: Path, claimed: dict[str, Pat
     _claim_stem(stem, frame_path, target, claimed)
 
 
+def _each_frame(inputs: Sequence[str], desc: str) -> Iterator[tuple[Path, Frame, str]]:
+    """(file, frame, output stem) for every frame of every input file or folder, with a tqdm bar."""
+    from .dataset import frame_files
+    from .io import output_stem, read_frames
+
+    for frame_path, _ in tqdm(frame_files(inputs), desc=desc, unit="file"):
+        frames = read_frames(frame_path)
+        for frame in frames:
+            yield frame_path, frame, output_stem(frame_path, frame.name, len(frames))
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate import SIM_PRESETS, AmplifierLayout, simulate_dataset
 
@@ -67,19 +78,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from .autolabel import class_stats, label_frame
-    from .dataset import frame_files
-    from .io import output_stem, read_frames, write_label_map
+    from .io import write_label_map
 
     out = Path(args.out)
     maps, claimed = [], {}
-    for frame_path, _ in tqdm(frame_files(args.inputs), desc="labelling", unit="file"):
-        frames = read_frames(frame_path)
-        for frame in frames:
-            stem = output_stem(frame_path, frame.name, len(frames))
-            _claim_output(stem, frame_path, out, claimed, args.overwrite)
-            labels = label_frame(frame.data, args.preset, name=frame.name)
-            write_label_map(out / f"{stem}_labels.png", labels)
-            maps.append(labels)
+    for frame_path, frame, stem in _each_frame(args.inputs, "labelling"):
+        _claim_output(stem, frame_path, out, claimed, args.overwrite)
+        labels = label_frame(frame.data, args.preset, name=frame.name)
+        write_label_map(out / f"{stem}_labels.png", labels)
+        maps.append(labels)
     print(class_stats(maps).table())
 
 
@@ -167,22 +174,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
             f"skipped {report.count(SKIPPED)} already there; summary: {report.summary_path}"
         )
         return
-    from .dataset import frame_files
-    from .io import output_stem, read_frames
     from .predict import predict_frame, write_prediction
 
     model, meta = _load_model(args.model, args.device)
     out = Path(args.out)
     claimed: dict[str, Path] = {}
-    for frame_path, _ in tqdm(frame_files(args.inputs), desc="predicting", unit="file"):
-        frames = read_frames(frame_path)
-        for frame in frames:
-            stem = output_stem(frame_path, frame.name, len(frames))
-            _claim_output(stem, frame_path, out, claimed, args.overwrite)
-            prediction = predict_frame(
-                model, meta, frame.data, source=frame.name, probabilities=args.probabilities
-            )
-            write_prediction(prediction, out, stem)
+    for frame_path, frame, stem in _each_frame(args.inputs, "predicting"):
+        _claim_output(stem, frame_path, out, claimed, args.overwrite)
+        prediction = predict_frame(
+            model, meta, frame.data, source=frame.name, probabilities=args.probabilities
+        )
+        write_prediction(prediction, out, stem)
     print(f"wrote {len(claimed)} prediction(s) to {out}")
 
 
@@ -225,77 +227,26 @@ def _evaluate_against_physical(args: argparse.Namespace) -> None:
     pictures of where the two disagree, still tell whether a model can be trusted on their data.
     """
     from .autolabel import label_frame
-    from .dataset import frame_files
-    from .io import output_stem, read_frames
     from .metrics import agreement_summary, agreement_table, compare_clusters
     from .predict import predict_frame
+    from .report import plot_disagreement, write_agreement
 
     model, meta = _load_model(args.model, args.device)
     out = Path(args.out)
     comparisons, claimed = [], {}
-    for frame_path, _ in tqdm(frame_files(args.data), desc="comparing", unit="file"):
-        frames = read_frames(frame_path)
-        for frame in frames:
-            stem = output_stem(frame_path, frame.name, len(frames))
-            figure_path = out / f"{stem}_agreement.png"
-            _claim_stem(stem, frame_path, figure_path, claimed)
-            predicted = predict_frame(model, meta, frame.data, source=frame.name).labels
-            physical = label_frame(frame.data, "physical", name=frame.name)
-            comparison = compare_clusters(predicted, physical)
-            _plot_disagreement(figure_path, frame.data, comparison, stem)
-            comparisons.append((stem, comparison))
+    for frame_path, frame, stem in _each_frame(args.data, "comparing"):
+        figure_path = out / f"{stem}_agreement.png"
+        _claim_stem(stem, frame_path, figure_path, claimed)
+        predicted = predict_frame(model, meta, frame.data, source=frame.name).labels
+        physical = label_frame(frame.data, "physical", name=frame.name)
+        comparison = compare_clusters(predicted, physical)
+        plot_disagreement(figure_path, frame.data, comparison, stem)
+        comparisons.append((stem, comparison))
     summary = agreement_summary(comparisons)
     table = agreement_table(summary)
-    _write_agreement(out, summary, table, args.model)
+    write_agreement(out, summary, table, args.model)
     print(table, end="")
     print(f"agreement: {out / 'agreement.json'}, {out / 'agreement.md'}, one PNG per frame")
-
-
-def _write_agreement(out: Path, summary: dict, table: str, model: str) -> None:
-    """agreement.json (counts and positions) and agreement.md (the table, with its meaning)."""
-    import json
-
-    from .atomic import atomic_write_text
-
-    document = {"model": model, "against": "physical", **summary}
-    atomic_write_text(out / "agreement.json", json.dumps(document, indent=2, allow_nan=False))
-    legend = (
-        f"# Cluster agreement of {model} with the physical preset\n\n"
-        "Counts are 8-connected clusters. *both*: groups of overlapping clusters (a blob over "
-        "three clusters of the other map counts once); agreement = both / (both + only model "
-        "+ only physical). Per frame, X_agreement.png marks the clusters only one method found.\n\n"
-    )
-    atomic_write_text(out / "agreement.md", legend + table)
-
-
-def _plot_disagreement(path: Path, image: np.ndarray, comparison: dict, name: str) -> None:
-    """The frame with circles on clusters only the model found and squares on physical-only ones."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from .atomic import atomic_path
-    from .autolabel import to_monochrome
-    from .noise import display_range
-
-    frame = to_monochrome(image, name)
-    figure = Figure(figsize=(6, 6.4), layout="constrained")
-    axes = figure.add_subplot()
-    low, high = display_range(frame)
-    axes.imshow(frame, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-    marks = (
-        ("only_a_positions", "o", "tab:orange", "only the model"),
-        ("only_b_positions", "s", "tab:cyan", "only physical"),
-    )
-    for key, marker, colour, label in marks:
-        rows_cols = np.reshape(comparison[key], (-1, 2))
-        axes.scatter(rows_cols[:, 1], rows_cols[:, 0], s=80, marker=marker, facecolors="none",
-                     edgecolors=colour, linewidths=1.5, label=f"{label} ({len(rows_cols)})")
-    axes.set_title(f"{name}: {comparison['both']} clusters found by both")
-    axes.set_xlabel("column [pixels]")
-    axes.set_ylabel("row [pixels]")
-    figure.legend(loc="outside lower center", ncols=2)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
 
 
 def cmd_models(args: argparse.Namespace) -> None:

@@ -441,3 +441,45 @@ def write_report(
     if examples:
         figures["Image, truth and prediction"] = plot_examples(examples, out / "examples.png")
     return atomic_write_text(out / "summary.md", _summary(title, evaluation, figures))
+
+
+# ---------------------------------------------------------------- checking without truth
+
+
+def write_agreement(out: Path, summary: dict, table: str, model: str) -> None:
+    """agreement.json (counts and positions) and agreement.md (the table, with its meaning)."""
+    document = {"model": model, "against": "physical", **summary}
+    atomic_write_text(Path(out) / "agreement.json", json.dumps(_jsonable(document), indent=2, allow_nan=False))
+    legend = (
+        f"# Cluster agreement of {model} with the physical preset\n\n"
+        "Counts are 8-connected clusters. *both*: groups of overlapping clusters (a blob over "
+        "three clusters of the other map counts once); agreement = both / (both + only model "
+        "+ only physical). Per frame, X_agreement.png marks the clusters only one method found.\n\n"
+    )
+    atomic_write_text(Path(out) / "agreement.md", legend + table)
+
+
+def plot_disagreement(path: Path, image: np.ndarray, comparison: dict, name: str) -> Path:
+    """The frame with circles on clusters only the model found and squares on physical-only ones."""
+    from .autolabel import to_monochrome
+
+    frame = to_monochrome(image, name)
+    figure = Figure(figsize=(6, 6.4), layout="constrained")
+    axes = figure.add_subplot()
+    low, high = display_range(frame)
+    axes.imshow(frame, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+    marks = (
+        ("only_a_positions", "o", "tab:orange", "only the model"),
+        ("only_b_positions", "s", "tab:cyan", "only physical"),
+    )
+    for key, marker, colour, label in marks:
+        rows_cols = np.reshape(comparison[key], (-1, 2))
+        axes.scatter(rows_cols[:, 1], rows_cols[:, 0], s=80, marker=marker, facecolors="none",
+                     edgecolors=colour, linewidths=1.5, label=f"{label} ({len(rows_cols)})")
+    axes.set_title(f"{name}: {comparison['both']} clusters found by both")
+    axes.set_xlabel("column [pixels]")
+    axes.set_ylabel("row [pixels]")
+    figure.legend(loc="outside lower center", ncols=2)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    return Path(path)

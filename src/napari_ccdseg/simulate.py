@@ -371,14 +371,19 @@ def _point_clusters(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits
     energy = _draw_energies(cfg, rng, n)
     mean = energy * 1e3 / E_PAIR_EV
     electrons = np.maximum(np.rint(rng.normal(mean, np.sqrt(FANO * mean))), 0).astype(np.int64)
-    deposits = _Deposits(
+    return _random_points(cfg, rng, electrons), energy
+
+
+def _random_points(cfg: SimConfig, rng: np.random.Generator, electrons: np.ndarray) -> _Deposits:
+    """One charge point per event, uniform over the active area and the thickness."""
+    n = len(electrons)
+    return _Deposits(
         row=rng.uniform(0, cfg.rows, n),
         col=rng.uniform(0, cfg.cols, n),
         depth_um=rng.uniform(0, cfg.thickness_um, n),
         electrons=electrons,
         event=np.arange(n),
     )
-    return deposits, energy
 
 
 def _muons(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, np.ndarray]:
@@ -467,14 +472,7 @@ def _few_electron_hits(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Depos
     n = int(rng.poisson(cfg.few_electron_rate * _area_scale(cfg)))
     lo, hi = (int(v) for v in cfg.few_electron_e)
     electrons = rng.integers(lo, hi + 1, n)
-    deposits = _Deposits(
-        row=rng.uniform(0, cfg.rows, n),
-        col=rng.uniform(0, cfg.cols, n),
-        depth_um=rng.uniform(0, cfg.thickness_um, n),
-        electrons=electrons,
-        event=np.arange(n),
-    )
-    return deposits, electrons * E_PAIR_EV / 1e3
+    return _random_points(cfg, rng, electrons), electrons * E_PAIR_EV / 1e3
 
 
 _OPTIONAL_EVENTS = {"trail": "serial_trail_rate", "few-electron": "few_electron_rate"}
