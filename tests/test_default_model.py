@@ -1,0 +1,50 @@
+"""The bundled default model: installed with the package, documented by its card, and it finds clusters
+on frames from detectors it never saw, right after installing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from napari_ccdseg.bundled import DEFAULT_MODEL, bundled_models, resolve_model
+from napari_ccdseg.metrics import evaluate
+from napari_ccdseg.modelfile import load_model
+from napari_ccdseg.predict import predict_frame
+from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_model(resolve_model(DEFAULT_MODEL))
+
+
+def test_the_default_model_ships_with_its_card():
+    models = bundled_models()
+    assert DEFAULT_MODEL in models
+    card = models[DEFAULT_MODEL].card
+    assert "scripts/train_default_model.py" in card["trained_by"]
+    assert isinstance(card["seed"], int)
+    assert models[DEFAULT_MODEL].path.stat().st_size < 10e6  # "a few MB"
+    figures = card["figures"]
+    assert len([name for name in figures if name.startswith("held-out detector")]) == 3
+    assert any(name.startswith("other detector") for name in figures)
+    for result in figures.values():
+        assert 0 <= result["unet"]["cluster_f1"] <= 1
+
+
+@pytest.mark.parametrize("preset", ["damic-m", "single-sample"])
+def test_the_default_model_finds_bright_clusters_on_a_real_detector_preset(default_model, preset):
+    model, meta = default_model
+    config = dataclasses.replace(SIM_PRESETS[preset], rows=160, cols=160, glitch_rate=100.0)
+    frame = simulate_frame(config, seed=21)
+    pred = predict_frame(model, meta, frame.image, source=preset).labels
+    bright = [c for c in frame.metadata["clusters"] if c["electrons"] >= 100]
+    assert len(bright) >= 5
+    found = [pred[frame.instances == c["id"]].tolist().count(3) > 0 for c in bright]
+    assert np.mean(found) >= 0.9
+    evaluation = evaluate([(frame.image, frame.labels, frame.instances, pred)])
+    assert evaluation["clusters"]["fakes_per_megapixel"] < 2000
+    glitches = frame.image >= 1e6
+    assert glitches.any() and not (pred[glitches] == 3).any()  # a glitch is never a cluster
