@@ -50,7 +50,8 @@ def _peak_rss_mb() -> float:
 
 
 def run_one(size: int, spec: str) -> dict:
-    """Time one configuration in this process; ``spec`` is 'naive' or 'TILE:OVERLAP[:BATCH]'."""
+    """Time one configuration in this process; ``spec`` is 'naive' or 'TILE:OVERLAP[:BATCH]'
+    (no BATCH: the package's default for the device)."""
     from napari_ccdseg.predict import predict_normalised
     from napari_ccdseg.unet import build_unet
 
@@ -63,7 +64,7 @@ def run_one(size: int, spec: str) -> dict:
     else:
         tile, overlap, *batch = (int(v) for v in spec.split(":"))
         model = model.to(memory_format=torch.channels_last)
-        predict_normalised(model, image, tile=tile, overlap=overlap, batch_size=batch[0] if batch else 4)
+        predict_normalised(model, image, tile=tile, overlap=overlap, batch_size=batch[0] if batch else None)
     seconds = time.perf_counter() - start
     peak_mb = _peak_rss_mb()
     return {"size": size, "config": spec, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
@@ -72,7 +73,7 @@ def run_one(size: int, spec: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs="+", default=[4096])
-    parser.add_argument("--configs", nargs="+", default=["naive", "256:16:8", "256:32:8"])
+    parser.add_argument("--configs", nargs="+", default=["naive", "256:16", "256:16:2", "256:16:4", "256:16:8"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
