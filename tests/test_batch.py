@@ -64,9 +64,11 @@ def test_cluster_matches_single_process(client, data, tmp_path, capsys):
     outputs = sorted(p.name for p in single.iterdir())
     assert len(outputs) == 12 and "multi_AMP1_labels.png" in outputs
     assert sorted(p.name for p in batch.iterdir()) == sorted(outputs + ["summary.csv"])
-    for name in outputs:
-        load = read_label_map if name.endswith(".png") else np.load
-        np.testing.assert_array_equal(load(batch / name), load(single / name))
+    for name in outputs:  # workers may run other thread counts: float sums differ in the last bits
+        if name.endswith(".png"):
+            np.testing.assert_array_equal(read_label_map(batch / name), read_label_map(single / name))
+        else:
+            np.testing.assert_allclose(np.load(batch / name), np.load(single / name), rtol=0, atol=1e-5)
 
     rows = _summary(batch)
     assert len(rows) == 6 and {row["status"] for row in rows} == {PREDICTED}

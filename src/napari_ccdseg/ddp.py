@@ -130,5 +130,6 @@ def process_group(device_spec: str) -> Iterator[DataParallel]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield DataParallel(rank, world_size, device)
+        dist.barrier()  # leave together: a gloo rank whose peer tore down first can abort at exit
     finally:
         dist.destroy_process_group()
