@@ -464,7 +464,9 @@ def plot_disagreement(path: Path, image: np.ndarray, comparison: dict, name: str
     from .autolabel import to_monochrome
 
     frame = to_monochrome(image, name)
-    figure = Figure(figsize=(6, 6.4), layout="constrained")
+    rows, cols = frame.shape
+    width = 8.0  # inches; the height follows the frame, so wide amplifier images fill the page
+    figure = Figure(figsize=(width, min(max(width * rows / cols, 2.5), 12.0) + 1.4), layout="constrained")
     axes = figure.add_subplot()
     low, high = display_range(frame)
     axes.imshow(frame, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
