@@ -33,7 +33,7 @@ from napari_ccdseg.autolabel import label_frame
 from napari_ccdseg.bundled import BUNDLED_DIR, DEFAULT_MODEL
 from napari_ccdseg.console import TrainProgressPrinter
 from napari_ccdseg.dataset import LabelledFrame
-from napari_ccdseg.metrics import compare_clusters, evaluate
+from napari_ccdseg.metrics import agreement_summary, compare_clusters, evaluate
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
 from napari_ccdseg.randomise import DomainRanges, randomised_frames
@@ -94,16 +94,14 @@ def score(model, meta, frames: list[LabelledFrame]) -> dict:
         unet.append((frame.image, frame.labels, frame.instances, pred))
         physical.append((frame.image, frame.labels, frame.instances, phys))
         agree.append(compare_clusters(pred, phys))
-    both = sum(a["both"] for a in agree)
-    only_model = sum(a["only_a"] for a in agree)
-    only_physical = sum(a["only_b"] for a in agree)
+    total = agreement_summary([(frame.name, a) for frame, a in zip(frames, agree)])["total"]
     return {
         "frames": len(frames),
         "unet": _scores(evaluate(unet)),
         "physical": _scores(evaluate(physical)),
         "agreement_with_physical": {
-            "both": both, "only_model": only_model, "only_physical": only_physical,
-            "agreement": round(both / max(both + only_model + only_physical, 1), 4),
+            **{key: total[key] for key in ("both", "only_model", "only_physical")},
+            "agreement": round(total["agreement"], 4),
         },
     }
 
@@ -141,6 +139,20 @@ def table(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def _ranges_text(ranges: dict) -> str:
+    """The domain-randomisation ranges of the card, as a sentence."""
+    def span(key: str) -> str:
+        lo, hi = ranges[key]
+        return f"{lo:g}–{hi:g}"
+
+    return (
+        f"read noise {span('log_read_noise_e')} e⁻, gain {span('log_gain_adu_per_e')} ADU/e⁻, pedestal "
+        f"{span('pedestal_adu')} ADU, row drift up to {ranges['drift_sigma'][1]:g} σ, dark current "
+        f"{span('log_dark_current_e')} e⁻/px, cluster/track/trail/few-electron/glitch rates, defect densities, "
+        f"CTI, quantisation, overscan, {ranges['dead_probability']:.0%} dead amplifiers"
+    )
+
+
 def write_docs(card: dict, path: Path = DOCS_PAGE) -> Path:
     """The user-facing page about the default model, from its card: what it is and what it reached."""
     training = card["training"]
@@ -153,9 +165,7 @@ Generated from `src/napari_ccdseg/models/default.json` by `scripts/train_default
 `ccdseg predict default FRAME… --out DIR` and the Predict widget (model field left empty) use this model, so
 frames can be segmented right after installing. It is the `small` U-Net (481,796 parameters, 1.9 MB), trained on {card["training_frames"]["n"]} simulated frames of
 {card["training_frames"]["size"]}² pixels, each from its own randomly drawn detector (domain randomisation,
-`napari_ccdseg.randomise`: read noise 0.1–3.5 e⁻, gain 0.5–50 ADU/e⁻, pedestal −200–30 000 ADU, row drift,
-dark current, cluster/track/trail/few-electron/glitch rates, defect densities, CTI, quantisation,
-overscan, 3 % dead amplifiers). Trained by `{card["trained_by"]}` on {card["date"]}: {training["machine"]},
+`napari_ccdseg.randomise`: {_ranges_text(card["training_frames"]["ranges"])}). Trained by `{card["trained_by"]}` on {card["date"]}: {training["machine"]},
 {training["minutes_total"]} min in all, {training["epochs_run"]} epochs, best epoch {training["best_epoch"]}
 (validation cluster F1 {training["best_val_cluster_f1"]}), seed {card["seed"]}.
 

@@ -160,6 +160,12 @@ def test_simulate_a_multi_amplifier_ccd_then_predict_every_extension(tmp_path, c
     assert sorted(p.name for p in out.iterdir()) == [f"sim_000_AMP{k}_labels.png" for k in (1, 2, 3)]
 
 
-def test_simulate_refuses_a_dead_amplifier_that_does_not_exist(tmp_path, capsys):
-    assert main(["simulate", str(tmp_path / "x"), "--amplifiers", "2", "--dead", "3"]) == 2
-    assert "dead amplifiers" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "flags, words",
+    [(["--amplifiers", "2", "--dead", "3"], "from 1 to 2, got 3"), (["--dead", "0"], "from 1 to 1, got 0"),
+     (["--amplifiers", "0"], "at least 1")],
+)
+def test_simulate_refuses_amplifiers_that_do_not_exist_in_the_users_numbering(tmp_path, capsys, flags, words):
+    assert main(["simulate", str(tmp_path / "x"), *flags]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -475,3 +475,11 @@ def test_write_into_an_unwritable_place_names_the_target(tmp_path):
     target = blocker / "x_labels.png"
     with pytest.raises(InputError, match="x_labels.png: cannot write here"):
         write_label_map(target, np.zeros((4, 4), np.uint8))
+
+
+def test_write_fits_extensions_refuses_nothing_to_write(tmp_path):
+    from napari_ccdseg.io import write_fits_extensions
+
+    with pytest.raises(InputError, match="no frames to write"):
+        write_fits_extensions(tmp_path / "empty.fits", [])
+    assert not (tmp_path / "empty.fits").exists()

@@ -126,3 +126,16 @@ def test_record_replays_the_same_normalisation(frame):
     assert normalisation_params("unit") == {}
     with pytest.raises(TypeError):
         normalisation_params("sigma", knee=3.0)
+
+
+def test_noise_estimates_on_quantised_frames():
+    """fpack-like grids finer than the noise are seen through; one coarser than it is not dithered."""
+    from napari_ccdseg.noise import pedestal_noise, row_pedestals
+
+    rng = np.random.default_rng(3)
+    for sigma, tolerance in [(4.0, 0.02), (1.0, 0.08), (0.3, 0.1)]:
+        frame = np.round(rng.normal(100.0, sigma, (256, 256)))
+        assert pedestal_noise(frame)[1] == pytest.approx(sigma, rel=tolerance), sigma
+    frame = np.round(rng.normal(100.0, 4.0, (64, 64)))
+    frame[3, 3] = np.nan  # the row estimate skips it rather than failing on the grid step
+    assert np.all(np.abs(row_pedestals(frame) - 100.0) < 3.0)

@@ -68,6 +68,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         config.read_noise_e = args.noise
     if args.units:
         config.units = args.units
+    if args.amplifiers < 1:
+        raise InputError(f"--amplifiers must be at least 1, got {args.amplifiers}")
+    if any(not 1 <= d <= args.amplifiers for d in args.dead):
+        raise InputError(f"--dead takes amplifier numbers from 1 to {args.amplifiers}, got {' '.join(map(str, args.dead))}")
     layout = None
     if args.amplifiers > 1 or args.dead:
         layout = AmplifierLayout(amplifiers=args.amplifiers, dead=tuple(d - 1 for d in args.dead))

@@ -494,6 +494,8 @@ def write_fits_extensions(
     path = Path(path)
     if _matching_suffix(path, (".fits", ".fit", ".fts")) is None:
         raise InputError(f"{path}: multi-extension frames are written as .fits, not {path.suffix or 'no suffix'}")
+    if not extensions:
+        raise InputError(f"{path}: no frames to write (a FITS file without image extensions cannot be read back)")
     hdus = []
     try:
         hdus.append(fits.PrimaryHDU(header=_fits_header(primary_header or {})))

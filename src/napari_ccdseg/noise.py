@@ -67,13 +67,14 @@ def _dequantised(sample: np.ndarray) -> tuple[np.ndarray, float]:
 
     Values on a grid repeat: fewer distinct values than a quarter of the sample gives it away,
     and the median gap between them is the step. The dither is seeded: same frame, same estimate.
+    A grid coarser than the noise (σ < 0.75 step) is left alone: dithering would then swamp σ.
     """
-    if sample.size < 16:
-        return sample, 0.0
-    values = np.unique(sample)
-    if values.size > sample.size // 4 or values.size < 2:
+    values = np.unique(sample[np.isfinite(sample)])
+    if sample.size < 16 or values.size > sample.size // 4 or values.size < 2:
         return sample, 0.0
     step = float(np.median(np.diff(values)))
+    if not 0 < step < np.inf or _median_mad(sample[np.isfinite(sample)])[1] < 0.75 * step:
+        return sample, 0.0
     dither = np.random.default_rng(0).uniform(-step / 2, step / 2, sample.size)
     return sample + dither, step
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .dataset import LabelledFrame
 from .errors import InputError
+from . import simulate
 from .simulate import SimConfig, _dead_config, frame_seed, simulate_frame
 
 
@@ -64,7 +65,7 @@ def _uniform(rng: np.random.Generator, pair: tuple[float, float]) -> float:
 
 
 def _log_uniform(rng: np.random.Generator, pair: tuple[float, float]) -> float:
-    return float(math.exp(rng.uniform(math.log(pair[0]), math.log(pair[1]))))
+    return float(simulate._log_uniform(rng, pair[0], pair[1], 1)[0])
 
 
 def random_config(rng: np.random.Generator, base: SimConfig, ranges: DomainRanges) -> SimConfig:

@@ -16,7 +16,7 @@ pixel by pixel. The physics and every formula are in ``docs/simulation.md``; in 
   :func:`simulate_ccd` reads several amplifiers (own pedestal, gain, noise; some dead);
 - truth: cluster where a pixel collected ≥ ``cluster_label_min_e`` electrons from events, hot
   pixel / glowing where the defect's expected charge reaches ``defect_label_level_e``; on overlap
-  cluster > hot pixel > glowing > background.
+  cluster > hot pixel > glowing > background; a glitch pixel is hot pixel whatever it held.
 
 Coordinates: row 0 is the row next to the serial register and column 0 of the active area the
 column next to the amplifier (readout corner), read first. Image columns are
@@ -224,8 +224,8 @@ _RANGE_FIELDS = {  # name: smallest allowed lo
 _CHOICES = {"units": UNITS, "energy_spectrum": SPECTRA, "glow_band_position": GLOW_BAND_POSITIONS}
 
 
-def _fail(message: str) -> None:
-    raise InputError(f"SimConfig: {message}")
+def _fail(message: str, where: str = "SimConfig") -> None:
+    raise InputError(f"{where}: {message}")
 
 
 def _is_number(value: Any) -> bool:
@@ -637,8 +637,13 @@ def _add_hot_columns(hot: np.ndarray, cfg: SimConfig, rng: np.random.Generator) 
 
 
 def _hot_levels(cfg: SimConfig, rng: np.random.Generator, n: int) -> np.ndarray:
-    lo, hi = cfg.hot_pixel_e
-    return (_log_uniform(rng, lo, hi, n) if lo > 0 else rng.uniform(lo, hi, n)).astype(np.float32)
+    return _levels(rng, cfg.hot_pixel_e, n).astype(np.float32)
+
+
+def _levels(rng: np.random.Generator, bounds: tuple[float, float], n: int) -> np.ndarray:
+    """Log-uniform in (lo, hi), spanning decades alike; uniform when lo is 0."""
+    lo, hi = bounds
+    return _log_uniform(rng, lo, hi, n) if lo > 0 else rng.uniform(lo, hi, n)
 
 
 # ---------------------------------------------------------------- frame
@@ -670,10 +675,11 @@ def _glitches(cfg: SimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     n = int(rng.poisson(cfg.glitch_rate * _area_scale(cfg)))
     where = rng.integers(0, cfg.rows * cfg.cols, n)
-    lo, hi = cfg.glitch_adu
-    adu = _log_uniform(rng, lo, hi, n) if lo > 0 else rng.uniform(lo, hi, n)
     scale = 1.0 if cfg.units == "adu" else 1.0 / cfg.gain_adu_per_e
-    return where, (adu * scale).astype(np.float32)
+    values = _levels(rng, cfg.glitch_adu, n) * scale
+    if cfg.quantisation_step > 0:  # the ADC digitises a spike like any other value
+        values = np.round(values / cfg.quantisation_step) * cfg.quantisation_step
+    return where, values.astype(np.float32)
 
 
 def _pedestal_drift(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
@@ -820,7 +826,8 @@ SIM_PRESETS: dict[str, SimConfig] = {
         hot_segment_length=(2, 6),
     ),
     # One amplifier of a many-sample skipper CCD after baseline subtraction, fpack-compressed:
-    # 320 × 640 pixels holding ~130 clusters, pedestal −39 ADU drifting ~1 ADU along the rows.
+    # 320 × 640 pixels holding ~140 clusters (~100 points, ~30 few-electron hits, tracks, trails;
+    # a real one holds ~130), pedestal −39 ADU drifting ~1 ADU along the rows.
     "damic-m": SimConfig(
         rows=320, cols=640, prescan_cols=8, overscan_cols=64, overscan_rows=16,
         units="adu", pedestal_adu=-39.0, gain_adu_per_e=6.0, read_noise_e=0.16,
@@ -854,18 +861,19 @@ class AmplifierLayout:
     dead_noise_adu: float = 3000.0
 
     def __post_init__(self) -> None:
+        where = "AmplifierLayout"
         if not isinstance(self.amplifiers, (int, np.integer)) or not 1 <= self.amplifiers <= 64:
-            _fail(f"amplifiers must be an integer from 1 to 64, got {self.amplifiers!r}")
+            _fail(f"amplifiers must be an integer from 1 to 64, got {self.amplifiers!r}", where)
         for name in ("pedestal_spread_adu", "dead_noise_adu"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value < 0:
-                _fail(f"{name} must be a finite number >= 0, got {value!r}")
+                _fail(f"{name} must be a finite number >= 0, got {value!r}", where)
         for name in ("gain_spread", "noise_spread"):
             if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
-                _fail(f"{name} must be a fraction from 0 to below 1, got {getattr(self, name)!r}")
+                _fail(f"{name} must be a fraction from 0 to below 1, got {getattr(self, name)!r}", where)
         bad = [d for d in self.dead if not isinstance(d, (int, np.integer)) or not 0 <= d < self.amplifiers]
         if bad:
-            _fail(f"dead amplifiers must be indices from 0 to {self.amplifiers - 1}, got {bad}")
+            _fail(f"dead amplifiers must be indices from 0 to {self.amplifiers - 1}, got {bad}", where)
 
 
 def _dead_config(cfg: SimConfig, noise_adu: float) -> SimConfig:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..bundled import DEFAULT_MODEL, bundled_models
+from ..bundled import DEFAULT_MODEL, bundled_models, resolve_model
 from ..classes import CLASS_COLOURS, CLASS_NAMES
 from ..devices import available_devices
 from ..errors import InputError
@@ -208,7 +208,8 @@ class PredictWidget(WorkerWidget):
         if self.busy:
             return
         try:
-            model = self.model.text() or bundled_default()
+            typed = self.model.text()
+            model = str(resolve_model(typed)) if typed else bundled_default()  # a name as in the CLI
             if not model:
                 raise InputError("choose a model file (or train one first): no bundled default model is installed")
             names = [n for n in self.checked_images() if n in self.viewer.layers]
