@@ -169,3 +169,14 @@ def test_simulate_refuses_amplifiers_that_do_not_exist_in_the_users_numbering(tm
     assert main(["simulate", str(tmp_path / "x"), *flags]) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_train_on_domain_randomised_frames_alone(tmp_path, capsys):
+    model = tmp_path / "r.safetensors"
+    argv = ["train", "--randomised", "5", "--out", str(model), "--epochs", "1", "--steps", "1",
+            "--batch-size", "2", "--tile", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "4 training frame(s), 1 validation frame(s)" in capsys.readouterr().out
+    assert model.exists()
+    assert main(["train", "--out", str(model)]) == 2
+    assert "--randomised" in capsys.readouterr().err

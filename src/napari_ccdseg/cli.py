@@ -109,7 +109,13 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
     from .dataset import load_labelled
     from .train import TrainConfig, train
 
-    frames = load_labelled(args.data, preset=args.preset)
+    if not args.data and not args.randomised:
+        raise InputError("nothing to train on: give dataset folders or frame files, or --randomised N")
+    frames = load_labelled(args.data, preset=args.preset) if args.data else []
+    if args.randomised:
+        from .randomise import randomised_frames
+
+        frames += randomised_frames(args.randomised, args.seed)
     config = TrainConfig(
         architecture=args.config,
         epochs=args.epochs,
@@ -312,8 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("train", help="train a U-Net on labelled frames")
-    p.add_argument("data", nargs="+", help="dataset folders or frame files")
+    p.add_argument("data", nargs="*", help="dataset folders or frame files")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument(
+        "--randomised", type=int, metavar="N", default=0,
+        help="add N simulated 256² frames, each from its own random detector (noise, gain, pedestal, drift, "
+        "CTI, glitches...), as the bundled default model was trained: one model for many detectors",
+    )
     p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--steps", type=int, default=TrainConfig.steps_per_epoch, help="optimiser steps per epoch")
