@@ -1,7 +1,7 @@
 """Prediction speed and peak memory on large frames, against the naive 256²-tile loop.
 
 Each configuration runs in a fresh subprocess so that its peak RSS is its own.
-Usage: python benchmarks/bench_predict.py [--size 4096] [--tiles 256:32 512:32 ...]
+Usage: python benchmarks/bench_predict.py [--size 4096] [--configs naive 256:16 256:16:1:float32 ...]
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def _peak_rss_mb() -> float:
 
 
 def run_one(size: int, spec: str) -> dict:
-    """Time one configuration in this process; ``spec`` is 'naive' or 'TILE:OVERLAP[:BATCH]'
-    (no BATCH: the package's default for the device)."""
+    """Time one configuration in this process; ``spec`` is 'naive' or
+    'TILE:OVERLAP[:BATCH[:PRECISION]]' (BATCH empty or absent: the package's default for the
+    device; PRECISION absent: auto)."""
     from napari_ccdseg.predict import predict_normalised
     from napari_ccdseg.unet import build_unet
 
@@ -62,9 +63,9 @@ def run_one(size: int, spec: str) -> dict:
     if spec == "naive":
         _naive(model, image)
     else:
-        tile, overlap, *batch = (int(v) for v in spec.split(":"))
-        model = model.to(memory_format=torch.channels_last)
-        predict_normalised(model, image, tile=tile, overlap=overlap, batch_size=batch[0] if batch else None)
+        tile, overlap, batch, precision = (spec.split(":") + ["", ""])[:4]
+        predict_normalised(model, image, tile=int(tile), overlap=int(overlap),
+                           batch_size=int(batch) if batch else None, precision=precision or "auto")
     seconds = time.perf_counter() - start
     peak_mb = _peak_rss_mb()
     return {"size": size, "config": spec, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
@@ -73,7 +74,7 @@ def run_one(size: int, spec: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs="+", default=[4096])
-    parser.add_argument("--configs", nargs="+", default=["naive", "256:16", "256:16:2", "256:16:4", "256:16:8"])
+    parser.add_argument("--configs", nargs="+", default=["naive", "256:16", "256:16:1:float32", "256:16:2", "256:16:8"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -45,8 +45,9 @@ from napari_ccdseg.unet import build_unet  # noqa: E402
 
 NOISE_LEVELS = (0.16, 1.6, 3.0)
 DEFAULT_SPEC = "256:16"
-PREDICT_SPECS = ("naive", DEFAULT_SPEC, "256:16:8")
-"""Prediction configs timed: the naive loop (reference), the default, and batches of 8 (the old default)."""
+PREDICT_SPECS = ("naive", DEFAULT_SPEC, "256:16:1:float32", "256:16:8")
+"""Prediction configs timed (TILE:OVERLAP[:BATCH[:PRECISION]]): the naive float32 loop (reference), the
+default (batch per device, precision auto), the default in float32, and batches of 8 (the old default)."""
 METHODS = (
     "physical preset", "U-Net (truth labels)", "U-Net (physical auto-labels)", "bundled default model (not trained here)"
 )
@@ -333,11 +334,13 @@ def speed(args, out: list[str]) -> dict:
     results["predict"] = pred
     _emit(out, ["### Prediction", "",
                 "Freshly initialised `small` U-Net on a normalised noise frame, each configuration in its own "
-                "subprocess (`bench_predict.py --one`) so the peak RSS is its own. Config tile:overlap:batch; "
-                f"the default `{DEFAULT_SPEC}` takes the package's batch for the device (1 tile on a CPU). "
+                "subprocess (`bench_predict.py --one`) so the peak RSS is its own. Config tile:overlap:batch:precision; "
+                f"the default `{DEFAULT_SPEC}` takes the package's batch for the device (1 tile on a CPU) and "
+                f"precision `auto` ({_auto_precision()} here: bfloat16 where the CPU computes it natively). "
                 "FLOPs per 256² tile counted "
                 f"with `torch.utils.flop_counter.FlopCounterMode`: {flops_tile / 1e9:.2f} GFLOP; "
-                f"reference FLOP/s: float32 2048² matmul, best of 5: {matmul / 1e9:.1f} GFLOP/s.", ""])
+                f"reference FLOP/s: float32 2048² matmul, best of 5: {matmul / 1e9:.1f} GFLOP/s (a bfloat16 "
+                "run can exceed 1).", ""])
     _emit(out, _table(["frame", "config", "seconds", "peak RSS MB", "speed-up vs naive", "model GFLOP/s",
                        "FLOP efficiency"], rows))
     t4 = pred[(4096, DEFAULT_SPEC)]
@@ -348,6 +351,12 @@ def speed(args, out: list[str]) -> dict:
     _plot_speed(tput, rows)
     out += ["", "![speed](images/benchmarks-speed.png)", ""]
     return results
+
+
+def _auto_precision() -> str:
+    from napari_ccdseg.devices import resolve_precision
+
+    return str(resolve_precision("auto", torch.device("cpu"))).removeprefix("torch.")
 
 
 def _plot_speed(tput: dict, pred_rows: list[list]) -> None:
@@ -386,11 +395,11 @@ def gpu(args, out: list[str]) -> None:
     image = bench_predict._frame(4096)
     for amp in (False, True):
         model = build_unet("small").to(device).to(memory_format=torch.channels_last).eval()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            predict_normalised(model, image[:512, :512])
-            torch.cuda.synchronize()
-            seconds = _seconds(lambda: predict_normalised(model, image, batch_size=32))
-            torch.cuda.synchronize()
+        precision = "bfloat16" if amp else "float32"
+        predict_normalised(model, image[:512, :512], precision=precision)
+        torch.cuda.synchronize()
+        seconds = _seconds(lambda: predict_normalised(model, image, batch_size=32, precision=precision))
+        torch.cuda.synchronize()
         model.train()
         optimiser = torch.optim.Adam(model.parameters())
         x = torch.randn(32, 1, 128, 128, device=device).contiguous(memory_format=torch.channels_last)

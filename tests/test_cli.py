@@ -29,7 +29,10 @@ def test_simulate_label_train_predict_evaluate(tmp_path, capsys):
     ]) == 0
     assert "training on cpu" in capsys.readouterr().out
 
-    assert main(["predict", str(model), str(frames[0]), "--out", str(tmp_path / "pred"), "--probabilities"]) == 0
+    assert main([
+        "predict", str(model), str(frames[0]), "--out", str(tmp_path / "pred"), "--probabilities",
+        "--precision", "float32",
+    ]) == 0
     labels = read_label_map(tmp_path / "pred" / f"{frames[0].stem}_labels.png")
     assert labels.shape == (64, 64)
     probabilities = np.load(tmp_path / "pred" / f"{frames[0].stem}_probabilities.npy")
@@ -53,6 +56,9 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     empty.mkdir()
     assert main(["train", str(empty), "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "empty" in capsys.readouterr().err
+    # an unknown precision is refused before the model or any frame is read
+    assert main(["predict", "default", str(missing), "--out", str(tmp_path), "--precision", "half"]) == 2
+    assert "precision 'half': expected one of auto, float32, bfloat16" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["simulate", "label", "train", "predict", "evaluate", "demo", "models"])

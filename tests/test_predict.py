@@ -46,7 +46,9 @@ def test_tiled_equals_whole_frame_for_pointwise_model(shape):
     model = PointwiseModel()
     image = np.random.default_rng(0).normal(size=shape).astype(np.float32) * 2
     whole = model(torch.from_numpy(image)[None, None]).softmax(1)[0].detach().numpy()
-    pred = predict_normalised(model, image, tile=32, overlap=8, batch_size=3, probabilities=True)
+    pred = predict_normalised(
+        model, image, tile=32, overlap=8, batch_size=3, precision="float32", probabilities=True
+    )
     assert pred.labels.shape == shape
     assert np.array_equal(pred.labels, whole.argmax(0))
     np.testing.assert_allclose(pred.probabilities, whole, atol=1e-5)
@@ -90,3 +92,44 @@ def test_out_of_memory_with_one_tile_is_a_clear_error():
 
     with pytest.raises(InputError, match="out of memory even for one tile"):
         predict_normalised(NeverFits(), np.zeros((32, 32), np.float32), tile=32, batch_size=4)
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    from napari_ccdseg import devices
+
+    cpu = torch.device("cpu")
+    for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(devices, "native_bfloat16", lambda device, native=native: native)
+        assert devices.resolve_precision("auto", cpu) == expected
+    assert devices.resolve_precision("float32", cpu) == torch.float32
+    assert devices.resolve_precision("bfloat16", cpu) == torch.bfloat16
+
+
+def test_unknown_precision_is_a_clear_error():
+    from napari_ccdseg.errors import InputError
+
+    with pytest.raises(InputError, match="precision 'half': expected one of auto, float32, bfloat16"):
+        predict_normalised(PointwiseModel(), np.zeros((32, 32), np.float32), precision="half")
+
+
+def test_bfloat16_prediction_matches_float32_on_the_default_model():
+    """The speed-up must not change what is found: the bundled model on a simulated frame."""
+    from dataclasses import replace
+
+    from napari_ccdseg.bundled import resolve_model
+    from napari_ccdseg.classes import CLUSTER
+    from napari_ccdseg.modelfile import load_model
+    from napari_ccdseg.normalise import normalise
+    from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
+
+    model, meta = load_model(resolve_model("default"))
+    frame = simulate_frame(replace(SIM_PRESETS["conventional"], rows=128, cols=128), seed=3)
+    image = normalise(frame.image, meta["normalisation"], **meta["normalisation_params"])
+    runs = {
+        precision: predict_normalised(model, image, precision=precision, probabilities=True)
+        for precision in ("float32", "bfloat16")
+    }
+    full, half = runs["float32"], runs["bfloat16"]
+    assert (full.labels == CLUSTER).sum() > 20  # the frame has clusters to find
+    assert (full.labels != half.labels).mean() < 1e-3
+    assert np.abs(full.probabilities - half.probabilities).max() < 0.05

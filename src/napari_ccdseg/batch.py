@@ -137,17 +137,21 @@ def _row(
     return row
 
 
-def _predict_to(model: UNet, meta: dict, frame: Frame, out_dir: str, stem: str, probabilities: bool) -> np.ndarray:
+def _predict_to(
+    model: UNet, meta: dict, frame: Frame, out_dir: str, stem: str, probabilities: bool, precision: str
+) -> np.ndarray:
     """What ``ccdseg predict`` does for one frame: predict, then write the outputs atomically."""
     from .predict import predict_frame, write_prediction
 
-    prediction = predict_frame(model, meta, frame.data, source=frame.name, probabilities=probabilities)
+    prediction = predict_frame(
+        model, meta, frame.data, source=frame.name, probabilities=probabilities, precision=precision
+    )
     write_prediction(prediction, out_dir, stem)
     return prediction.labels
 
 
 def predict_file(
-    frame_path: str, model_path: str, out_dir: str, device: str, probabilities: bool
+    frame_path: str, model_path: str, out_dir: str, device: str, probabilities: bool, precision: str = "auto"
 ) -> list[dict]:
     """The dask task: every frame of one file (a FITS file may hold several), done ones skipped.
 
@@ -166,7 +170,7 @@ def predict_file(
                 continue
             model, meta = _cached_model(model_path, os.stat(model_path).st_mtime_ns, device)
             start = time.perf_counter()  # after loading: seconds are the frame's own
-            labels = _predict_to(model, meta, frame, out_dir, stem, probabilities)
+            labels = _predict_to(model, meta, frame, out_dir, stem, probabilities, precision)
             rows.append(_row(frame_path, frame.name, PREDICTED, labels, time.perf_counter() - start))
         return rows
     except Exception as error:  # one bad file (or a full disk) must not end a whole campaign
@@ -204,6 +208,7 @@ def predict_batch(
     *,
     device: str = "auto",
     probabilities: bool = False,
+    precision: str = "auto",
 ) -> BatchReport:
     """Predict every frame file in ``inputs`` on ``client``'s workers; write ``OUT/summary.csv``.
 
@@ -218,7 +223,7 @@ def predict_batch(
     files = list(dict.fromkeys(str(path.resolve()) for path, _ in frame_files(inputs)))
     futures = client.map(
         predict_file, files, model_path=str(model), out_dir=str(out), device=device,
-        probabilities=probabilities, pure=False,
+        probabilities=probabilities, precision=precision, pure=False,
     )
     rows: list[dict] = []
     for future in tqdm(as_completed(futures), total=len(futures), desc="predicting", unit="file"):

@@ -169,6 +169,9 @@ def _load_model(model: str, device: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from .devices import check_precision
+
+    check_precision(args.precision)
     if args.scheduler:  # on dask workers: see batch.py
         from .batch import PREDICTED, SKIPPED, connect, predict_batch
         from .bundled import resolve_model
@@ -177,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         with connect(args.scheduler) as client:
             report = predict_batch(
                 client, model_path, args.inputs, args.out,
-                device=args.device, probabilities=args.probabilities,
+                device=args.device, probabilities=args.probabilities, precision=args.precision,
             )
         print(
             f"wrote {report.count(PREDICTED)} prediction(s) to {args.out}, "
@@ -192,7 +195,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     for frame_path, frame, stem in _each_frame(args.inputs, "predicting"):
         _claim_output(stem, frame_path, out, claimed, args.overwrite)
         prediction = predict_frame(
-            model, meta, frame.data, source=frame.name, probabilities=args.probabilities
+            model, meta, frame.data, source=frame.name,
+            probabilities=args.probabilities, precision=args.precision,
         )
         write_prediction(prediction, out, stem)
     print(f"wrote {len(claimed)} prediction(s) to {out}")
@@ -355,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--probabilities", action="store_true", help="also write X_probabilities.npy")
+    p.add_argument(
+        "--precision", default="auto",
+        help="auto, float32 or bfloat16; auto: bfloat16 where the CPU or GPU computes it natively "
+        "(about 1.5x faster), else float32",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing X_labels.png files")
     p.add_argument(
         "--scheduler", metavar="local[:N]|tcp://HOST:PORT",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .devices import resolve_precision
 from .errors import InputError
 from .io import write_label_map
 from .normalise import normalise
@@ -63,18 +64,18 @@ class _TileRunner:
     """Runs tiles through the model in batches. On a CUDA out-of-memory error it halves the
     batch, says so (a warning), and carries on with the smaller batch for the rest of the frame."""
 
-    def __init__(self, model: UNet, batch_size: int, device: torch.device) -> None:
+    def __init__(self, model: UNet, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
         # Weights in the tiles' channels_last layout: mixing layouts made a 4096² frame take
         # 22 s instead of 14.5 s on a 2-core CPU (benchmarks/bench_predict.py). In place, once.
         self.model = model.to(memory_format=torch.channels_last)
         self.batch_size = max(1, batch_size)
         self.device = device
-        self.amp = device.type == "cuda"
+        self.dtype = dtype
 
     def _forward(self, tiles: list[np.ndarray]) -> np.ndarray:
         batch = torch.from_numpy(np.stack(tiles))[:, None]
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return self.model(batch).float().cpu().numpy()
 
     def logits(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
@@ -107,13 +108,16 @@ def predict_normalised(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int | None = None,
+    precision: str = "auto",
     probabilities: bool = False,
     progress: Callable[[StepUpdate], None] | None = None,
 ) -> Prediction:
-    """Predict a frame that is already normalised (2-D float32); ``batch_size`` None: per device."""
+    """Predict a frame that is already normalised (2-D float32); ``batch_size`` None: per device;
+    ``precision``: one of ``devices.PRECISIONS`` (logits are blended in float32 either way)."""
     model.eval()
     device = next(model.parameters()).device
-    runner = _TileRunner(model, batch_size or DEFAULT_BATCH.get(device.type, 1), device)
+    dtype = resolve_precision(precision, device)
+    runner = _TileRunner(model, batch_size or DEFAULT_BATCH.get(device.type, 1), device, dtype)
     rows, cols = image.shape
     tile_h, tile_w = min(tile, rows), min(tile, cols)
     overlap = min(overlap, tile_h // 2, tile_w // 2)
