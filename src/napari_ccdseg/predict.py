@@ -28,8 +28,8 @@ DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 16
 DEFAULT_BATCH = {"cpu": 1, "cuda": 8}
 """Tiles per forward pass. On a 2-core CPU one 256² tile at a time stays in cache: a 4096² frame
-took 9.2 s at batch 1, 9.6 s at 2, 11.0 s at 4, 13.3 s at 8 (benchmarks/bench_predict.py).
-GPUs need batches to fill their cores."""
+took 9.2 s at batch 1, 9.6 s at 2, 11.0 s at 4, 13.3 s at 8 in float32, and 6.3 s at 1 against
+6.6 s at 2 in bfloat16 (benchmarks/bench_predict.py). GPUs need batches to fill their cores."""
 
 
 @dataclass
