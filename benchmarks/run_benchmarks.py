@@ -183,7 +183,7 @@ def _recall_by_charge(noise: float, tests: list, charges: list[np.ndarray], pred
             continue
         label = f"≥ {lo:g}σ" if np.isinf(hi) else f"{lo:g}–{hi:g}σ"
         rows.append([noise, label, float(in_bin.mean())]
-                    + [float(found[m][in_bin].mean()) for m in METHODS] + [oracle_f1 if lo == 0 else None])
+                    + [float(found[m][in_bin].mean()) for m in METHODS] + [oracle_f1 if not rows else None])
     return rows
 
 
@@ -244,8 +244,8 @@ def seed_v1(args, out: list[str], tmp: Path) -> None:
 # ----------------------------------------------------------------------------- 3. speed
 
 
-def _matmul_flops(n: int = 2048, repeat: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _matmul_flops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = min(_seconds(lambda: a @ b) for _ in range(repeat))
     return 2 * n**3 / best
@@ -361,7 +361,9 @@ def speed(args, out: list[str]) -> dict:
     sizes = [4096] + ([] if args.quick else [6144])
     rows, pred = [], {}
     flops_tile = _model_flops_per_tile(256)
-    matmul = _matmul_flops()
+    matmul = {"float32": _matmul_flops(torch.float32)}
+    if _native_cpu_bfloat16():
+        matmul["bfloat16"] = _matmul_flops(torch.bfloat16)
     for size in sizes:
         for spec in PREDICT_SPECS:
             pred[(size, spec)] = _predict_sub(size, spec, timeout=600)
@@ -370,12 +372,13 @@ def speed(args, out: list[str]) -> dict:
             (f"predict_normalised {spec}" + (" (default)" if spec == DEFAULT_SPEC else ""), pred[(size, spec)])
             for spec in PREDICT_SPECS[1:]
         ]
-        for spec, r in labelled:
+        for (spec, r), raw_spec in zip(labelled, PREDICT_SPECS):
             n_tiles = (size // 256) ** 2 if spec.startswith("naive") else len(tile_starts(size, 256, 16)) ** 2
             fps = flops_tile * n_tiles / r["seconds"] if r.get("seconds") else None
-            rows.append([f"{size}²", spec, r.get("seconds"), r.get("peak_rss_mb"),
+            precision = _spec_precision(raw_spec)
+            rows.append([f"{size}²", spec, precision, r.get("seconds"), r.get("peak_rss_mb"),
                          None if not (r.get("seconds") and naive.get("seconds")) else naive["seconds"] / r["seconds"],
-                         None if fps is None else fps / 1e9, None if fps is None else fps / matmul])
+                         None if fps is None else fps / 1e9, None if fps is None else fps / matmul[precision]])
     results["predict"] = pred
     _emit(out, ["### Prediction", "",
                 "Freshly initialised `small` U-Net on a normalised noise frame, each configuration in its own "
@@ -384,10 +387,10 @@ def speed(args, out: list[str]) -> dict:
                 f"precision `auto` ({_auto_precision()} here: bfloat16 where the CPU computes it natively). "
                 "FLOPs per 256² tile counted "
                 f"with `torch.utils.flop_counter.FlopCounterMode`: {flops_tile / 1e9:.2f} GFLOP; "
-                f"reference FLOP/s: float32 2048² matmul, best of 5: {matmul / 1e9:.1f} GFLOP/s (a bfloat16 "
-                "run can exceed 1).", ""])
-    _emit(out, _table(["frame", "config", "seconds", "peak RSS MB", "speed-up vs naive", "model GFLOP/s",
-                       "FLOP efficiency"], rows))
+                "reference FLOP/s: a 2048² matmul in the row's precision, best of 5: "
+                + ", ".join(f"{name} {flops / 1e9:.1f} GFLOP/s" for name, flops in matmul.items()) + ".", ""])
+    _emit(out, _table(["frame", "config", "precision", "seconds", "peak RSS MB", "speed-up vs naive",
+                       "model GFLOP/s", "FLOP efficiency"], rows))
     t4 = pred[(4096, DEFAULT_SPEC)]
     if t4.get("seconds"):
         ok = t4["seconds"] <= 10 and t4["peak_rss_mb"] <= 2048
@@ -408,6 +411,14 @@ def _auto_precision() -> str:
     return "bfloat16" if _native_cpu_bfloat16() else "float32"
 
 
+def _spec_precision(spec: str) -> str:
+    """The arithmetic a PREDICT_SPECS entry runs in (the naive loop: float32)."""
+    if spec == "naive":
+        return "float32"
+    parts = spec.split(":")
+    return parts[3] if len(parts) > 3 and parts[3] != "auto" else _auto_precision()
+
+
 def _plot_speed(tput: dict, pred_rows: list[list]) -> None:
     import matplotlib
 
@@ -420,8 +431,9 @@ def _plot_speed(tput: dict, pred_rows: list[list]) -> None:
     left.bar(names, [tput[m] for m in names], color="tab:blue")
     left.set_ylabel("training tiles/s (128²)")
     left.set_title("Training throughput")
-    labels = [f"{r[0]}\n{r[1].split(' ')[0]}" for r in pred_rows if r[2]]
-    right.bar(labels, [r[2] for r in pred_rows if r[2]], color="tab:orange")
+    timed = [r for r in pred_rows if r[3]]
+    labels = [f"{r[0]}\n{r[1].removeprefix('predict_normalised ').split(' ')[0]}\n{r[2]}" for r in timed]
+    right.bar(labels, [r[3] for r in timed], color="tab:orange")
     right.set_ylabel("seconds per frame")
     right.set_title("Prediction time (CPU)")
     for r_axes in (left, right):

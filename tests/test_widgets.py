@@ -243,6 +243,23 @@ def start_long_training(qtbot, viewer, model_path) -> TrainWidget:
     return widget
 
 
+def test_training_on_randomised_frames_alone(qtbot, viewer, tmp_path, errors):
+    """No layers and no folder: the randomised frames are the whole training set."""
+    from napari_ccdseg.modelfile import read_metadata
+
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget)
+    widget.model_path.setText(str(tmp_path / "randomised.safetensors"))
+    widget.randomised.setValue(3)
+    click(qtbot, widget.start_button)
+    assert widget.status.text() == "3 frame(s); starting …"
+    wait(qtbot, widget)
+    assert not errors and widget.result is not None
+    assert "simulating 3 domain-randomised frame(s)" in widget.log.toPlainText()
+    metadata = read_metadata(tmp_path / "randomised.safetensors")
+    assert metadata["randomised_frames"] == 3 and metadata["pairs"] == []
+
+
 def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
     widget = start_long_training(qtbot, viewer, tmp_path / "stopped.safetensors")
     click(qtbot, widget.stop_button)

@@ -140,7 +140,7 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
             config,
             progress=progress if reports else None,
             init_model=args.fine_tune,
-            metadata={"label_preset": args.preset},
+            metadata={"label_preset": args.preset, "randomised_frames": args.randomised},
             distributed=group,
         )
     except KeyboardInterrupt:

@@ -102,6 +102,11 @@ class TrainWidget(WorkerWidget):
         self.folder = PathEdit(mode="folder", tip="optional: also train on a dataset folder (X.npy + X_labels.png)")
         self.folder.setText(self.session.training_folder)
         self.session.training_folder_changed.connect(self.folder.setText)
+        self.randomised = spin(
+            0, 0, 100000,
+            "also train on this many simulated 256² frames, each from a randomly drawn detector, with "
+            "exact truth (as ccdseg train --randomised N); the bundled default model used 800",
+        )
 
         self.architecture = combo(list(UNET_CONFIGS), defaults.architecture, "small: fast on a CPU; seed: the original project's U-Net")
         self.epochs = spin(defaults.epochs, 1, 100000)
@@ -152,6 +157,7 @@ class TrainWidget(WorkerWidget):
         data.addWidget(self.pairs)
         folder_row = QFormLayout()
         folder_row.addRow("Folder", self.folder)
+        folder_row.addRow("Randomised frames", self.randomised)
         data.addLayout(folder_row)
         settings_box = QGroupBox("Settings")
         form = QFormLayout(settings_box)
@@ -292,8 +298,12 @@ class TrainWidget(WorkerWidget):
                 from ..dataset import load_labelled
 
                 frames += load_labelled([folder])
-            if not frames:
-                raise InputError("no training data: check at least one image + labels pair, or choose a folder")
+            randomised = self.randomised.value()
+            if not frames and not randomised:
+                raise InputError(
+                    "no training data: check at least one image + labels pair, choose a folder, "
+                    "or add randomised frames"
+                )
             if init_model and not Path(init_model).is_file():
                 raise InputError(f"{init_model}: model file to fine-tune not found")
             model_path = self.model_path.text()
@@ -303,7 +313,9 @@ class TrainWidget(WorkerWidget):
         except Exception as error:  # noqa: BLE001 - InputError (or a folder error) shown to the user
             report_error(error, "training")
             return
-        metadata = {"trained_in": "napari", "pairs": [list(p) for p in self.checked_pairs()]}
+        metadata = {
+            "trained_in": "napari", "pairs": [list(p) for p in self.checked_pairs()], "randomised_frames": randomised,
+        }
         presets = {
             self.viewer.layers[name].metadata.get("label_preset")
             for _, name in self.checked_pairs()
@@ -315,10 +327,10 @@ class TrainWidget(WorkerWidget):
         self.log.clear()
         self.progress_bar.setRange(0, config.epochs * config.steps_per_epoch)
         self.progress_bar.setValue(0)
-        self.status.setText(f"{len(frames)} frame(s); starting …")
+        self.status.setText(f"{len(frames) + randomised} frame(s); starting …")
         self.result = None
         self.steps_done = 0
-        worker = train_worker(frames, model_path, config, self.stop_event, init_model, metadata)
+        worker = train_worker(frames, model_path, config, self.stop_event, init_model, metadata, randomised)
         self.start_worker(
             worker,
             "fine-tuning" if init_model else "training",

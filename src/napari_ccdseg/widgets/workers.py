@@ -163,13 +163,24 @@ def train_worker(
     stop: threading.Event,
     init_model: str | Path | None = None,
     metadata: dict | None = None,
+    randomised: int = 0,
 ):
-    """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult."""
+    """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult.
+
+    ``randomised`` domain-randomised frames (``ccdseg train --randomised``, same seed) are simulated
+    here, off the GUI thread, and added to ``frames``.
+    """
     from ..train import train
 
     def run(emit):
+        extra = []
+        if randomised:
+            from ..randomise import randomised_frames
+
+            emit(LogUpdate(f"simulating {randomised} domain-randomised frame(s) …"))
+            extra = randomised_frames(randomised, config.seed)
         return train(
-            frames,
+            [*frames, *extra],
             model_path,
             config,
             progress=emit,
