@@ -449,37 +449,51 @@ def gpu(args, out: list[str]) -> None:
     if not torch.cuda.is_available():
         _emit(out, ["not run: no CUDA device", ""])
         return
+    rows = device_rows(torch.device("cuda"))
+    _emit(out, [f"{torch.cuda.get_device_name()}", ""])
+    _emit(out, _table(["setting", "4096² prediction s", "training tiles/s (batch 32)"], rows))
+    out.append("")
+
+
+def device_rows(device: torch.device, size: int = 4096, batch: int = 32, steps: int = 20) -> list[list]:
+    """Per mixed-precision setting (off, on): seconds to predict a size² frame in batches of
+    ``batch`` tiles, and training tiles/s (``batch`` tiles of 128² per step). Any device, so the
+    GPU section's code also runs, on a CPU, in the test suite."""
     from napari_ccdseg.predict import predict_normalised
 
-    device = torch.device("cuda")
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     rows = []
-    image = bench_predict._frame(4096)
+    image = bench_predict._frame(size)
     for amp in (False, True):
         model = build_unet("small").to(device).to(memory_format=torch.channels_last).eval()
         precision = "bfloat16" if amp else "float32"
-        predict_normalised(model, image[:512, :512], precision=precision)
-        torch.cuda.synchronize()
-        seconds = _seconds(lambda: predict_normalised(model, image, batch_size=32, precision=precision))
-        torch.cuda.synchronize()
+        predict_normalised(model, image[:512, :512], precision=precision)  # warm-up
+        synchronise()
+        seconds = _seconds(lambda: predict_normalised(model, image, batch_size=batch, precision=precision))
         model.train()
         optimiser = torch.optim.Adam(model.parameters())
-        x = torch.randn(32, 1, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 4, (32, 128, 128), device=device)
+        x = torch.randn(batch, 1, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 4, (batch, 128, 128), device=device)
 
         def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = torch.nn.functional.cross_entropy(model(x).float(), y)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
 
+        def timed_steps() -> None:
+            for _ in range(steps):
+                step()
+            synchronise()
+
         step()
-        torch.cuda.synchronize()
-        t = _seconds(lambda: [step() for _ in range(20)] and torch.cuda.synchronize())
-        rows.append([f"mixed precision {'on' if amp else 'off'}", seconds, 32 * 20 / t])
-    _emit(out, [f"{torch.cuda.get_device_name()}", ""])
-    _emit(out, _table(["setting", "4096² prediction s", "training tiles/s (batch 32)"], rows))
-    out.append("")
+        synchronise()
+        rows.append([f"mixed precision {'on' if amp else 'off'}", seconds, batch * steps / _seconds(timed_steps)])
+    return rows
 
 
 # ----------------------------------------------------------------------------- main

@@ -46,7 +46,8 @@ def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 in hardware: CUDA GPUs that support it, and CPUs
     with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated and slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     # torch exposes the CPU feature checks only as private helpers; without them, assume none.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
