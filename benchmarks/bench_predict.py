@@ -49,6 +49,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def parse_spec(spec: str) -> tuple[int, int, int | None, str]:
+    """'TILE:OVERLAP[:BATCH[:PRECISION]]' -> (tile, overlap, batch or None, precision, auto if absent)."""
+    tile, overlap, batch, precision = (spec.split(":") + ["", ""])[:4]
+    return int(tile), int(overlap), int(batch) if batch else None, precision or "auto"
+
+
 def run_one(size: int, spec: str) -> dict:
     """Time one configuration in this process; ``spec`` is 'naive' or
     'TILE:OVERLAP[:BATCH[:PRECISION]]' (BATCH empty or absent: the package's default for the
@@ -63,9 +69,8 @@ def run_one(size: int, spec: str) -> dict:
     if spec == "naive":
         _naive(model, image)
     else:
-        tile, overlap, batch, precision = (spec.split(":") + ["", ""])[:4]
-        predict_normalised(model, image, tile=int(tile), overlap=int(overlap),
-                           batch_size=int(batch) if batch else None, precision=precision or "auto")
+        tile, overlap, batch, precision = parse_spec(spec)
+        predict_normalised(model, image, tile=tile, overlap=overlap, batch_size=batch, precision=precision)
     seconds = time.perf_counter() - start
     peak_mb = _peak_rss_mb()
     return {"size": size, "config": spec, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}

@@ -361,9 +361,7 @@ def speed(args, out: list[str]) -> dict:
     sizes = [4096] + ([] if args.quick else [6144])
     rows, pred = [], {}
     flops_tile = _model_flops_per_tile(256)
-    matmul = {"float32": _matmul_flops(torch.float32)}
-    if _native_cpu_bfloat16():
-        matmul["bfloat16"] = _matmul_flops(torch.bfloat16)
+    matmul = {name: _matmul_flops(getattr(torch, name)) for name in sorted({_spec_precision(s) for s in PREDICT_SPECS})}
     for size in sizes:
         for spec in PREDICT_SPECS:
             pred[(size, spec)] = _predict_sub(size, spec, timeout=600)
@@ -415,8 +413,10 @@ def _spec_precision(spec: str) -> str:
     """The arithmetic a PREDICT_SPECS entry runs in (the naive loop: float32)."""
     if spec == "naive":
         return "float32"
-    parts = spec.split(":")
-    return parts[3] if len(parts) > 3 and parts[3] != "auto" else _auto_precision()
+    from napari_ccdseg.devices import resolve_precision
+
+    dtype = resolve_precision(bench_predict.parse_spec(spec)[3], torch.device("cpu"))
+    return str(dtype).removeprefix("torch.")
 
 
 def _plot_speed(tput: dict, pred_rows: list[list]) -> None:
@@ -456,18 +456,21 @@ def gpu(args, out: list[str]) -> None:
 
 
 def device_rows(device: torch.device, size: int = 4096, batch: int = 32, steps: int = 20) -> list[list]:
-    """Per mixed-precision setting (off, on): seconds to predict a size² frame in batches of
-    ``batch`` tiles, and training tiles/s (``batch`` tiles of 128² per step). Any device, so the
-    GPU section's code also runs, on a CPU, in the test suite."""
+    """Per mixed-precision setting (off, and on where the device computes bfloat16 natively):
+    seconds to predict a size² frame in batches of ``batch`` tiles, and training tiles/s (``batch``
+    tiles of 128² per step). Any device, so the GPU section's code also runs, on a CPU, in the
+    test suite."""
     from napari_ccdseg.predict import predict_normalised
 
     def synchronise() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    from napari_ccdseg.devices import native_bfloat16
+
     rows = []
     image = bench_predict._frame(size)
-    for amp in (False, True):
+    for amp in (False, True) if native_bfloat16(device) else (False,):  # emulated bfloat16: not worth timing
         model = build_unet("small").to(device).to(memory_format=torch.channels_last).eval()
         precision = "bfloat16" if amp else "float32"
         predict_normalised(model, image[:512, :512], precision=precision)  # warm-up

@@ -22,19 +22,27 @@ def bench():
     return module
 
 
-def test_device_section_runs_both_precisions_on_any_device(bench):
+@pytest.mark.parametrize("native", [True, False])
+def test_device_section_times_bfloat16_only_where_native(bench, monkeypatch, native):
+    from napari_ccdseg import devices
+
+    monkeypatch.setattr(devices, "native_bfloat16", lambda device: native)
     rows = bench.device_rows(torch.device("cpu"), size=64, batch=2, steps=1)
-    assert [row[0] for row in rows] == ["mixed precision off", "mixed precision on"]
+    expected = ["mixed precision off", "mixed precision on"] if native else ["mixed precision off"]
+    assert [row[0] for row in rows] == expected
     assert all(row[1] > 0 and row[2] > 0 for row in rows)
 
 
 def test_spec_precision_names_what_each_prediction_row_ran_in(bench, monkeypatch):
-    monkeypatch.setattr(bench, "_native_cpu_bfloat16", lambda: True)
+    from napari_ccdseg import devices
+
+    monkeypatch.setattr(devices, "native_bfloat16", lambda device: True)
     assert bench._spec_precision("naive") == "float32"
     assert bench._spec_precision("256:16") == "bfloat16"
     assert bench._spec_precision("256:16:1:float32") == "float32"
-    monkeypatch.setattr(bench, "_native_cpu_bfloat16", lambda: False)
+    monkeypatch.setattr(devices, "native_bfloat16", lambda device: False)
     assert bench._spec_precision("256:16:8") == "float32"
+    assert bench._spec_precision("256:16:1:bfloat16") == "bfloat16"
 
 
 def test_recall_by_charge_on_a_frame_with_known_answers(bench):

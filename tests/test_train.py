@@ -30,6 +30,21 @@ def test_training_writes_model_and_history(tiny_frames, tmp_path):
     assert any("training on cpu" in u.message for u in updates if isinstance(u, LogUpdate))
 
 
+@pytest.mark.parametrize("native,requested,used", [(True, True, True), (False, True, False), (True, False, False)])
+def test_bfloat16_autocast_only_where_native_and_asked_and_it_is_recorded(
+    tiny_frames, tmp_path, monkeypatch, native, requested, used
+):
+    from napari_ccdseg import train as train_module
+
+    monkeypatch.setattr(train_module, "native_bfloat16", lambda device: native)
+    updates = []
+    config = TrainConfig(**{**FAST, "epochs": 1, "mixed_precision": requested})
+    result = train(tiny_frames, tmp_path / "m.safetensors", config, progress=updates.append)
+    assert read_metadata(result.model_path)["bfloat16_autocast"] is used
+    logged = [u.message for u in updates if isinstance(u, LogUpdate) and "bfloat16 autocast" in u.message]
+    assert len(logged) == int(used)
+
+
 def test_cancel_stops_after_the_current_step_and_keeps_a_model(tiny_frames, tmp_path):
     steps = []
 

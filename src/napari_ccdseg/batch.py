@@ -28,6 +28,7 @@ from tqdm import tqdm
 from .atomic import atomic_write_text
 from .classes import CLASS_NAMES, N_CLASSES
 from .dataset import frame_files
+from .devices import check_precision, resolve_device
 from .errors import InputError
 from .io import Frame, output_stem, read_frames, read_label_map
 from .metrics import cluster_instances
@@ -119,7 +120,6 @@ def connect(scheduler: str) -> Iterator[Client]:
 @lru_cache(maxsize=2)
 def _cached_model(model_path: str, modified_ns: int, device: str) -> tuple[UNet, dict]:
     """Model and metadata, loaded once per worker process and version of the file on disk."""
-    from .devices import resolve_device
     from .modelfile import load_model
 
     return load_model(model_path, resolve_device(device))
@@ -216,6 +216,7 @@ def predict_batch(
     (they must share the filesystem). Raises InputError after writing the summary when any
     file failed, naming the first failure.
     """
+    check_precision(precision)  # like a wrong model file: fail here once, not in every task
     model = Path(model_path).resolve()
     read_metadata(model)  # a wrong model file fails here once, not in every task
     out = Path(out_dir).resolve()

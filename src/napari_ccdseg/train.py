@@ -309,8 +309,11 @@ class _Run:
             self.optimiser, factor=0.5, patience=config.plateau_patience
         )
         self.amp = config.mixed_precision and native_bfloat16(self.device)
+        if self.amp:
+            emit(LogUpdate(f"bfloat16 autocast: {self.device.type} computes it natively (weights stay float32)"))
         self.metadata = {
             **metadata,
+            "bfloat16_autocast": self.amp,
             "normalisation": self.method,
             "normalisation_params": self.norm_params,
             "class_weights": weights.tolist(),
