@@ -22,6 +22,21 @@ def test_same_seed_same_frames_other_seed_other_frames():
     assert not np.array_equal(a[0].image, c[0].image)
 
 
+def test_a_stop_request_ends_the_simulation_with_the_frames_made_so_far():
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 2
+
+    made = randomised_frames(5, 3, rows=48, cols=48, should_stop=should_stop)
+    full = randomised_frames(5, 3, rows=48, cols=48)
+    assert len(made) == 2
+    for x, y in zip(made, full):
+        assert x.name == y.name
+        np.testing.assert_array_equal(x.image, y.image)
+
+
 def test_detectors_spread_over_the_ranges():
     rng = np.random.default_rng(0)
     ranges = DomainRanges(dead_probability=0.0)

@@ -260,6 +260,20 @@ def test_training_on_randomised_frames_alone(qtbot, viewer, tmp_path, errors):
     assert metadata["randomised_frames"] == 3 and metadata["pairs"] == []
 
 
+def test_stop_while_simulating_randomised_frames_trains_nothing(qtbot, viewer, tmp_path, errors):
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget)
+    widget.model_path.setText(str(tmp_path / "never.safetensors"))
+    widget.randomised.setValue(500)
+    click(qtbot, widget.start_button)
+    click(qtbot, widget.stop_button)
+    wait(qtbot, widget)
+    assert not errors and widget.result is None
+    assert widget.status.text() == "stopped before training began; no model written"
+    assert "nothing trained" in widget.log.toPlainText()
+    assert not (tmp_path / "never.safetensors").exists() and widget.start_button.isEnabled()
+
+
 def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
     widget = start_long_training(qtbot, viewer, tmp_path / "stopped.safetensors")
     click(qtbot, widget.stop_button)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -113,14 +114,20 @@ def randomised_frames(
     cols: int = 256,
     base: SimConfig | None = None,
     ranges: DomainRanges | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[LabelledFrame]:
-    """``n`` frames with truth, each from its own randomly drawn detector (reproducible by seed)."""
+    """``n`` frames with truth, each from its own randomly drawn detector (reproducible by seed).
+
+    ``should_stop`` is asked before each frame; when it says yes, the frames made so far are
+    returned (hundreds of frames take seconds, and a Stop button must not wait for them)."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"randomised_frames: n must be a positive integer, got {n!r}")
     base = dataclasses.replace(base if base is not None else SimConfig(), rows=rows, cols=cols)
     ranges = ranges if ranges is not None else DomainRanges()
     frames = []
     for i in range(n):
+        if should_stop is not None and should_stop():
+            break
         rng = np.random.default_rng(frame_seed(seed, i))
         config = random_config(rng, base, ranges)
         sim = simulate_frame(config, frame_seed(seed + 1, i))

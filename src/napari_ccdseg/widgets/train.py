@@ -396,7 +396,10 @@ class TrainWidget(WorkerWidget):
                 self.device_line.setText(update.message[0].upper() + update.message[1:])
             self.log.appendPlainText(update.message)
 
-    def _finished(self, result: TrainResult) -> None:
+    def _finished(self, result: TrainResult | None) -> None:
+        if result is None:  # stopped before the first step: no model was written
+            self.status.setText("stopped before training began; no model written")
+            return
         self.result = result
         self.session.set_model(result.model_path)
         best = result.history[result.best_epoch - 1] if result.best_epoch else {}

@@ -165,7 +165,8 @@ def train_worker(
     metadata: dict | None = None,
     randomised: int = 0,
 ):
-    """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult.
+    """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult
+    (None when stopped before training began).
 
     ``randomised`` domain-randomised frames (``ccdseg train --randomised``, same seed) are simulated
     here, off the GUI thread, and added to ``frames``.
@@ -178,7 +179,10 @@ def train_worker(
             from ..randomise import randomised_frames
 
             emit(LogUpdate(f"simulating {randomised} domain-randomised frame(s) …"))
-            extra = randomised_frames(randomised, config.seed)
+            extra = randomised_frames(randomised, config.seed, should_stop=stop.is_set)
+            if stop.is_set():
+                emit(LogUpdate("stopped while simulating the randomised frames: nothing trained"))
+                return None
         return train(
             [*frames, *extra],
             model_path,
