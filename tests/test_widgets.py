@@ -243,15 +243,21 @@ def start_long_training(qtbot, viewer, model_path) -> TrainWidget:
     return widget
 
 
+def start_on_randomised_frames(qtbot, viewer, model_path, n: int) -> TrainWidget:
+    """A Train widget with no pairs and no folder, started on n randomised frames."""
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget)
+    widget.model_path.setText(str(model_path))
+    widget.randomised.setValue(n)
+    click(qtbot, widget.start_button)
+    return widget
+
+
 def test_training_on_randomised_frames_alone(qtbot, viewer, tmp_path, errors):
     """No layers and no folder: the randomised frames are the whole training set."""
     from napari_ccdseg.modelfile import read_metadata
 
-    widget = dock(viewer, TrainWidget(viewer))
-    tiny_training(widget)
-    widget.model_path.setText(str(tmp_path / "randomised.safetensors"))
-    widget.randomised.setValue(3)
-    click(qtbot, widget.start_button)
+    widget = start_on_randomised_frames(qtbot, viewer, tmp_path / "randomised.safetensors", 3)
     assert widget.status.text() == "3 frame(s); starting …"
     wait(qtbot, widget)
     assert not errors and widget.result is not None
@@ -261,11 +267,7 @@ def test_training_on_randomised_frames_alone(qtbot, viewer, tmp_path, errors):
 
 
 def test_stop_while_simulating_randomised_frames_trains_nothing(qtbot, viewer, tmp_path, errors):
-    widget = dock(viewer, TrainWidget(viewer))
-    tiny_training(widget)
-    widget.model_path.setText(str(tmp_path / "never.safetensors"))
-    widget.randomised.setValue(500)
-    click(qtbot, widget.start_button)
+    widget = start_on_randomised_frames(qtbot, viewer, tmp_path / "never.safetensors", 500)
     click(qtbot, widget.stop_button)
     wait(qtbot, widget)
     assert not errors and widget.result is None
