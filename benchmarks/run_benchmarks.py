@@ -382,7 +382,7 @@ def speed(args, out: list[str]) -> dict:
                 "Freshly initialised `small` U-Net on a normalised noise frame, each configuration in its own "
                 "subprocess (`bench_predict.py --one`) so the peak RSS is its own. Config tile:overlap:batch:precision; "
                 f"the default `{DEFAULT_SPEC}` takes the package's batch for the device (1 tile on a CPU) and "
-                f"precision `auto` ({_auto_precision()} here: bfloat16 where the CPU computes it natively). "
+                f"precision `auto` ({_spec_precision(DEFAULT_SPEC)} here: bfloat16 where the CPU computes it natively). "
                 "FLOPs per 256² tile counted "
                 f"with `torch.utils.flop_counter.FlopCounterMode`: {flops_tile / 1e9:.2f} GFLOP; "
                 "reference FLOP/s: a 2048² matmul in the row's precision, best of 5: "
@@ -403,10 +403,6 @@ def _native_cpu_bfloat16() -> bool:
     from napari_ccdseg.devices import native_bfloat16
 
     return native_bfloat16(torch.device("cpu"))
-
-
-def _auto_precision() -> str:
-    return "bfloat16" if _native_cpu_bfloat16() else "float32"
 
 
 def _spec_precision(spec: str) -> str:
@@ -460,13 +456,12 @@ def device_rows(device: torch.device, size: int = 4096, batch: int = 32, steps: 
     seconds to predict a size² frame in batches of ``batch`` tiles, and training tiles/s (``batch``
     tiles of 128² per step). Any device, so the GPU section's code also runs, on a CPU, in the
     test suite."""
+    from napari_ccdseg.devices import native_bfloat16
     from napari_ccdseg.predict import predict_normalised
 
     def synchronise() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-
-    from napari_ccdseg.devices import native_bfloat16
 
     rows = []
     image = bench_predict._frame(size)
