@@ -46,6 +46,10 @@ class Frame:
     name: str
     source: Path | None = None
     header: dict = field(default_factory=dict)
+    hdu: int = 0
+    """Index of the FITS HDU the frame came from (0 for other formats)."""
+    extname: str | None = None
+    """The HDU's EXTNAME, where it has one."""
 
 
 # ----------------------------------------------------------------------------- paths
@@ -326,7 +330,9 @@ def _read_fits(path: Path, average_samples: bool, subtract_overscan: int) -> lis
     for name, (index, data, header) in zip(names, images):
         if data.ndim != 2:
             raise InputError(f"{path}: HDU {index} holds {data.ndim}-D data of shape {data.shape}, not a 2-D frame")
-        frames.append(_finish_frame(path, data, name, header, average_samples, subtract_overscan))
+        frame = _finish_frame(path, data, name, header, average_samples, subtract_overscan)
+        frame.hdu, frame.extname = index, (str(header["EXTNAME"]).strip() or None) if header.get("EXTNAME") else None
+        frames.append(frame)
     return frames
 
 
