@@ -41,6 +41,20 @@ def test_manifest_validates():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_each_widget_is_imported_from_its_own_module_and_simulate_needs_no_torch():
+    """The Plugins menu opens a widget by its manifest entry: Simulate must not pull in torch."""
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-ccdseg")
+    widgets = {c.python_name for c in manifest.contributions.commands if c.id.endswith("_widget")}
+    assert all(name.startswith("napari_ccdseg.widgets.") for name in widgets), widgets
+    module, name = next(n for n in widgets if n.endswith(":SimulateWidget")).split(":")
+    code = f"import sys, {module}; {module}.{name}; print(sorted(m for m in ('torch', 'napari_ccdseg.train') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("path", ["notes.txt", "image.jpg", ["a.fits", "b.csv"], []])
 def test_reader_declines_files_it_does_not_handle(path):
     assert _napari.get_reader(path) is None

@@ -2,12 +2,26 @@
 
 Each widget gathers settings, runs the same core function the CLI runs in a napari worker, and
 turns the worker's typed updates into layers, plots and text. No Qt outside this package.
+
+The manifest names each widget by its own module, so opening one imports only what it needs
+(Simulate never imports torch); ``from napari_ccdseg.widgets import X`` still works, importing
+X's module on first use.
 """
 
-from .autolabel import AutolabelWidget
-from .dataset import DatasetWidget
-from .predict import PredictWidget
-from .simulate import SimulateWidget
-from .train import TrainWidget
+from importlib import import_module
 
-__all__ = ["AutolabelWidget", "DatasetWidget", "PredictWidget", "SimulateWidget", "TrainWidget"]
+_MODULES = {
+    "AutolabelWidget": "autolabel",
+    "DatasetWidget": "dataset",
+    "PredictWidget": "predict",
+    "SimulateWidget": "simulate",
+    "TrainWidget": "train",
+}
+
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_MODULES[name]}", __name__), name)
