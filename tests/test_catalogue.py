@@ -1,0 +1,192 @@
+"""The cluster catalogue against simulated truth: charge, centroid, instance map, files, CLI."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_ccdseg.catalogue import (
+    CATALOGUE_COLUMNS,
+    ClassMaps,
+    cluster_table,
+    read_catalogue,
+    write_catalogue,
+    write_instances,
+    write_root,
+)
+from napari_ccdseg.catalogue_report import energy_bin_edges, garwood_interval, plot_spectrum
+from napari_ccdseg.classes import CLUSTER, HOT_PIXEL
+from napari_ccdseg.errors import InputError
+from napari_ccdseg.io import Frame
+from napari_ccdseg.simulate import SimConfig, simulate_frame
+
+GAIN, PEDESTAL, DARK = 4.0, 500.0, 0.02
+
+
+def _quiet_config(**changes) -> SimConfig:
+    """Electron-resolving ADU frames with point clusters only: no tracks, glow or hot defects."""
+    settings = dict(
+        rows=320, cols=320, units="adu", gain_adu_per_e=GAIN, pedestal_adu=PEDESTAL, read_noise_e=0.15,
+        dark_current_e=DARK, cluster_rate=120.0, muon_rate=0.0, electron_track_rate=0.0, amp_glow_e=0.0,
+        glow_band_probability=0.0, hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0), hot_columns=(0.0, 0.0),
+        energy_min_kev=0.3, energy_max_kev=10.0,
+    )
+    settings.update(changes)
+    return SimConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate_frame(_quiet_config(), seed=3)
+
+
+def _isolated(sim, instances: np.ndarray) -> list[tuple[dict, int]]:
+    """(true cluster, catalogue id) where the catalogue cluster is exactly the true cluster's pixels."""
+    pairs = []
+    for cluster in sim.metadata["clusters"]:
+        truth = sim.instances == cluster["id"]
+        ids = np.unique(instances[truth])
+        if ids.size == 1 and np.array_equal(instances == ids[0], truth):
+            pairs.append((cluster, int(ids[0])))
+    return pairs
+
+
+def test_charge_and_centroid_of_isolated_clusters_match_the_simulation(simulated):
+    electrons = (simulated.image - PEDESTAL) / GAIN
+    table, instances = cluster_table(electrons, simulated.labels, frame="sim.npy", hdu=0)
+    pairs = _isolated(simulated, instances)
+    assert len(pairs) >= 20, "the frame should hold many isolated clusters"
+    rows = table.set_index("cluster_id")
+    for cluster, cid in pairs:
+        row = rows.loc[cid]
+        # the cluster's pixels also hold dark current (Poisson λ per pixel) and read noise
+        expected = cluster["electrons"] + DARK * row.npix
+        spread = np.sqrt(row.npix * (0.15**2 + DARK))
+        assert abs(row.charge_e - expected) <= 1 + 4 * spread, cluster
+        assert row.energy_kev == pytest.approx(row.charge_e * 3.75e-3)
+        if cluster["electrons"] >= 200 and 3 < cluster["col"] < 316 and 3 < cluster["row"] < 316:
+            assert abs(row.x - cluster["col"]) < 0.3 and abs(row.y - cluster["row"]) < 0.3, cluster
+
+
+def test_instance_map_and_table_agree(simulated):
+    electrons = (simulated.image - PEDESTAL) / GAIN
+    table, instances = cluster_table(electrons, simulated.labels, frame="sim.npy", hdu=2, ev_per_e=3.6)
+    assert instances.dtype == np.uint32
+    assert list(table.columns) == list(CATALOGUE_COLUMNS)
+    assert table.cluster_id.tolist() == list(range(1, instances.max() + 1))
+    assert (instances > 0).sum() == (simulated.labels == CLUSTER).sum()
+    np.testing.assert_array_equal(table.npix, np.bincount(instances.ravel())[1:])
+    assert (table.hdu == 2).all() and (table.frame == "sim.npy").all()
+    assert (table.particle == "").all() and table.particle_score.isna().all()
+    np.testing.assert_allclose(table.energy_kev, table.charge_e * 3.6e-3)
+    for row in table.itertuples():
+        rows, cols = np.nonzero(instances == row.cluster_id)
+        assert (row.xmin, row.xmax, row.ymin, row.ymax) == (cols.min(), cols.max(), rows.min(), rows.max())
+        assert row.charge_e == pytest.approx(electrons[rows, cols].sum(dtype=np.float64), rel=1e-6)
+        assert row.qmax_e == pytest.approx(electrons[rows, cols].max())
+        assert electrons[row.qmax_y, row.qmax_x] == pytest.approx(row.qmax_e)
+        assert row.n_cols * row.n_rows * row.fill == pytest.approx(row.npix)
+        assert row.xmin <= row.x <= row.xmax and row.ymin <= row.y <= row.ymax
+
+
+def test_weighted_moments_and_shape_by_hand():
+    electrons = np.zeros((10, 12), np.float32)
+    labels = np.zeros((10, 12), np.uint8)
+    labels[1:3, 1:4] = CLUSTER  # a 2×3 block, charges chosen to give exact moments
+    electrons[1:3, 1:4] = [[1, 2, 1], [0, 5, 1]]
+    for i in range(5):  # a diagonal line of equal charges: touches by corners only, one cluster
+        labels[4 + i, 5 + i] = CLUSTER
+        electrons[4 + i, 5 + i] = 2.0
+    labels[0, 11] = labels[1, 11] = CLUSTER  # a negative pixel adds charge but no weight
+    electrons[0, 11], electrons[1, 11] = 3.0, -0.5
+    table, _ = cluster_table(electrons, labels, frame="hand", hdu=0, noise_e=0.2)
+    block, corner, line = (table[table.xmin == x].iloc[0] for x in (1, 11, 5))
+    assert block.charge_e == pytest.approx(10.0) and block.npix == 6
+    assert block.x == pytest.approx(2.1) and block.y == pytest.approx(1.6)
+    assert block.sigma_x == pytest.approx(np.sqrt(0.29)) and block.sigma_y == pytest.approx(np.sqrt(0.24))
+    assert block.charge_err_e == pytest.approx(0.2 * np.sqrt(6))
+    assert corner.charge_e == pytest.approx(2.5) and corner.y == 0.0 and corner.sigma_y == 0.0
+    assert line.npix == 5 and line.n_cols == line.n_rows == 5 and line.fill == pytest.approx(0.2)
+    assert line.angle_deg == pytest.approx(45.0)
+    assert line.std_trans == pytest.approx(0.0, abs=1e-9)
+    assert line.std_long == pytest.approx(np.sqrt(2 * 2.0))  # positions ±2, ±1, 0 along the diagonal
+
+
+def test_no_cluster_pixel_is_a_named_error_unless_empty_is_allowed():
+    labels = np.full((16, 16), HOT_PIXEL, np.uint8)
+    with pytest.raises(InputError, match=r"run7\.fits \(HDU 3\): the class map has no cluster pixel"):
+        cluster_table(np.zeros((16, 16)), labels, frame="run7.fits", hdu=3)
+    table, instances = cluster_table(np.zeros((16, 16)), labels, frame="run7.fits", hdu=3, allow_empty=True)
+    assert len(table) == 0 and list(table.columns) == list(CATALOGUE_COLUMNS) and not instances.any()
+
+
+def test_mismatched_or_bad_inputs_name_the_frame():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2, 2] = CLUSTER
+    with pytest.raises(InputError, match=r"run1\.fits: the class map is 8×8 but the image is 8×9"):
+        cluster_table(np.zeros((8, 9)), labels, frame="run1.fits", hdu=0)
+    with pytest.raises(InputError, match="run1.fits: NaN"):
+        cluster_table(np.full((8, 8), np.nan), labels, frame="run1.fits", hdu=0)
+    with pytest.raises(InputError, match="run1.fits: the energy per electron-hole pair"):
+        cluster_table(np.zeros((8, 8)), labels, frame="run1.fits", hdu=0, ev_per_e=0.0)
+
+
+def test_catalogue_files_round_trip(tmp_path, simulated):
+    table, instances = cluster_table((simulated.image - PEDESTAL) / GAIN, simulated.labels, frame="sim.npy", hdu=0)
+    table.loc[0, "particle"], table.loc[0, "particle_score"] = "point", 0.9
+    csv_path, parquet_path = write_catalogue(tmp_path, table)
+    for path in (csv_path, parquet_path):
+        back = read_catalogue(path)
+        pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    tif = write_instances(tmp_path / "sim_clusters.tif", instances)
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(tif), instances)
+    uproot = pytest.importorskip("uproot")
+    root_path = write_root(tmp_path / "clusters.root", table)
+    tree = uproot.open(root_path)["clustersRec"]
+    branches = tree.arrays(library="np")
+    np.testing.assert_allclose(branches["energy_kev"], table.energy_kev)
+    assert branches["frame"][0] == "sim.npy" and branches["particle"][0] == "point"
+
+
+def test_root_without_uproot_says_how_to_install(tmp_path, monkeypatch, simulated):
+    monkeypatch.setitem(sys.modules, "uproot", None)
+    with pytest.raises(InputError, match=r"pip install napari-ccdseg\[root\]"):
+        write_root(tmp_path / "clusters.root", pd.DataFrame({"a": [1.0]}))
+
+
+def test_read_catalogue_names_a_file_that_is_not_one(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="other.csv: not a cluster catalogue, missing column"):
+        read_catalogue(path)
+
+
+def test_labels_folder_missing_a_frame_names_it(tmp_path):
+    with pytest.raises(InputError, match="no such labels folder"):
+        ClassMaps(labels_dir=tmp_path / "absent")
+    maps = ClassMaps(labels_dir=tmp_path)
+    frame = Frame(np.zeros((8, 8), np.float32), "run2[AMP2]", source=tmp_path / "run2.fits", hdu=2, extname="AMP2")
+    with pytest.raises(InputError, match=r"run2\[AMP2\]: no label map run2_AMP2_labels"):
+        maps(frame, "run2_AMP2")
+    with pytest.raises(InputError, match="give one source of class maps"):
+        ClassMaps(preset="physical", labels_dir=tmp_path)
+
+
+def test_garwood_intervals_cover_small_counts():
+    low, high = garwood_interval(np.array([0, 1, 100]))
+    assert low[0] == 0 and high[0] == pytest.approx(1.841, abs=1e-3)
+    assert (low[1], high[1]) == pytest.approx((0.173, 3.300), abs=1e-3)
+    assert (low[2], high[2]) == pytest.approx((100 - 10, 100 + 10 + 1), abs=0.1)  # ≈ N ± √N at large N
+
+
+def test_spectrum_bins_and_figure_per_particle_type(tmp_path):
+    edges = energy_bin_edges(np.array([-1.0, 0.02, 7.0]))
+    assert edges[0] <= 0.02 and edges[-1] >= 7.0 and np.allclose(np.diff(np.log10(edges)), 1 / 8)
+    table = pd.DataFrame({"energy_kev": [0.5, 1.0, 5.9, 5.9, -0.1], "particle": ["point", "point", "muon", "", ""]})
+    path = plot_spectrum(table, tmp_path / "spectrum.png")
+    assert path.stat().st_size > 10_000
