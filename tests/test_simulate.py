@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -408,3 +410,181 @@ def test_real_detector_presets_look_like_their_detectors(preset):
     noise_adu = config.read_noise_e * config.gain_adu_per_e
     assert np.median(overscan) == pytest.approx(config.pedestal_adu, abs=max(3 * noise_adu, 1.5))
     assert (frame.labels == CLUSTER).any()
+
+
+
+# ---------------------------------------------------------------- electron-counting frames, alphas, saturation
+
+# Frames made before dark-current ramps, alphas and the full well were added (sha256 of image,
+# labels and instances, first 16 hex digits, 96 × 128 active, seed 5): the new options default
+# off and draw no random numbers when off, so these must stay bit for bit the same. "old damic-m"
+# is the damic-m preset as it was, which the new preset replaced.
+OLD_DAMIC_M = SimConfig(
+    rows=320, cols=640, prescan_cols=8, overscan_cols=64, overscan_rows=16, units="adu", pedestal_adu=-39.0,
+    gain_adu_per_e=6.0, read_noise_e=0.16, dark_current_e=0.005, pedestal_drift_e=1 / 6, cti_trail=0.05,
+    cluster_rate=130.0, few_electron_rate=40.0, serial_trail_rate=2.0, glitch_rate=0.5, quantisation_step=0.25,
+    amp_glow_e=2.0,
+)
+FRAMES_MADE_BEFORE = {
+    "conventional": "556587628e0b3ea9",
+    "skipper": "35d9fc4ce1a3da6c",
+    "seed-v1": "4c91cb120135fa75",
+    "single-sample": "fa91acc3c7433c2e",
+    "old damic-m": "be0df9349898ef45",
+}
+
+
+def frame_digest(frame: SimulatedFrame) -> str:
+    digest = hashlib.sha256()
+    for array in (frame.image, frame.labels, frame.instances):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(FRAMES_MADE_BEFORE))
+def test_existing_presets_keep_their_frames_bit_for_bit(name):
+    config = OLD_DAMIC_M if name == "old damic-m" else SIM_PRESETS[name]
+    frame = simulate_frame(dataclasses.replace(config, rows=96, cols=128), seed=5)
+    assert frame_digest(frame) == FRAMES_MADE_BEFORE[name]
+
+
+def dark_only(**changes) -> SimConfig:
+    """Dark current alone, read without noise: the image is the dark-current electrons."""
+    return small(read_noise_e=0.0, cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0, **NO_DEFECTS, **changes)
+
+
+def test_dark_current_rises_along_the_readout_rows_as_recorded():
+    config = dark_only(rows=400, cols=250, dark_current_e=1.0, dark_current_row_ramp=0.7)
+    frame = simulate_frame(config, seed=3)
+    truth = np.asarray(frame.metadata["dark_current_e_per_row"])
+    assert truth[0] == pytest.approx(0.3, abs=0.01) and truth[-1] == pytest.approx(1.7, abs=0.01)
+    assert truth.mean() == pytest.approx(1.0, rel=1e-6) and frame.metadata["dark_current_e"] == 1.0
+    assert np.all(np.diff(truth) > 0)
+    for band in np.split(np.arange(400), 8):  # 50-row bands: mean λ known to ~1 %
+        measured = frame.image[band].mean()
+        expected = truth[band].mean()
+        assert measured == pytest.approx(expected, abs=4 * np.sqrt(expected / frame.image[band].size))
+    assert (frame.labels == BACKGROUND).all()  # dark current is never a cluster or a defect
+
+
+def test_dark_current_can_ramp_along_the_columns_too():
+    config = dark_only(rows=250, cols=400, dark_current_e=0.5, dark_current_col_ramp=0.5)
+    frame = simulate_frame(config, seed=4)
+    assert frame.metadata["dark_current_e_per_row"] == [0.5] * 250  # column-averaged: flat along the rows
+    cols = np.arange(400)
+    for band in np.split(cols, 4):
+        expected = 0.5 * (1 + 0.5 * (2 * (band + 0.5) / 400 - 1)).mean()
+        measured = frame.image[:, band].mean()
+        assert measured == pytest.approx(expected, abs=4 * np.sqrt(expected / frame.image[:, band].size))
+
+
+def test_metadata_has_gain_pedestal_and_dark_current_at_top_level():
+    frame = simulate_frame(small(units="adu", gain_adu_per_e=5.5, pedestal_adu=-20.0), seed=1)
+    meta = frame.metadata
+    assert (meta["gain_adu_per_e"], meta["pedestal_adu"], meta["dark_current_e"]) == (5.5, -20.0, 0.05)
+    assert meta["full_well_e"] == 0 and meta["saturated_pixels"] == 0
+
+
+def alphas_only(side: int = 256, **changes) -> SimConfig:
+    """Noiseless alphas alone, ~6 per frame of 256²."""
+    return noiseless(rows=side, cols=side, cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0,
+                     alpha_rate=24.0, **changes)
+
+
+def test_alphas_are_bright_round_blobs_tens_of_pixels_across():
+    frame = simulate_frame(alphas_only(), seed=2)
+    alphas = frame.metadata["clusters"]
+    assert len(alphas) >= 5 and {c["kind"] for c in alphas} == {"alpha"}
+    inside = [c for c in alphas if 30 < c["row"] < 226 and 30 < c["col"] < 226 and c["pixels"] > 200]
+    assert inside
+    for alpha in inside:
+        assert 3000 <= alpha["energy_kev"] <= 8000
+        assert alpha["electrons"] == pytest.approx(alpha["energy_kev"] * 1e3 / E_PAIR_EV, rel=0.01)
+        assert alpha["depth_um"] < 60 or alpha["depth_um"] > 675 - 60  # from a surface, range < 60 µm
+        rows, cols = np.nonzero(frame.instances == alpha["id"])
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert 15 <= min(height, width) and max(height, width) <= 80  # tens of pixels across
+        assert 0.7 < height / width < 1.4  # round
+        assert frame.image[frame.instances == alpha["id"]].max() > 5000  # very bright
+    depths = [c["depth_um"] for c in alphas]
+    assert min(depths) < 60 and max(depths) > 675 - 60  # both surfaces
+
+
+def test_adding_alphas_keeps_the_other_events_of_a_seed():
+    plain = simulate_frame(small(), seed=6).metadata["clusters"]
+    with_alphas = simulate_frame(small(alpha_rate=500.0, alpha_energy_mev=(0.5, 0.5)), seed=6).metadata["clusters"]
+    assert [c["kind"] for c in with_alphas[: len(plain)]] == [c["kind"] for c in plain]
+    assert [(c["row"], c["col"]) for c in with_alphas[: len(plain)]] == [(c["row"], c["col"]) for c in plain]
+    assert {c["kind"] for c in with_alphas[len(plain):]} == {"alpha"}
+
+
+def test_full_well_clips_pixels_and_the_truth_counts_them():
+    unlimited = simulate_frame(alphas_only(128), seed=2)
+    clipped = simulate_frame(alphas_only(128, full_well_e=3000.0), seed=2)
+    assert unlimited.image.max() > 3000 and clipped.image.max() == 3000
+    at_full_well = clipped.image == 3000
+    assert clipped.metadata["saturated_pixels"] == at_full_well.sum() > 0
+    assert sum(c["saturated_pixels"] for c in clipped.metadata["clusters"]) == at_full_well.sum()
+    np.testing.assert_array_equal(clipped.image, np.minimum(unlimited.image, 3000))
+    np.testing.assert_array_equal(clipped.labels, unlimited.labels)  # saturated pixels stay cluster
+
+
+def test_damic_m_with_alphas_saturates_at_its_full_well():
+    config = dataclasses.replace(SIM_PRESETS["damic-m"], rows=200, cols=200, alpha_rate=20.0)
+    frame = simulate_frame(config, seed=1)
+    assert any(c["kind"] == "alpha" and c["saturated_pixels"] > 0 for c in frame.metadata["clusters"])
+    ceiling = config.pedestal_adu + config.gain_adu_per_e * config.full_well_e
+    charge = frame.image[frame.labels == CLUSTER]  # glitch pixels aside
+    assert charge.max() == pytest.approx(ceiling, abs=6 * config.read_noise_e * config.gain_adu_per_e + 1)
+
+
+def test_damic_m_trails_hold_hundreds_to_thousands_of_electrons_per_pixel():
+    config = dataclasses.replace(
+        SIM_PRESETS["damic-m"], serial_trail_rate=100.0, cluster_rate=0.0, few_electron_rate=0.0, muon_rate=0.0,
+        electron_track_rate=0.0, cti_trail=0.0,
+    )
+    frame = simulate_frame(config, seed=2)
+    trails = [c for c in frame.metadata["clusters"] if c["kind"] == "trail"]
+    assert len(trails) > 20
+    for trail in trails:
+        rows, cols = np.nonzero(frame.instances == trail["id"])
+        assert len(set(rows)) == 1 and len(cols) <= 60
+        assert 150 <= trail["electrons"] / len(cols) <= 2100
+    assert SimConfig().serial_trail_e == (1.0, 10.0)  # the default stays faint: old frames unchanged
+
+
+def test_damic_m_histogram_resolves_zero_one_two_electron_peaks():
+    """An averaged skipper image in a module test: a comb of peaks at k · gain whose heights follow
+    Poisson(k; λ(row)), with λ rising along the readout from 0.3 to 1.5 e⁻/pixel."""
+    config = SIM_PRESETS["damic-m"]
+    frame = simulate_frame(config, seed=0)
+    truth = np.asarray(frame.metadata["dark_current_e_per_row"])
+    assert truth[0] == pytest.approx(0.3, abs=0.01) and truth[-1] == pytest.approx(1.5, abs=0.01)
+    first, end = frame.metadata["active_cols"]
+    pedestal = np.median(frame.image[: config.rows, end:], axis=1)  # each row's overscan
+    electrons = (frame.image[: config.rows, first:end] - pedestal[:, None]) / config.gain_adu_per_e
+    quiet = frame.labels[: config.rows, first:end] == BACKGROUND
+    values, rows = electrons[quiet], np.nonzero(quiet)[0]
+    window = math.erf(0.3 / (config.read_noise_e * math.sqrt(2)))  # share of a peak within ±0.3 e⁻
+    assert np.mean(np.abs(values - np.round(values)) < 0.3) > 0.9 * window  # peaks, not a smear
+    for k in range(3):
+        poisson = np.mean(np.exp(-truth[rows]) * truth[rows] ** k / math.factorial(k))
+        assert np.mean(np.abs(values - k) < 0.3) == pytest.approx(window * poisson, rel=0.05)
+    gap = np.mean(np.abs(values - 0.5) < 0.1)  # between the 0 and 1 e⁻ peaks: almost empty
+    assert gap < 0.01
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"dark_current_row_ramp": 1.5}, "dark_current_row_ramp"),
+        ({"dark_current_col_ramp": -0.1}, "dark_current_col_ramp"),
+        ({"full_well_e": -1.0}, "full_well_e"),
+        ({"alpha_rate": -1.0}, "alpha_rate"),
+        ({"alpha_energy_mev": (0.0, 5.0)}, "alpha_energy_mev"),
+        ({"alpha_plasma_sigma_um": (60.0, 30.0)}, "alpha_plasma_sigma_um"),
+    ],
+)
+def test_bad_electron_counting_settings_are_refused(changes, words):
+    with pytest.raises(InputError, match=words):
+        SimConfig(**changes)

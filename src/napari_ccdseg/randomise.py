@@ -29,18 +29,25 @@ class DomainRanges:
 
     Rates are per 512² as in :class:`~napari_ccdseg.simulate.SimConfig`; drift and quantisation
     are in units of the frame's read noise, so they stay meaningful at any noise and gain.
+    ``*_probability`` is the share of frames with that feature (a dark-current ramp, alphas, a full
+    well); a frame's serial trails all have levels within a factor 2 of one log-uniform draw.
     """
 
     log_read_noise_e: tuple[float, float] = (0.1, 3.5)
     log_gain_adu_per_e: tuple[float, float] = (0.5, 50.0)
     pedestal_adu: tuple[float, float] = (-200.0, 30000.0)
     drift_sigma: tuple[float, float] = (0.0, 1.0)
-    log_dark_current_e: tuple[float, float] = (5e-4, 0.1)
+    log_dark_current_e: tuple[float, float] = (5e-4, 2.0)
+    dark_ramp_probability: float = 0.4
+    dark_current_row_ramp: tuple[float, float] = (0.0, 0.9)
+    dark_current_col_ramp: tuple[float, float] = (0.0, 0.3)
     log_cluster_rate: tuple[float, float] = (20.0, 400.0)
     few_electron_rate: tuple[float, float] = (0.0, 100.0)
     muon_rate: tuple[float, float] = (0.0, 3.0)
     electron_track_rate: tuple[float, float] = (0.0, 6.0)
     serial_trail_rate: tuple[float, float] = (0.0, 4.0)
+    log_serial_trail_e: tuple[float, float] = (1.0, 3000.0)
+    serial_trail_length: tuple[float, float] = (10.0, 200.0)
     cti_trail: tuple[float, float] = (0.0, 0.3)
     glitch_rate: tuple[float, float] = (0.0, 2.0)
     log_defect_scale: tuple[float, float] = (0.2, 3.0)
@@ -50,6 +57,10 @@ class DomainRanges:
     quantisation_sigma: tuple[float, float] = (0.0, 0.5)
     overscan_probability: float = 0.5
     dead_probability: float = 0.03
+    alpha_probability: float = 0.05
+    alpha_rate: tuple[float, float] = (1.0, 4.0)
+    full_well_probability: float = 0.3
+    log_full_well_e: tuple[float, float] = (5e3, 1e5)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -103,7 +114,28 @@ def random_config(rng: np.random.Generator, base: SimConfig, ranges: DomainRange
     )
     if rng.random() < ranges.dead_probability:
         return _dead_config(config, noise_adu=_log_uniform(rng, (500.0, 5000.0)))
-    return config
+    return _electron_counting(rng, config, ranges)
+
+
+def _electron_counting(rng: np.random.Generator, config: SimConfig, ranges: DomainRanges) -> SimConfig:
+    """What real electron-counting frames add: dark-current ramps, bright serial trails, alphas,
+    saturation. Drawn after everything else, so each seed keeps the rest of its detector."""
+    ramp = rng.random() < ranges.dark_ramp_probability
+    row_ramp, col_ramp = _uniform(rng, ranges.dark_current_row_ramp), _uniform(rng, ranges.dark_current_col_ramp)
+    trail_e = _log_uniform(rng, ranges.log_serial_trail_e)
+    alphas = rng.random() < ranges.alpha_probability
+    alpha_rate = _uniform(rng, ranges.alpha_rate)
+    full_well = rng.random() < ranges.full_well_probability
+    full_well_e = _log_uniform(rng, ranges.log_full_well_e)
+    return dataclasses.replace(
+        config,
+        dark_current_row_ramp=row_ramp if ramp else 0.0,
+        dark_current_col_ramp=col_ramp if ramp else 0.0,
+        serial_trail_e=(trail_e / 2, trail_e * 2),
+        serial_trail_length=tuple(int(round(v)) for v in ranges.serial_trail_length),
+        alpha_rate=alpha_rate if alphas else 0.0,
+        full_well_e=full_well_e if full_well else 0.0,
+    )
 
 
 def randomised_frames(

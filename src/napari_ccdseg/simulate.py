@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, jsonable
 from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from .errors import InputError
 
@@ -58,7 +58,10 @@ UNITS = ("e", "adu")
 SPECTRA = ("log-uniform", "uniform")
 GLOW_BAND_POSITIONS = ("left", "random")
 FORMATS = ("npy", "fits")
-KINDS = ("point", "muon", "electron", "trail", "few-electron")
+KINDS = ("point", "muon", "electron", "trail", "few-electron", "alpha")
+ALPHA_RANGE_5P5_MEV_UM = 28.0
+"""CSDA range of a 5.5 MeV alpha in silicon (µm, ASTAR); other energies scale as E^1.6."""
+ALPHA_RANGE_EXPONENT = 1.6
 
 
 @dataclass
@@ -83,6 +86,13 @@ class SimConfig:
     gain_adu_per_e: float = 2.0
     read_noise_e: float = 1.6
     dark_current_e: float = 0.05
+    dark_current_row_ramp: float = 0.0
+    """Readout-time ramp r (0–1): λ rises linearly from dark_current_e·(1 − r) at row 0 (read
+    first) to dark_current_e·(1 + r) at the last row; the frame mean stays dark_current_e."""
+    dark_current_col_ramp: float = 0.0
+    """The same along the columns (column 0, next to the amplifier, read first); multiplies the row ramp."""
+    full_well_e: float = 0.0
+    """Pixel full well (e⁻; 0 = off): a pixel's collected charge is clipped there, the excess lost."""
     pedestal_drift_e: float = 0.0
     """rms of a slow random-walk drift of the pedestal along the rows (e⁻; × gain in ADU)."""
     cti_trail: float = 0.0
@@ -115,6 +125,13 @@ class SimConfig:
     # few-electron hits (dark-matter-like): a few electrons diffused over a few pixels
     few_electron_rate: float = 0.0
     few_electron_e: tuple[int, int] = (2, 10)
+    # alphas: MeV, short straight tracks from a surface, spread by the plasma effect into round blobs
+    alpha_rate: float = 0.0
+    alpha_energy_mev: tuple[float, float] = (3.0, 8.0)
+    alpha_plasma_sigma_um: tuple[float, float] = (30.0, 75.0)
+    """Extra lateral σ of an alpha's charge from the plasma effect (µm), uniform per alpha."""
+    alpha_back_fraction: float = 0.5
+    """Share of alphas entering from the back surface (z = thickness); the rest from the front."""
     # glowing
     amp_glow_e: float = 8.0
     amp_glow_length_px: float = 25.0
@@ -158,7 +175,7 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
@@ -203,9 +220,12 @@ _NON_NEGATIVE = (
     "read_noise_e", "dark_current_e", "diffusion_a_um2", "diffusion_b_per_um", "cluster_rate",
     "muon_rate", "muon_e_per_um", "electron_track_rate", "electron_curl", "amp_glow_e",
     "defect_label_sigma", "pedestal_drift_e", "glitch_rate", "quantisation_step",
-    "serial_trail_rate", "few_electron_rate",
+    "serial_trail_rate", "few_electron_rate", "full_well_e", "alpha_rate",
 )
-_FRACTIONS = ("line_fraction", "glow_band_probability", "cti_trail")
+_FRACTIONS = (
+    "line_fraction", "glow_band_probability", "cti_trail", "dark_current_row_ramp", "dark_current_col_ramp",
+    "alpha_back_fraction",
+)
 _RANGE_FIELDS = {  # name: smallest allowed lo
     "electron_energy_kev": 1.0,
     "glow_band_width": 1,
@@ -220,6 +240,8 @@ _RANGE_FIELDS = {  # name: smallest allowed lo
     "serial_trail_length": 1,
     "serial_trail_e": 0.0,
     "few_electron_e": 1,
+    "alpha_energy_mev": 0.1,
+    "alpha_plasma_sigma_um": 0.0,
 }
 _CHOICES = {"units": UNITS, "energy_spectrum": SPECTRA, "glow_band_position": GLOW_BAND_POSITIONS}
 
@@ -288,15 +310,6 @@ def _check_physics(cfg: SimConfig) -> None:
         _fail("line_fraction > 0 needs at least one entry in line_energies_kev")
 
 
-def _jsonable(value: Any) -> Any:
-    """Python scalars and lists only, so json.dumps never meets numpy types or tuples."""
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 # ---------------------------------------------------------------- physics helpers
 
 
@@ -351,6 +364,8 @@ class _Deposits:
     depth_um: np.ndarray
     electrons: np.ndarray
     event: np.ndarray
+    plasma_um: np.ndarray | None = None
+    """Extra lateral σ (µm) per point on top of diffusion (alphas' plasma effect); None = none."""
 
 
 def _draw_energies(cfg: SimConfig, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -475,7 +490,38 @@ def _few_electron_hits(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Depos
     return _random_points(cfg, rng, electrons), electrons * E_PAIR_EV / 1e3
 
 
-_OPTIONAL_EVENTS = {"trail": "serial_trail_rate", "few-electron": "few_electron_rate"}
+def _alphas(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, np.ndarray]:
+    """Alphas from surface contamination: a short straight track from the back or front surface,
+    charge rising towards its end (Bragg), every electron spread by the plasma effect on top of
+    diffusion, so an alpha is a round blob tens of pixels across."""
+    n = int(rng.poisson(cfg.alpha_rate * _area_scale(cfg)))
+    energy = rng.uniform(*cfg.alpha_energy_mev, n) * 1e3
+    range_um = ALPHA_RANGE_5P5_MEV_UM * (energy / 5500.0) ** ALPHA_RANGE_EXPONENT
+    cos_t = 1.0 - rng.random(n)  # isotropic emission into the silicon: cos θ uniform in (0, 1]
+    phi = rng.uniform(0, 2 * np.pi, n)
+    from_back = rng.random(n) < cfg.alpha_back_fraction
+    plasma_um = rng.uniform(*cfg.alpha_plasma_sigma_um, n)
+    start_row, start_col = rng.uniform(0, cfg.rows, n), rng.uniform(0, cfg.cols, n)
+    steps = np.maximum(np.ceil(range_um / cfg.track_step_um), 1).astype(np.int64)
+    event = np.repeat(np.arange(n), steps)
+    step_um = (range_um / steps)[event]
+    s = (_ranks(steps) + 0.5) * step_um
+    weight = (range_um[event] - s) ** -ELECTRON_DEDX_EXPONENT
+    mean = (energy * 1e3 / E_PAIR_EV)[event] * weight / np.bincount(event, weight, minlength=n)[event]
+    lateral_px = s * np.sqrt(1 - cos_t**2)[event] / cfg.pixel_size_um
+    below_surface = s * cos_t[event]
+    deposits = _Deposits(
+        row=start_row[event] + lateral_px * np.sin(phi)[event],
+        col=start_col[event] + lateral_px * np.cos(phi)[event],
+        depth_um=np.where(from_back[event], cfg.thickness_um - below_surface, below_surface),
+        electrons=rng.poisson(mean),
+        event=event,
+        plasma_um=plasma_um[event],
+    )
+    return deposits, energy
+
+
+_OPTIONAL_EVENTS = {"trail": "serial_trail_rate", "few-electron": "few_electron_rate", "alpha": "alpha_rate"}
 """Kinds drawn only when their rate is set, so frames made without them keep their random stream."""
 
 
@@ -483,7 +529,7 @@ def _all_events(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, li
     """Every event of the frame as one set of charge points, numbered in the order of ``KINDS``."""
     parts, kinds, energies = [], [], []
     offset = 0
-    makers = (_point_clusters, _muons, _electron_tracks, _serial_trails, _few_electron_hits)
+    makers = (_point_clusters, _muons, _electron_tracks, _serial_trails, _few_electron_hits, _alphas)
     for kind, make in zip(KINDS, makers):
         if kind in _OPTIONAL_EVENTS and getattr(cfg, _OPTIONAL_EVENTS[kind]) == 0:
             continue
@@ -493,8 +539,10 @@ def _all_events(cfg: SimConfig, rng: np.random.Generator) -> tuple[_Deposits, li
         kinds += [kind] * len(energy)
         energies.append(energy)
         offset += len(energy)
-    names = [f.name for f in dataclasses.fields(_Deposits)]
+    names = [f.name for f in dataclasses.fields(_Deposits) if f.name != "plasma_um"]
     merged = _Deposits(*(np.concatenate([getattr(p, name) for p in parts]) for name in names))
+    if any(p.plasma_um is not None for p in parts):
+        merged.plasma_um = np.concatenate([np.zeros(p.row.size) if p.plasma_um is None else p.plasma_um for p in parts])
     return merged, kinds, np.concatenate(energies)
 
 
@@ -513,6 +561,9 @@ def _collect(cfg: SimConfig, deposits: _Deposits, n_events: int, rng: np.random.
     frame are lost. CTI acts on event charge only (defects and dark current are far dimmer)."""
     rows, cols = cfg.rows, cfg.cols
     sigma_um = diffusion_sigma_um(deposits.depth_um, cfg.diffusion_a_um2, cfg.diffusion_b_per_um)
+    if deposits.plasma_um is not None:  # only where set, so other points keep their σ bit for bit
+        plasma = deposits.plasma_um
+        sigma_um = np.where(plasma > 0, np.hypot(sigma_um, plasma), sigma_um)
     sigma_px = sigma_um / cfg.pixel_size_um
     point = np.repeat(np.arange(len(deposits.electrons), dtype=np.int32), deposits.electrons)
     spread = sigma_px.astype(np.float32)[point]
@@ -649,11 +700,48 @@ def _levels(rng: np.random.Generator, bounds: tuple[float, float], n: int) -> np
 # ---------------------------------------------------------------- frame
 
 
+def _ramp(n: int, ramp: float) -> np.ndarray:
+    """Weights 1 + ramp·u at pixel centres, u from −1 (read first) to +1 (read last); mean exactly 1."""
+    return 1.0 + ramp * (2.0 * (np.arange(n) + 0.5) / n - 1.0)
+
+
+def dark_current_per_row(cfg: SimConfig) -> np.ndarray:
+    """True mean dark current (e⁻/pixel) of each active row, averaged over its columns."""
+    return cfg.dark_current_e * _ramp(cfg.rows, cfg.dark_current_row_ramp)
+
+
+def dark_current_map(cfg: SimConfig) -> np.ndarray:
+    """True mean dark current (e⁻/pixel) of every active pixel: λ·w_row(row)·w_col(col)."""
+    return np.outer(dark_current_per_row(cfg), _ramp(cfg.cols, cfg.dark_current_col_ramp))
+
+
 def _dark_current(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
-    """Poisson dark current: a Poisson number of electrons at uniform pixels (same law, far faster)."""
+    """Poisson dark current: a Poisson number of electrons at random pixels (same law, far faster),
+    uniform without a ramp, else row and column drawn from the ramps' linear densities."""
     n_pix = cfg.rows * cfg.cols
-    where = rng.integers(0, n_pix, int(rng.poisson(cfg.dark_current_e * n_pix)))
+    count = int(rng.poisson(cfg.dark_current_e * n_pix))
+    if cfg.dark_current_row_ramp == 0 and cfg.dark_current_col_ramp == 0:
+        where = rng.integers(0, n_pix, count)
+    else:
+        row = _draw_index(rng, _ramp(cfg.rows, cfg.dark_current_row_ramp), count)
+        where = row * cfg.cols + _draw_index(rng, _ramp(cfg.cols, cfg.dark_current_col_ramp), count)
     return np.bincount(where, minlength=n_pix).reshape(cfg.rows, cfg.cols)
+
+
+def _draw_index(rng: np.random.Generator, weights: np.ndarray, n: int) -> np.ndarray:
+    """n indices drawn with probability ∝ weights (inverse of the cumulative sum)."""
+    cdf = np.cumsum(weights)
+    index = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+    return np.minimum(index, weights.size - 1)
+
+
+def _saturate(cfg: SimConfig, active: np.ndarray) -> np.ndarray:
+    """Clip every pixel's charge at the full well (in place); the map of pixels that reached it."""
+    if cfg.full_well_e <= 0:
+        return np.zeros(active.shape, dtype=bool)
+    full = int(cfg.full_well_e)
+    np.minimum(active, full, out=active)
+    return active >= full
 
 
 def _truth(cfg: SimConfig, collected: _Collected, defects: _Defects) -> np.ndarray:
@@ -731,11 +819,12 @@ def simulate_frame(config: SimConfig | None = None, seed: int = 0) -> SimulatedF
     active = collected.charge + _dark_current(cfg, rng)
     nz = np.flatnonzero(expected)
     active.flat[nz] += rng.poisson(expected.flat[nz])
+    saturated = _saturate(cfg, active)
     labels = _truth(cfg, collected, defects)
     glitch_at, glitch_values = _glitches(cfg, rng)
     labels.flat[glitch_at] = HOT_PIXEL  # the pixel's charge is lost under the spike
     owner = np.where(labels == CLUSTER, collected.owner, 0)
-    clusters, renumber = _cluster_table(cfg, deposits, collected, owner, kinds, energies)
+    clusters, renumber = _cluster_table(cfg, deposits, collected, owner, saturated, kinds, energies)
     image = _readout(cfg, active, rng)
     glitch_rows, glitch_cols = np.divmod(glitch_at, cfg.cols)
     image[glitch_rows, glitch_cols + cfg.prescan_cols] = glitch_values
@@ -747,6 +836,12 @@ def simulate_frame(config: SimConfig | None = None, seed: int = 0) -> SimulatedF
         "active_cols": [cfg.prescan_cols, cfg.prescan_cols + cfg.cols],
         "units": cfg.units,
         "read_noise_e": cfg.read_noise_e,
+        "gain_adu_per_e": cfg.gain_adu_per_e,
+        "pedestal_adu": cfg.pedestal_adu,
+        "dark_current_e": cfg.dark_current_e,
+        "dark_current_e_per_row": [round(float(v), 6) for v in dark_current_per_row(cfg)],
+        "full_well_e": cfg.full_well_e,
+        "saturated_pixels": int(saturated.sum()),
         "defect_label_level_e": cfg.defect_label_level_e,
         "clusters": clusters,
         "defects": {**_defect_info(cfg, defects.info), "glitches": int(glitch_at.size)},
@@ -764,6 +859,7 @@ def _cluster_table(
     deposits: _Deposits,
     collected: _Collected,
     owner: np.ndarray,
+    saturated: np.ndarray,
     kinds: list[str],
     energies: np.ndarray,
 ) -> tuple[list[dict], np.ndarray]:
@@ -780,6 +876,7 @@ def _cluster_table(
     col = np.bincount(deposits.event, w * deposits.col, minlength=n) / safe - 0.5 + cfg.prescan_cols
     depth = np.bincount(deposits.event, w * deposits.depth_um, minlength=n) / safe
     pixels = np.bincount(owner.ravel(), minlength=n + 1)[1:]
+    at_full_well = np.bincount(owner[saturated], minlength=n + 1)[1:]
     kept = np.flatnonzero(electrons > 0)
     renumber = np.zeros(n + 1, dtype=np.int32)
     renumber[kept + 1] = np.arange(1, kept.size + 1)
@@ -793,6 +890,7 @@ def _cluster_table(
             "col": round(float(col[k]), 2),
             "electrons": int(electrons[k]),
             "pixels": int(pixels[k]),
+            "saturated_pixels": int(at_full_well[k]),
         }
         for i, k in enumerate(kept)
     ]
@@ -825,14 +923,18 @@ SIM_PRESETS: dict[str, SimConfig] = {
         hot_segments=(1600.0, 2000.0),  # per 512²: 400–500 in a 256 × 256 frame
         hot_segment_length=(2, 6),
     ),
-    # One amplifier of a many-sample skipper CCD after baseline subtraction, fpack-compressed:
-    # 320 × 640 pixels holding ~140 clusters (~100 points, ~30 few-electron hits, tracks, trails;
-    # a real one holds ~130), pedestal −39 ADU drifting ~1 ADU along the rows.
+    # One amplifier of a many-sample skipper CCD in a module test, after baseline subtraction,
+    # fpack-compressed: 320 × 640 pixels holding ~140 clusters (~100 points, ~30 few-electron hits,
+    # tracks, trails; a real one holds ~130), pedestal −39 ADU drifting ~1 ADU along the rows, dark
+    # current rising along the readout from 0.3 to 1.5 e⁻/pixel (resolved 0/1/2 e⁻ peaks), serial-
+    # register trails of hundreds to thousands of e⁻ per pixel, a full well.
     "damic-m": SimConfig(
         rows=320, cols=640, prescan_cols=8, overscan_cols=64, overscan_rows=16,
         units="adu", pedestal_adu=-39.0, gain_adu_per_e=6.0, read_noise_e=0.16,
-        dark_current_e=0.005, pedestal_drift_e=1 / 6, cti_trail=0.05,
-        cluster_rate=130.0, few_electron_rate=40.0, serial_trail_rate=2.0, glitch_rate=0.5,
+        dark_current_e=0.9, dark_current_row_ramp=2 / 3, full_well_e=20000.0,
+        pedestal_drift_e=1 / 6, cti_trail=0.05,
+        cluster_rate=130.0, few_electron_rate=40.0, serial_trail_rate=2.0,
+        serial_trail_length=(15, 60), serial_trail_e=(200.0, 2000.0), glitch_rate=0.5,
         quantisation_step=0.25, amp_glow_e=2.0,
     ),
     # A raw single-sample frame: pedestal of tens of thousands ADU, ~90 ADU noise, integer ADC codes.
@@ -882,7 +984,7 @@ def _dead_config(cfg: SimConfig, noise_adu: float) -> SimConfig:
         cfg, read_noise_e=noise_adu / cfg.gain_adu_per_e, dark_current_e=0.0, cluster_rate=0.0,
         muon_rate=0.0, electron_track_rate=0.0, serial_trail_rate=0.0, few_electron_rate=0.0,
         amp_glow_e=0.0, glow_band_probability=0.0, hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0),
-        hot_columns=(0.0, 0.0), glitch_rate=0.0, pedestal_drift_e=0.0,
+        hot_columns=(0.0, 0.0), glitch_rate=0.0, pedestal_drift_e=0.0, alpha_rate=0.0,
     )
 
 
