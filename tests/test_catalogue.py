@@ -190,3 +190,116 @@ def test_spectrum_bins_and_figure_per_particle_type(tmp_path):
     table = pd.DataFrame({"energy_kev": [0.5, 1.0, 5.9, 5.9, -0.1], "particle": ["point", "point", "muon", "", ""]})
     path = plot_spectrum(table, tmp_path / "spectrum.png")
     assert path.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- end to end: calibration + CLI
+
+
+@pytest.fixture(scope="module")
+def two_amplifier_fits(tmp_path_factory):
+    """One 2-amplifier electron-resolving FITS file with its truth maps and per-amplifier metadata."""
+    import json
+
+    from napari_ccdseg.simulate import AmplifierLayout, simulate_dataset
+
+    folder = tmp_path_factory.mktemp("two_amps")
+    config = _quiet_config(rows=200, cols=240, cluster_rate=150.0)
+    (path,) = simulate_dataset(folder, 1, config, seed=11, fmt="fits", layout=AmplifierLayout(amplifiers=2))
+    metas = [json.loads((folder / f"sim_000_AMP{k}_meta.json").read_text()) for k in (1, 2)]
+    return path, metas
+
+
+def test_catalogue_frame_calibrates_and_measures_charge(two_amplifier_fits):
+    from napari_ccdseg.catalogue import catalogue_frame
+    from napari_ccdseg.io import read_frames
+
+    path, metas = two_amplifier_fits
+    frame = read_frames(path)[0]
+    truth = simulate_frame(SimConfig.from_dict(metas[0]["config"]), metas[0]["seed"])
+    result = catalogue_frame(frame, truth.labels)
+    assert result.calibration.method == "peaks"
+    assert result.calibration.gain_adu_per_e == pytest.approx(metas[0]["config"]["gain_adu_per_e"], rel=0.01)
+    assert (result.table.frame == path.name).all() and (result.table.hdu == frame.hdu).all()
+    rows = result.table.set_index("cluster_id")
+    pairs = _isolated(truth, result.instances)
+    assert len(pairs) >= 10
+    for cluster, cid in pairs:
+        row = rows.loc[cid]
+        spread = np.sqrt(row.npix * (0.15**2 + DARK))
+        tolerance = 1 + 4 * spread + 0.01 * cluster["electrons"]  # 1 % for the fitted gain
+        assert abs(row.charge_e - cluster["electrons"] - DARK * row.npix) <= tolerance, cluster
+
+
+def test_unresolved_frame_without_gain_names_the_frame():
+    from napari_ccdseg.catalogue import catalogue_frame
+
+    sim = simulate_frame(_quiet_config(rows=64, cols=64, read_noise_e=2.0), seed=2)
+    frame = Frame(sim.image, "noisy", source=None)
+    with pytest.raises(InputError, match="noisy"):
+        catalogue_frame(frame, sim.labels)
+    result = catalogue_frame(frame, sim.labels, gain=GAIN)
+    assert result.calibration.method == "given" and len(result.table) > 0
+
+
+def _read_instances(folder, stem):
+    import tifffile
+
+    return tifffile.imread(folder / f"{stem}_clusters.tif")
+
+
+def test_cli_catalogue_with_truth_labels_and_root(tmp_path, two_amplifier_fits, capsys):
+    import json
+
+    from napari_ccdseg.cli import main
+
+    path, metas = two_amplifier_fits
+    out = tmp_path / "cat"
+    assert main(["catalogue", str(path), "--labels", str(path.parent), "--out", str(out), "--root"]) == 0
+    table = read_catalogue(out / "clusters.csv")
+    assert sorted(table.hdu.unique()) == [1, 2] and (table.frame == path.name).all()
+    for hdu, stem, meta in zip((1, 2), ("sim_000_AMP1", "sim_000_AMP2"), metas):
+        instances = _read_instances(out, stem)
+        rows = table[table.hdu == hdu]
+        assert instances.dtype == np.uint32 and instances.max() == len(rows)
+        np.testing.assert_array_equal(rows.npix, np.bincount(instances.ravel())[1:])
+        truth_total = sum(c["electrons"] for c in meta["clusters"])
+        assert rows.charge_e.sum() == pytest.approx(truth_total, rel=0.03)
+    calibration = json.loads((out / "calibration.json").read_text())["amplifiers"]
+    assert [(a["frame"], a["hdu"], a["extname"]) for a in calibration] == [(path.name, 1, "AMP1"), (path.name, 2, "AMP2")]
+    summary = (out / "summary.md").read_text()
+    assert f"| {path.name} | 1 | AMP1 |" in summary and "label maps in" in summary
+    assert (out / "spectrum.png").stat().st_size > 10_000
+    pd.testing.assert_frame_equal(read_catalogue(out / "clusters.parquet"), table, check_dtype=False)
+    uproot = pytest.importorskip("uproot")
+    tree = uproot.open(out / "clusters.root")["clustersRec"]
+    assert tree.num_entries == len(table)
+    np.testing.assert_allclose(tree["charge_e"].array(library="np"), table.charge_e)
+
+
+def test_cli_catalogue_with_the_physical_preset(tmp_path, two_amplifier_fits):
+    from napari_ccdseg.cli import main
+
+    path, metas = two_amplifier_fits
+    out = tmp_path / "physical"
+    assert main(["catalogue", str(path), "--preset", "physical", "--out", str(out)]) == 0
+    table = read_catalogue(out / "clusters.parquet")
+    for hdu, stem, meta in zip((1, 2), ("sim_000_AMP1", "sim_000_AMP2"), metas):
+        rows = table[table.hdu == hdu]
+        assert len(rows) >= 0.5 * len(meta["clusters"])
+        assert _read_instances(out, stem).max() == len(rows)
+    assert "auto-label preset physical" in (out / "summary.md").read_text()
+
+
+def test_cli_catalogue_bad_inputs_are_one_line_errors(tmp_path, two_amplifier_fits, capsys):
+    from napari_ccdseg.cli import main
+
+    path, _ = two_amplifier_fits
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["catalogue", str(path), "--labels", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "sim_000[AMP1]: no label map sim_000_AMP1_labels" in err and "Traceback" not in err
+    noisy = tmp_path / "noisy.npy"
+    np.save(noisy, simulate_frame(_quiet_config(rows=64, cols=64, read_noise_e=2.0), seed=2).image)
+    assert main(["catalogue", str(noisy), "--preset", "physical", "--out", str(tmp_path / "o")]) == 2
+    assert "noisy.npy" in capsys.readouterr().err

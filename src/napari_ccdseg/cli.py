@@ -263,6 +263,36 @@ def _evaluate_against_physical(args: argparse.Namespace) -> None:
     print(f"agreement: {out / 'agreement.json'}, {out / 'agreement.md'}, one PNG per frame")
 
 
+def cmd_catalogue(args: argparse.Namespace) -> None:
+    """Calibrate each amplifier, take its class map, and write the cluster catalogue of all of them."""
+    from .calibrate import find_calibration, read_calibration
+    from .catalogue import ClassMaps, catalogue_frame, frame_file_name, write_catalogue_folder, write_instances
+
+    previous = read_calibration(args.calibration) if args.calibration else []
+    class_maps = ClassMaps(model=args.model, preset=args.preset, labels_dir=args.labels, device=args.device)
+    out = Path(args.out)
+    tables, calibrations, pixels, claimed = [], [], [], {}
+    for frame_path, frame, stem in _each_frame(args.inputs, "cataloguing"):
+        target = out / f"{stem}_clusters.tif"
+        _claim_stem(stem, frame_path, target, claimed)
+        result = catalogue_frame(
+            frame, class_maps(frame, stem), gain=args.gain, ev_per_e=args.ev_per_e, allow_empty=True,
+            previous=find_calibration(previous, frame_file_name(frame), frame.hdu, frame.extname),
+        )
+        write_instances(target, result.instances)
+        tables.append(result.table)
+        calibrations.append(result.calibration)
+        pixels.append(frame.data.shape[0] * frame.data.shape[1])
+    if not any(len(table) for table in tables):
+        raise InputError(f"no cluster pixel in the class map of any frame ({', '.join(claimed)}); nothing to catalogue")
+    write_catalogue_folder(
+        out, tables, calibrations, pixels, source=class_maps.description, ev_per_e=args.ev_per_e, root=args.root
+    )
+    n_clusters = sum(len(table) for table in tables)
+    print(f"catalogued {n_clusters} cluster(s) in {len(tables)} amplifier image(s): {out / 'clusters.csv'}, "
+          f"{out / 'summary.md'}, {out / 'spectrum.png'}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     """List the models shipped in the package, which predict and evaluate accept by name."""
     from .bundled import BUNDLED_DIR, bundled_models
@@ -386,6 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map (--against truth)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "catalogue", help="calibrate frames and write the cluster catalogue (CSV, Parquet), spectrum and summary"
+    )
+    p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
+    p.add_argument("--out", required=True, help="output folder")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", help="class maps from this model (default: the bundled default); " + _MODEL_HELP)
+    source.add_argument("--preset", choices=["physical"], help="class maps from the physical auto-label preset")
+    source.add_argument("--labels", metavar="DIR", help="class maps X_labels.<png|tif|tiff|npy> from this folder")
+    gain = p.add_mutually_exclusive_group()
+    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
+    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    p.add_argument("--ev-per-e", type=float, default=3.75, help="eV per electron-hole pair (default 3.75)")
+    p.add_argument("--root", action="store_true", help="also write clusters.root (needs napari-ccdseg[root])")
+    p.add_argument("--device", default="auto", help="device for the model: auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("demo", help="simulate, train, predict and report, on embedded defaults")
     p.add_argument("--out", default="ccdseg-demo")
