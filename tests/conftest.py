@@ -1,4 +1,4 @@
-"""Test-wide settings: headless Qt, no network call from albumentations, one CPU thread pool."""
+"""Test-wide settings (headless Qt, no network call from albumentations) and the tiny_frames fixture."""
 
 import os
 

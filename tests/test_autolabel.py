@@ -1,20 +1,9 @@
-"""Auto-labeler: seed-v1 colour rules, the physical preset on synthetic frames, class weights."""
+"""Auto-labeler: seed-v1 colour rules and the physical preset on synthetic frames."""
 
 import numpy as np
 import pytest
 
-from napari_ccdseg.autolabel import (
-    LABEL_PRESETS,
-    SEED_V1_RULES,
-    ClassStats,
-    PhysicalParams,
-    Rule,
-    apply_rules,
-    class_stats,
-    class_weights,
-    label_frame,
-    to_monochrome,
-)
+from napari_ccdseg.autolabel import LABEL_PRESETS, SEED_V1_RULES, PhysicalParams, Rule, apply_rules, label_frame
 from napari_ccdseg.classes import (
     BACKGROUND,
     CLUSTER,
@@ -24,6 +13,7 @@ from napari_ccdseg.classes import (
     UNLABELLED,
 )
 from napari_ccdseg.errors import InputError
+from napari_ccdseg.io import monochrome
 
 SIZE = 64
 
@@ -92,7 +82,7 @@ def test_colour_mean_ignores_alpha():
     expected = [[GLOWING, HOT_PIXEL], [CLUSTER, BACKGROUND]]
     for alpha in (0, 255):
         rgba = np.dstack([rgb, np.full((2, 2), alpha, dtype=np.uint8)])
-        assert to_monochrome(rgba)[0, 0] == pytest.approx(100.0)
+        assert monochrome(rgba)[0, 0] == pytest.approx(100.0)
         np.testing.assert_array_equal(label_frame(rgba, "seed-v1"), expected)
     np.testing.assert_array_equal(label_frame(rgb, "seed-v1"), expected)
     assert SEED_V1_RULES[0].cls == BACKGROUND
@@ -256,51 +246,3 @@ def test_min_cluster_pixels_one_keeps_lone_pixels():
     assert len(spikes) == 12
     labels = label_frame(frame, params=PhysicalParams(min_cluster_pixels=1))
     assert np.all(labels[tuple(np.transpose(spikes))] == CLUSTER)
-
-
-# --- statistics and class weights ------------------------------------------------------------
-
-
-def test_class_stats_counts_and_percentages():
-    first = np.array([[0, 0, 1], [2, 3, 255]], dtype=np.uint8)
-    second = np.array([[0, 3, 3, 255]], dtype=np.int64)
-    stats = class_stats([first, second])
-    np.testing.assert_array_equal(stats.counts, [3, 1, 1, 3])
-    assert stats.counts.dtype == np.int64
-    assert stats.unlabelled == 2
-    assert stats.total == 8
-    np.testing.assert_allclose(stats.percentages, [37.5, 12.5, 12.5, 37.5])
-    np.testing.assert_array_equal(class_stats(first).counts, [2, 1, 1, 1])
-    np.testing.assert_array_equal(class_stats(first.astype(np.uint64)).counts, [2, 1, 1, 1])
-    table = stats.table()
-    assert "| cluster | 3 | 37.50 |" in table and "unlabelled | 2" in table
-
-
-@pytest.mark.parametrize("bad", [np.array([[0, 7]]), np.array([[0.0, 1.0]]), np.array([[-1, 0]])])
-def test_class_stats_refuses_values_outside_the_scheme(bad):
-    with pytest.raises(InputError, match="label map 0"):
-        class_stats([bad])
-
-
-def test_class_weights_reproduce_the_original():
-    stats = ClassStats(np.array([4090, 2510, 2140, 1260], dtype=np.int64))
-    weights = class_weights(stats)
-    assert weights.dtype == np.float32
-    np.testing.assert_allclose(weights, [0.514, 0.840, 0.983, 1.663], atol=5e-3)
-    assert weights.sum() == pytest.approx(N_CLASSES)
-
-
-def test_absent_class_gets_zero_weight_and_a_warning():
-    maps = [np.array([[0, 0, 0, 1, 1, 3, 255]], dtype=np.uint8)]
-    with pytest.warns(UserWarning, match="hot pixel"):
-        weights = class_weights(maps)
-    assert weights[HOT_PIXEL] == 0
-    assert np.all(np.isfinite(weights))
-    assert weights.sum() == pytest.approx(N_CLASSES)
-    assert weights[CLUSTER] > weights[GLOWING] > weights[BACKGROUND] > 0
-
-
-def test_all_unlabelled_has_no_weights():
-    with pytest.raises(InputError, match="no labelled pixel"):
-        class_weights([np.full((4, 4), UNLABELLED, dtype=np.uint8)])
-    assert "| background | 0 | 0.00 | - |" in class_stats([np.full((2, 2), 255)]).table()

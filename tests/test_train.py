@@ -6,7 +6,7 @@ import pytest
 from napari_ccdseg.dataset import LabelledFrame
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.modelfile import load_model, read_metadata
-from napari_ccdseg.train import TrainConfig, loss_weights, scores_from_confusion, split_frames, train
+from napari_ccdseg.train import TrainConfig, scores_from_confusion, split_frames, train
 from napari_ccdseg.updates import EpochUpdate, LogUpdate, StepUpdate
 
 FAST = dict(epochs=2, steps_per_epoch=2, batch_size=2, tile_size=32, device="cpu")
@@ -93,14 +93,6 @@ def test_frame_split_is_seeded_and_disjoint(tiny_frames):
     b = split_frames(tiny_frames, 0.25, seed=1)
     assert [f.name for f in a[1]] == [f.name for f in b[1]]
     assert not {f.name for f in a[0]} & {f.name for f in a[1]}
-
-
-def test_loss_weights_modes(tiny_frames):
-    inverse = loss_weights(tiny_frames, "inverse")
-    sqrt = loss_weights(tiny_frames, "sqrt")
-    assert inverse.sum() == pytest.approx(4, rel=1e-4) and sqrt.sum() == pytest.approx(4, rel=1e-4)
-    assert sqrt.max() / sqrt.min() <= inverse.max() / inverse.min() + 1e-6
-    assert np.array_equal(loss_weights(tiny_frames, "none"), np.ones(4, np.float32))
 
 
 def test_scores_from_confusion():

@@ -1,16 +1,21 @@
 """Atomic file writes: a temp file in the same folder, then ``os.replace``.
 
 A crash, Ctrl-C or full disk mid-write leaves the previous file intact and no half file:
-users must never lose a model or a label map they made.
+users must never lose a model or a label map they made. JSON files go through
+:func:`jsonable`, the one conversion of numpy values, tuples and paths to plain JSON.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import numpy as np
 
 from .errors import InputError
 
@@ -58,3 +63,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars and arrays, tuples and paths converted, NaN and infinities
+    as null (JSON has no NaN); anything else is left for ``json.dumps`` to accept or refuse."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | Path, document: Any, indent: int = 2) -> Path:
+    """Write ``document`` as strict JSON (through :func:`jsonable`) atomically."""
+    return atomic_write_text(path, json.dumps(jsonable(document), indent=indent, allow_nan=False))

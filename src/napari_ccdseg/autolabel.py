@@ -41,29 +41,20 @@ Two presets:
     glow-free pedestal; with ``row_pedestal`` the row medians are removed first, which follows
     a baseline drifting along the readout but also removes glow that runs along whole rows.
 
-Statistics and class weights (the inverse presence rule of the original project) close the
-module; the training loss uses the weights.
+Class statistics and the loss's class weights live with the class scheme, in :mod:`classes`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from .classes import (
-    BACKGROUND,
-    CLASS_NAMES,
-    CLUSTER,
-    GLOWING,
-    HOT_PIXEL,
-    N_CLASSES,
-    UNLABELLED,
-)
+from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
 from .errors import InputError
+from .io import monochrome
 from .noise import check_finite, pedestal_noise, row_pedestals
 
 
@@ -151,22 +142,6 @@ class PhysicalParams:
         return asdict(self)
 
 
-def to_monochrome(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Float32 value per pixel: the frame itself, or the mean of R, G, B (alpha ignored)."""
-    array = np.asarray(image)
-    if array.dtype.kind not in "biuf" or array.size == 0:
-        raise InputError(
-            f"{name}: expected a non-empty numeric image, got {array.dtype} {array.shape}"
-        )
-    if array.ndim == 2:
-        return array.astype(np.float32)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return array[..., :3].mean(axis=-1, dtype=np.float32)
-    raise InputError(
-        f"{name}: expected a 2-D frame or an (H, W, 3|4) colour image, got shape {array.shape}"
-    )
-
-
 def apply_rules(
     v: np.ndarray, rules: Iterable[Rule], unmatched: int = UNLABELLED
 ) -> np.ndarray:
@@ -197,7 +172,7 @@ def label_frame(
         )
     if not 0 <= unmatched <= 255:
         raise InputError(f"{name}: the unmatched label must be 0-255, got {unmatched}")
-    v = to_monochrome(image, name)
+    v = monochrome(image, name).astype(np.float32)
     check_finite(v, name)
     if preset == "seed-v1":
         return apply_rules(v, SEED_V1_RULES, unmatched)
@@ -339,96 +314,3 @@ def _hysteresis(residual: np.ndarray, p: PhysicalParams, exclude: np.ndarray) ->
     seeded &= np.bincount(regions.ravel(), minlength=count + 1) >= p.min_cluster_pixels
     seeded[0] = False
     return seeded[regions]
-
-
-@dataclass
-class ClassStats:
-    """Pixel counts per class over one frame or a dataset; 255 counted apart as unlabelled."""
-
-    counts: np.ndarray
-    unlabelled: int = 0
-
-    @property
-    def total(self) -> int:
-        """Labelled pixels (the base of the percentages; unlabelled ones excluded)."""
-        return int(self.counts.sum())
-
-    @property
-    def percentages(self) -> np.ndarray:
-        """Per class, % of the labelled pixels (all zero when none is labelled)."""
-        return self.counts * (100.0 / self.total) if self.total else np.zeros(N_CLASSES)
-
-    def table(self) -> str:
-        """Markdown table of class, pixels, % and class weight, for reports and the CLI."""
-        weights = _weights_quietly(self)
-        lines = ["| class | pixels | % | weight |", "|---|---:|---:|---:|"]
-        for index, name in enumerate(CLASS_NAMES):
-            weight = "-" if weights is None else f"{weights[index]:.3f}"
-            lines.append(
-                f"| {name} | {self.counts[index]} | {self.percentages[index]:.2f} | {weight} |"
-            )
-        lines.append(f"| unlabelled | {self.unlabelled} | - | - |")
-        return "\n".join(lines)
-
-
-def class_stats(label_maps: Iterable[np.ndarray] | np.ndarray) -> ClassStats:
-    """Counts over label maps (a single array counts as one map)."""
-    if isinstance(label_maps, np.ndarray):
-        label_maps = [label_maps]
-    counts = np.zeros(N_CLASSES, dtype=np.int64)
-    unlabelled = 0
-    for index, label_map in enumerate(label_maps):
-        histogram = _histogram(label_map, f"label map {index}")
-        counts += histogram[:N_CLASSES]
-        unlabelled += int(histogram[UNLABELLED])
-    return ClassStats(counts, unlabelled)
-
-
-def _histogram(label_map: np.ndarray, name: str) -> np.ndarray:
-    """Counts of values 0..255, refusing values outside the class scheme."""
-    flat = np.asarray(label_map).ravel()
-    if flat.dtype.kind not in "iu" or (flat.size and (flat.min() < 0 or flat.max() > 255)):
-        raise InputError(f"{name}: expected integer class indices 0-{N_CLASSES - 1} or 255")
-    histogram = np.bincount(flat.astype(np.intp), minlength=256).astype(np.int64)
-    stray = np.flatnonzero(histogram[N_CLASSES:UNLABELLED]) + N_CLASSES
-    if stray.size:
-        raise InputError(
-            f"{name}: values {stray.tolist()} are not classes 0-{N_CLASSES - 1} "
-            f"or {UNLABELLED} (unlabelled)"
-        )
-    return histogram
-
-
-def class_weights(
-    stats_or_label_maps: ClassStats | Iterable[np.ndarray] | np.ndarray,
-) -> np.ndarray:
-    """Inverse class presence, normalised to sum to N_CLASSES (the original project's rule).
-
-    A class absent from the data gets weight 0 and a warning: the loss then ignores it instead
-    of blowing up on an infinite weight.
-    """
-    stats = (
-        stats_or_label_maps
-        if isinstance(stats_or_label_maps, ClassStats)
-        else class_stats(stats_or_label_maps)
-    )
-    if stats.total == 0:
-        raise InputError("class weights: no labelled pixel, every pixel is unlabelled (255)")
-    present = stats.counts > 0
-    for index in np.flatnonzero(~present):
-        warnings.warn(
-            f"class weights: class '{CLASS_NAMES[index]}' is absent from the labels; weight 0",
-            stacklevel=2,
-        )
-    inverse = np.zeros(N_CLASSES)
-    inverse[present] = stats.total / stats.counts[present]
-    return (inverse * (N_CLASSES / inverse.sum())).astype(np.float32)
-
-
-def _weights_quietly(stats: ClassStats) -> np.ndarray | None:
-    """Weights for a table: no warning (the table shows the zero), None if undefined."""
-    if stats.total == 0:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return class_weights(stats)

@@ -1,8 +1,8 @@
 """Models shipped inside the package, so users can predict right after installing.
 
 A bundled model is ``models/<name>.safetensors`` in the package, with ``models/<name>.json``
-beside it: the model card (how it was trained, by which script and seed, what it reached). The
-name ``default`` is what the CLI and the Predict widget use when no model file is chosen.
+beside it: the model card (how it was trained, by which script and seed, what it reached).
+:func:`resolve_model` turns whatever the user typed (or left empty) into a model file.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .modelfile import MODEL_SUFFIX
+from .modelfile import MODEL_SUFFIX, model_file_path
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "default"
@@ -46,17 +46,29 @@ def bundled_models(folder: Path | None = None) -> dict[str, BundledModel]:
     return models
 
 
-def resolve_model(name_or_path: str | Path, folder: Path | None = None) -> Path:
-    """A model file path from a path, or from the name of a bundled model (``default``).
+def resolve_model(name_or_path: str | Path | None, folder: Path | None = None) -> Path:
+    """The model file meant by what the user gave: the one rule for the CLI and the widgets.
 
-    An existing file wins over a bundled model of the same name, so a user's own file called
-    ``default`` is never shadowed.
+    In order: nothing (None or an empty field) means the bundled ``default`` model; an existing
+    file wins over a bundled model of the same name, so a user's own file called ``default`` is
+    never shadowed; ``m`` finds ``m.safetensors`` (what ``ccdseg train --out m`` wrote); then a
+    bundled model's name. A path that matches none of these is returned for the loader to report.
     """
-    path = Path(name_or_path)
-    if path.exists() or path.suffix == MODEL_SUFFIX or len(path.parts) > 1:
-        return path
+    text = "" if name_or_path is None else str(name_or_path).strip()
     models = bundled_models(folder)
-    if str(name_or_path) in models:
-        return models[str(name_or_path)].path
+    if not text:
+        if DEFAULT_MODEL not in models:
+            raise InputError("choose a model file (or train one first): no bundled default model is installed")
+        return models[DEFAULT_MODEL].path
+    path = Path(text)
+    for candidate in (path, model_file_path(path)):
+        if candidate.is_file():
+            return candidate
+    if path.suffix == MODEL_SUFFIX or len(path.parts) > 1:
+        return path
+    if text in models:
+        return models[text].path
     known = ", ".join(models) or "none installed"
-    raise InputError(f"{name_or_path}: no such model file, and no bundled model of that name (bundled: {known})")
+    raise InputError(
+        f"{text}: no such model file (nor {model_file_path(path)}), and no bundled model of that name (bundled: {known})"
+    )

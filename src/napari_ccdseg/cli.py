@@ -81,7 +81,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .autolabel import class_stats, label_frame
+    from .autolabel import label_frame
+    from .classes import class_stats
     from .io import write_label_map
 
     out = Path(args.out)
@@ -106,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
     """Train in this process; ``group`` is its rank in a distributed run (only rank 0 reports)."""
+    from .bundled import resolve_model
     from .dataset import load_labelled
     from .train import TrainConfig, train
 
@@ -116,21 +118,7 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
         from .randomise import randomised_frames
 
         frames += randomised_frames(args.randomised, args.seed)
-    config = TrainConfig(
-        architecture=args.config,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        batch_size=args.batch_size,
-        tile_size=args.tile,
-        learning_rate=args.lr,
-        optimiser=args.optimiser,
-        val_split=args.val_split,
-        augment=not args.no_augment,
-        class_weighting=args.class_weighting,
-        seed=args.seed,
-        device=args.device,
-        max_minutes=args.max_minutes,
-    )
+    config = TrainConfig.from_options(vars(args))  # train options are named as the config's fields
     reports = group is None or group.is_writer
     progress = TrainProgressPrinter()
     try:
@@ -139,7 +127,7 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
             args.out,
             config,
             progress=progress if reports else None,
-            init_model=args.fine_tune,
+            init_model=args.fine_tune and resolve_model(args.fine_tune),
             metadata={"label_preset": args.preset, "randomised_frames": args.randomised},
             distributed=group,
         )
@@ -318,6 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; one sub-parser per stage."""
     from .autolabel import LABEL_PRESETS
+    from .classes import CLASS_WEIGHTINGS
     from .simulate import SIM_PRESETS
     from .train import OPTIMISERS, TrainConfig
     from .unet import UNET_CONFIGS
@@ -361,22 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--steps", type=int, default=TrainConfig.steps_per_epoch, help="optimiser steps per epoch")
+    p.add_argument("--steps", dest="steps_per_epoch", type=int, default=TrainConfig.steps_per_epoch, help="optimiser steps per epoch")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--tile", type=int, default=TrainConfig.tile_size, help="training tile size in pixels")
-    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--tile", dest="tile_size", type=int, default=TrainConfig.tile_size, help="training tile size in pixels")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--optimiser", choices=OPTIMISERS, default=TrainConfig.optimiser)
     p.add_argument("--val-split", type=float, default=TrainConfig.val_split)
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument(
-        "--class-weighting", choices=["inverse", "sqrt", "none"], default=TrainConfig.class_weighting,
+        "--class-weighting", choices=CLASS_WEIGHTINGS, default=TrainConfig.class_weighting,
         help="loss weights from class presence: inverse (the original's), its square root, or none",
     )
     p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time, keeping the best model")
-    p.add_argument("--config", choices=sorted(UNET_CONFIGS), default="small", help="network architecture")
+    p.add_argument("--config", dest="architecture", choices=sorted(UNET_CONFIGS), default="small", help="network architecture")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fine-tune", metavar="MODEL", help="start from this model file")
+    p.add_argument("--fine-tune", metavar="MODEL", help="start from this model: " + _MODEL_HELP)
     p.add_argument(
         "--distributed", action="store_true",
         help="one of N data-parallel processes: start with torchrun --nproc-per-node N",

@@ -61,9 +61,9 @@ def check_precision(precision: str) -> None:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The dtype that ``precision`` means on ``device``.
 
-    bfloat16 on a 2-core AVX512-BF16 CPU predicted a 4096² frame in 6.3 s instead of 9.9 s
-    (benchmarks/run_benchmarks.py), with 3.5e-5 of the pixels labelled differently and the same
-    per-class precision, recall and F1 to two digits.
+    Where bfloat16 is native it predicts faster than float32 with the same per-class scores to
+    two digits: docs/benchmarks.md ("Prediction") has the current timings, from
+    benchmarks/bench_predict.py.
     """
     check_precision(precision)
     if precision == "auto":

@@ -187,6 +187,19 @@ def is_colour(array: np.ndarray) -> bool:
     return array.ndim == 3 and array.shape[-1] in (3, 4)
 
 
+def monochrome(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """One value per pixel: a 2-D frame as it is, or the float32 mean of an RGB(A) image's colour
+    channels (alpha dropped). The one grey conversion, so labels, network input and figures agree."""
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf" or array.size == 0:
+        raise InputError(f"{source}: expected a non-empty numeric image, got {array.dtype} {array.shape}")
+    if is_colour(array):
+        return array[..., :3].mean(axis=-1, dtype=np.float32)
+    if array.ndim != 2:
+        raise InputError(f"{source}: expected a 2-D frame or an (H, W, 3|4) colour image, got shape {array.shape}")
+    return array
+
+
 def _check_image(path: Path, array: np.ndarray, allow_colour: bool) -> None:
     """Reject shapes and dtypes that cannot be a CCD frame, saying what was found."""
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):

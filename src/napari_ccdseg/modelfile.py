@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialise
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, jsonable
 from .classes import CLASS_COLOURS, CLASS_NAMES, N_CLASSES
 from .errors import InputError
 from .normalise import INPUT_CHANNELS, NORMALISATIONS, normalisation_params
@@ -52,7 +52,7 @@ def save_model(path: str | Path, model: UNet, metadata: dict) -> Path:
     path = model_file_path(path)
     header = {**metadata, **_core_metadata(model)}
     header["normalisation_params"] = _normalisation_params_for_saving(metadata)
-    text = json.dumps(header, default=_jsonable)
+    text = json.dumps(jsonable(header))
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     _write_atomically(path, serialise(tensors, metadata={METADATA_KEY: text}))
     return path
@@ -92,15 +92,6 @@ def _normalisation_params_for_saving(metadata: dict) -> dict:
     if method not in NORMALISATIONS:
         raise ValueError(f"model metadata needs 'normalisation', one of {NORMALISATIONS}")
     return normalisation_params(method, **metadata.get("normalisation_params", {}))
-
-
-def _jsonable(value: object) -> object:
-    """numpy scalars and arrays, paths: the non-JSON types training summaries tend to contain."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in model metadata")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

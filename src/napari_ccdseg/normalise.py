@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .io import is_colour
+from .io import is_colour, monochrome
 from .noise import check_finite, pedestal_noise, row_pedestals
 
 NORMALISATIONS = ("sigma", "unit")
@@ -54,7 +54,7 @@ def normalise(
     """
     _check_method(method)
     image = np.asarray(image)
-    plane = _plane(image, source)
+    plane = monochrome(image, source)
     check_finite(plane, source)
     if method == "unit":
         return _unit(plane, image.dtype)
@@ -72,20 +72,6 @@ def _check_method(method: str) -> None:
 def _check_clip(clip: float) -> None:
     if not (np.isfinite(clip) and clip > 0):
         raise InputError(f"normalisation clip must be a positive number of σ, got {clip}")
-
-
-def _plane(image: np.ndarray, source: str) -> np.ndarray:
-    """The 2-D frame itself, or the float32 mean of the RGB channels (alpha dropped)."""
-    if is_colour(image):
-        return image[..., :3].mean(axis=-1, dtype=np.float32)
-    if image.ndim != 2:
-        raise InputError(
-            f"{source}: expected a 2-D frame or an RGB(A) image, not an array of shape "
-            f"{image.shape}"
-        )
-    if image.size == 0:
-        raise InputError(f"{source}: the image is empty (shape {image.shape})")
-    return image
 
 
 def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:

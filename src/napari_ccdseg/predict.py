@@ -27,9 +27,9 @@ from .updates import StepUpdate
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 16
 DEFAULT_BATCH = {"cpu": 1, "cuda": 8}
-"""Tiles per forward pass. On a 2-core CPU one 256² tile at a time stays in cache: a 4096² frame
-took 9.2 s at batch 1, 9.6 s at 2, 11.0 s at 4, 13.3 s at 8 in float32, and 6.3 s at 1 against
-6.6 s at 2 in bfloat16 (benchmarks/bench_predict.py). GPUs need batches to fill their cores."""
+"""Tiles per forward pass. On a CPU one 256² tile at a time stays in cache and beats batches of 8
+(docs/benchmarks.md, "Prediction", from benchmarks/bench_predict.py); GPUs need
+batches to fill their cores."""
 
 
 @dataclass
@@ -65,8 +65,8 @@ class _TileRunner:
     batch, says so (a warning), and carries on with the smaller batch for the rest of the frame."""
 
     def __init__(self, model: UNet, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        # Weights in the tiles' channels_last layout: mixing layouts made a 4096² frame take
-        # 22 s instead of 14.5 s on a 2-core CPU (benchmarks/bench_predict.py). In place, once.
+        # Weights in the tiles' channels_last layout: mixing layouts made CPU prediction about
+        # 1.5x slower when it was measured (benchmarks/bench_predict.py). In place, once.
         self.model = model.to(memory_format=torch.channels_last)
         self.batch_size = max(1, batch_size)
         self.device = device

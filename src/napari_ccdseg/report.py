@@ -8,8 +8,6 @@ written to a temporary name and renamed, so a run killed midway leaves no half-w
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_json, atomic_write_text
 from .classes import BACKGROUND, CLASS_COLOURS, CLASS_NAMES, CLUSTER, N_CLASSES, colourise
 from .noise import display_range
 
@@ -48,19 +46,6 @@ def _save_figure(figure: Figure, path: Path) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=DPI)
     return Path(path)
-
-
-def _jsonable(value):
-    """Plain JSON types: numpy scalars and arrays converted, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def wilson_interval(
@@ -429,8 +414,7 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    document = _jsonable({"title": title, **evaluation, "history": history or []})
-    atomic_write_text(out / "report.json", json.dumps(document, indent=2, allow_nan=False))
+    atomic_write_json(out / "report.json", {"title": title, **evaluation, "history": history or []})
     confusion = plot_confusion(evaluation["pixel"]["confusion"], out / "confusion.png")
     figures = {"Confusion matrix": confusion}
     efficiency = plot_efficiency(evaluation["clusters"], out / "efficiency.png")
@@ -449,7 +433,7 @@ def write_report(
 def write_agreement(out: Path, summary: dict, table: str, model: str) -> None:
     """agreement.json (counts and positions) and agreement.md (the table, with its meaning)."""
     document = {"model": model, "against": "physical", **summary}
-    atomic_write_text(Path(out) / "agreement.json", json.dumps(_jsonable(document), indent=2, allow_nan=False))
+    atomic_write_json(Path(out) / "agreement.json", document)
     legend = (
         f"# Cluster agreement of {model} with the physical preset\n\n"
         "Counts are 8-connected clusters. *both*: groups of overlapping clusters (a blob over "
@@ -461,9 +445,9 @@ def write_agreement(out: Path, summary: dict, table: str, model: str) -> None:
 
 def plot_disagreement(path: Path, image: np.ndarray, comparison: dict, name: str) -> Path:
     """The frame with circles on clusters only the model found and squares on physical-only ones."""
-    from .autolabel import to_monochrome
+    from .io import monochrome
 
-    frame = to_monochrome(image, name)
+    frame = monochrome(image, name)
     rows, cols = frame.shape
     width = 8.0  # inches; the height follows the frame, so wide amplifier images fill the page
     figure = Figure(figsize=(width, min(max(width * rows / cols, 2.5), 12.0) + 1.4), layout="constrained")

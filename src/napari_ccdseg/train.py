@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,7 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_write_text
 from .augment import augment_pair, build_augmentation
-from .autolabel import class_stats, class_weights
-from .classes import CLASS_NAMES, CLUSTER, N_CLASSES, UNLABELLED
+from .classes import CLASS_NAMES, CLASS_WEIGHTINGS, CLUSTER, N_CLASSES, UNLABELLED, class_weights
 from .dataset import LabelledFrame
 from .devices import describe_device, native_bfloat16, resolve_device
 from .ddp import SingleProcess
@@ -51,7 +50,7 @@ class TrainConfig:
     cluster_oversample: float = 0.5
     """Share of training tiles centred on a cluster pixel: clusters are rare but matter most."""
     class_weighting: str = "sqrt"
-    """``inverse`` (the auto-labeler's weights), ``sqrt`` (their square root, renormalised) or ``none``.
+    """One of ``classes.CLASS_WEIGHTINGS``: ``inverse`` presence, its square root, or ``none``.
 
     ``sqrt`` by default: tiles already oversample clusters, and full inverse weights then
     over-predict rare classes (on simulated 1.6 e⁻ frames, cluster precision 0.31 vs 0.53).
@@ -70,8 +69,8 @@ class TrainConfig:
         """Refuse settings that would fail later inside torch."""
         if self.optimiser not in OPTIMISERS:
             raise InputError(f"optimiser {self.optimiser!r}: choose one of {', '.join(OPTIMISERS)}")
-        if self.class_weighting not in ("inverse", "sqrt", "none"):
-            raise InputError(f"class weighting {self.class_weighting!r}: choose inverse, sqrt or none")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise InputError(f"class weighting {self.class_weighting!r}: choose one of {', '.join(CLASS_WEIGHTINGS)}")
         if not 0 <= self.val_split < 1:
             raise InputError(f"validation split {self.val_split}: must be in [0, 1)")
         for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size"):
@@ -79,6 +78,19 @@ class TrainConfig:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")
         if self.learning_rate <= 0:
             raise InputError("learning rate must be positive")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TrainConfig:
+        """A validated config from the CLI's arguments or the widget's fields, by field name.
+
+        Other keys are ignored, as are fields given as None (they keep their defaults); a time
+        limit of 0 means none, as the widget's spin box shows it.
+        """
+        names = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in options.items() if k in names and v is not None})
+        config.max_minutes = config.max_minutes or None
+        config.validate()
+        return config
 
 
 @dataclass
@@ -214,17 +226,6 @@ def _validation_tiles(frames: list[_Prepared], config: TrainConfig) -> list[tupl
 # ---------------------------------------------------------------- loss and metrics
 
 
-def loss_weights(frames: Sequence[LabelledFrame], mode: str) -> np.ndarray:
-    """Class weights for the loss from the training labels (the auto-labeler's rule)."""
-    if mode == "none":
-        return np.ones(N_CLASSES, np.float32)
-    weights = class_weights(class_stats(f.labels for f in frames))
-    if mode == "sqrt":
-        weights = np.sqrt(weights)
-        weights *= N_CLASSES / weights.sum()
-    return weights.astype(np.float32)
-
-
 def _confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     pred = logits.argmax(1)
     keep = labels != UNLABELLED
@@ -289,7 +290,7 @@ class _Run:
         self.net = dist.wrap(self.model)  # what training steps run; self.model is what is saved
 
         train_frames, val_frames = split_frames(frames, config.val_split, config.seed)
-        weights = loss_weights(train_frames, config.class_weighting)
+        weights = class_weights([f.labels for f in train_frames], config.class_weighting)
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device), ignore_index=UNLABELLED
         )

@@ -53,11 +53,6 @@ def frame_shape(layer: Image) -> tuple[int, int]:
     return shape[:2] if layer.rgb else shape[-2:]
 
 
-def frame_data(layer: Image) -> np.ndarray:
-    """An Image layer's pixels as the core expects them: a 2-D frame or an (H, W, 3|4) colour image."""
-    return np.asarray(layer.data)
-
-
 def paired_labels(viewer: napari.Viewer, image: Image) -> dict[str, Labels]:
     """The ``<image> labels|truth|prediction`` layers that exist and have the image's shape."""
     found = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 
 import numpy as np
 from napari.layers import Image
@@ -20,8 +19,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..autolabel import LABEL_PRESETS, PhysicalParams, class_stats, class_weights
-from ..classes import BACKGROUND, CLASS_NAMES, UNLABELLED
+from ..autolabel import LABEL_PRESETS, PhysicalParams
+from ..classes import BACKGROUND, CLASS_NAMES, UNLABELLED, class_stats
+from ..errors import InputError
 from ._common import LayerCombo, WorkerWidget, combo, dspin, report_error, spin, wrapped_label
 from ._layers import image_layers, labels_layers, labels_name, set_labels, split_labels_name
 from .workers import LabelledUpdate, autolabel_worker
@@ -200,7 +200,7 @@ class AutolabelWidget(WorkerWidget):
         """Label the chosen image and add or update ``<image> labels``."""
         layer = self.image.layer()
         if layer is None:
-            report_error(_input_error("choose an image layer to label"), "auto-labelling")
+            report_error(InputError("choose an image layer to label"), "auto-labelling")
             return
         self._run([layer])
 
@@ -237,7 +237,7 @@ class AutolabelWidget(WorkerWidget):
     def show_stats(self, labels: np.ndarray) -> None:
         """Fill the table for one label map; under it, the weights over every '… labels' layer."""
         stats = class_stats(labels)
-        weights = _weights(stats)
+        weights = stats.weights()
         for row in range(len(CLASS_NAMES)):
             values = [f"{stats.counts[row]:,}", f"{stats.percentages[row]:.3f}", "-" if weights is None else f"{weights[row]:.3f}"]
             for column, text in enumerate(values):
@@ -247,7 +247,7 @@ class AutolabelWidget(WorkerWidget):
             self.table.setItem(len(CLASS_NAMES), column, QTableWidgetItem("-"))
         maps = [layer.data for layer in labels_layers(self.viewer) if (split_labels_name(layer.name) or ("", ""))[1] == "labels"]
         if maps:
-            all_weights = _weights(class_stats(maps))
+            all_weights = class_stats(maps).weights()
             text = "-" if all_weights is None else ", ".join(f"{w:.3f}" for w in all_weights)
             self.dataset_line.setText(f"Class weights over all {len(maps)} '… labels' layer(s): [{text}]")
 
@@ -255,18 +255,3 @@ class AutolabelWidget(WorkerWidget):
         self.timer.stop()
         self.preview_stop.set()
         super().closeEvent(event)
-
-
-def _weights(stats) -> np.ndarray | None:
-    """Class weights (0 for an absent class, as the core gives them), None when nothing is labelled."""
-    if stats.total == 0:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return class_weights(stats)
-
-
-def _input_error(message: str):
-    from ..errors import InputError
-
-    return InputError(message)

@@ -76,7 +76,7 @@ class PredictWidget(WorkerWidget):
             tip="model file; left empty, the bundled default model",
         )
         self.model.edit.setPlaceholderText(
-            "bundled default model" if bundled_default() else "no bundled model: choose a file or train one"
+            "bundled default model" if DEFAULT_MODEL in bundled_models() else "no bundled model: choose a file or train one"
         )
         self.last_button = QPushButton("Use last trained")
         self.last_button.clicked.connect(lambda: self.model.setText(self.session.model_path))
@@ -208,10 +208,7 @@ class PredictWidget(WorkerWidget):
         if self.busy:
             return
         try:
-            typed = self.model.text()
-            model = str(resolve_model(typed)) if typed else bundled_default()  # a name as in the CLI
-            if not model:
-                raise InputError("choose a model file (or train one first): no bundled default model is installed")
+            model = str(resolve_model(self.model.text()))  # empty: the bundled default, as the CLI reads names
             names = [n for n in self.checked_images() if n in self.viewer.layers]
             if not names:
                 raise InputError("check at least one image layer to predict")
@@ -326,16 +323,6 @@ class PredictWidget(WorkerWidget):
             return []
         self.correct_status.setText(f"saved {', '.join(written)}")
         return written
-
-
-def bundled_default() -> str:
-    """The bundled default model's path, or "" when none is installed.
-
-    Looked up by name among the bundled models rather than through ``resolve_model``, so a file
-    called ``default`` in the working folder never stands in for it.
-    """
-    model = bundled_models().get(DEFAULT_MODEL)
-    return "" if model is None else str(model.path)
 
 
 def _class_colormap(index: int):

@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -25,6 +26,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..bundled import resolve_model
+from ..classes import CLASS_WEIGHTINGS
 from ..dataset import LabelledFrame
 from ..devices import available_devices, describe_device, resolve_device
 from ..io import validated_labels
@@ -116,7 +119,7 @@ class TrainWidget(WorkerWidget):
         self.learning_rate = dspin(defaults.learning_rate, 1e-6, 10.0, step=1e-4, decimals=6)
         self.optimiser = combo(OPTIMISERS, defaults.optimiser)
         self.class_weighting = combo(
-            ("inverse", "sqrt", "none"), defaults.class_weighting,
+            CLASS_WEIGHTINGS, defaults.class_weighting,
             "loss weights from the training labels: inverse class presence, its square root, or none",
         )
         self.seed = spin(defaults.seed, 0, 2**31 - 1, "random seed of tiles, augmentation and initial weights")
@@ -267,23 +270,15 @@ class TrainWidget(WorkerWidget):
     # ------------------------------------------------------------ run
 
     def config(self) -> TrainConfig:
-        config = TrainConfig(
-            architecture=self.architecture.currentText(),
-            epochs=self.epochs.value(),
-            steps_per_epoch=self.steps.value(),
-            batch_size=self.batch_size.value(),
-            tile_size=self.tile_size.value(),
-            learning_rate=self.learning_rate.value(),
-            optimiser=self.optimiser.currentText(),
-            val_split=self.val_split.value(),
-            augment=self.augment.isChecked(),
-            class_weighting=self.class_weighting.currentText(),
-            seed=self.seed.value(),
-            device=self.device.currentText(),
-            max_minutes=self.max_minutes.value() or None,
-        )
-        config.validate()
-        return config
+        """The settings as a validated TrainConfig (field name -> box, as the CLI names its options)."""
+        boxes = {
+            "architecture": self.architecture, "epochs": self.epochs, "steps_per_epoch": self.steps,
+            "batch_size": self.batch_size, "tile_size": self.tile_size, "learning_rate": self.learning_rate,
+            "optimiser": self.optimiser, "val_split": self.val_split, "augment": self.augment,
+            "class_weighting": self.class_weighting, "seed": self.seed, "device": self.device,
+            "max_minutes": self.max_minutes,
+        }
+        return TrainConfig.from_options({name: _value(box) for name, box in boxes.items()})
 
     def start(self, init_model: str | None = None) -> None:
         """Train on the checked pairs (and the folder) in a worker."""
@@ -304,6 +299,7 @@ class TrainWidget(WorkerWidget):
                     "no training data: check at least one image + labels pair, choose a folder, "
                     "or add randomised frames"
                 )
+            init_model = init_model and str(resolve_model(init_model))  # a name, as the CLI reads it
             if init_model and not Path(init_model).is_file():
                 raise InputError(f"{init_model}: model file to fine-tune not found")
             model_path = self.model_path.text()
@@ -397,7 +393,7 @@ class TrainWidget(WorkerWidget):
             self.log.appendPlainText(update.message)
 
     def _finished(self, result: TrainResult | None) -> None:
-        if result is None:  # stopped before the first step: no model was written
+        if result is None:  # stopped while the randomised frames were simulated: nothing trained
             self.status.setText("stopped before training began; no model written")
             return
         self.result = result
@@ -416,3 +412,10 @@ class TrainWidget(WorkerWidget):
             self.progress_bar.setValue(self.progress_bar.maximum())
         if self.result is not None and self.model_path.text() == self._auto_model_path:
             self._new_default_path()  # the next run must not overwrite this model
+
+
+def _value(box):
+    """A form widget's value: spin boxes' number, a combo's text, a check box's state."""
+    if isinstance(box, QCheckBox):
+        return box.isChecked()
+    return box.currentText() if isinstance(box, QComboBox) else box.value()
