@@ -21,6 +21,7 @@ from napari_ccdseg.simulate import (
     SimConfig,
     SimulatedFrame,
     _dominant_event,
+    dark_current_map,
     diffusion_sigma_um,
     frame_seed,
     simulate_ccd,
@@ -471,9 +472,12 @@ def test_dark_current_can_ramp_along_the_columns_too():
     config = dark_only(rows=250, cols=400, dark_current_e=0.5, dark_current_col_ramp=0.5)
     frame = simulate_frame(config, seed=4)
     assert frame.metadata["dark_current_e_per_row"] == [0.5] * 250  # column-averaged: flat along the rows
+    truth = dark_current_map(config)
+    assert truth.shape == (250, 400) and truth.mean() == pytest.approx(0.5, rel=1e-9)
     cols = np.arange(400)
     for band in np.split(cols, 4):
         expected = 0.5 * (1 + 0.5 * (2 * (band + 0.5) / 400 - 1)).mean()
+        assert truth[:, band].mean() == pytest.approx(expected, rel=1e-9)
         measured = frame.image[:, band].mean()
         assert measured == pytest.approx(expected, abs=4 * np.sqrt(expected / frame.image[:, band].size))
 
