@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .classes import CLUSTER, HOT_PIXEL
+from .classes import CLUSTER, GLOWING, HOT_PIXEL
 from .errors import InputError
 from .metrics import cluster_instances
 
@@ -49,6 +49,9 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "n_cols", "n_rows", "fill", "qmax_x", "qmax_y",
 )
 """Every column of the catalogue, in file order (units in docs/catalogue.md)."""
+
+CALIBRATION_EXCLUDED = (CLUSTER, HOT_PIXEL, GLOWING)
+"""Classes whose pixels the calibration histogram leaves out: only background pixels form the comb."""
 
 ROOT_TREE = "clustersRec"
 """Name of the ROOT tree, after DAMIC-M's reconstruction output."""
@@ -340,8 +343,9 @@ def catalogue_frame(
     ev_per_e: float = EV_PER_E,
     allow_empty: bool = False,
 ) -> FrameCatalogue:
-    """Calibrate ``frame`` (unless ``calibration`` is given) with the class map's clusters and hot
-    pixels left out of the histogram, then catalogue the clusters of ``labels``.
+    """Calibrate ``frame`` (unless ``calibration`` is given) with the class map's clusters, hot pixels
+    and glowing pixels left out of the histogram (glow adds a second, larger dark current that the
+    comb of one Poisson λ cannot describe), then catalogue the clusters of ``labels``.
 
     ``gain`` and ``previous`` are the calibration's fallbacks when the peaks are not resolved
     (see ``calibrate.calibrate_frame``).
@@ -350,7 +354,7 @@ def catalogue_frame(
     if calibration is None:
         from .calibrate import calibrate_frame
 
-        exclude = np.isin(labels, (CLUSTER, HOT_PIXEL)) if np.shape(labels) == np.shape(frame.data) else None
+        exclude = np.isin(labels, CALIBRATION_EXCLUDED) if np.shape(labels) == np.shape(frame.data) else None
         calibration = calibrate_frame(
             frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
             exclude=exclude, gain=gain, previous=previous,

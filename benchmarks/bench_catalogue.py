@@ -1,0 +1,190 @@
+"""Cluster catalogue: charge/energy bias and resolution against simulated truth, and its speed.
+
+Run from the repository root: ``python benchmarks/bench_catalogue.py [--quick]``. Prints markdown.
+
+1. **Accuracy**: electron-resolving simulated frames in ADU (σ = 0.15 e⁻, gain 5 ADU/e⁻, dark current
+   0.05 e⁻/px, the default mix of points, muons, electron tracks and defects), each calibrated from
+   its own comb of electron peaks (background pixels of the class map), catalogued with three class maps: the truth labels, the
+   ``physical`` preset and the bundled default model. Each true point cluster is matched to the
+   catalogue cluster holding most of its pixels; catalogue clusters matched by two true ones
+   (merged) are left out. Per bin of true energy: found share, and the median (bias) and
+   1.4826·MAD (resolution) of charge_e / collected electrons − 1 and of energy_kev / deposited
+   energy − 1 (the latter also holds the Fano spread and the simulator's 3.77 eV per pair against
+   the catalogue's 3.75).
+2. **Speed**: one 4-amplifier readout of 1536 rows × 6144 columns, stored as 4 FITS extensions of
+   1536 × 1536 (one per amplifier, as multi-amplifier files come), ``damic-m`` preset physics;
+   wall time of each stage of ``ccdseg catalogue`` with the bundled default model: read, predict,
+   calibrate, table (electrons + cluster_table), write (instance TIFFs, CSV, Parquet, JSON,
+   spectrum, summary). ``--quick`` uses 4 × 256².
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_ccdseg.autolabel import label_frame
+from napari_ccdseg.calibrate import calibrate_frame
+from napari_ccdseg.catalogue import (
+    CALIBRATION_EXCLUDED, ClassMaps, catalogue_frame, write_catalogue_folder, write_instances,
+)
+from napari_ccdseg.io import Frame, output_stem, read_frames
+from napari_ccdseg.simulate import SIM_PRESETS, AmplifierLayout, SimConfig, simulate_dataset, simulate_frame
+
+ENERGY_EDGES_KEV = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)
+ACCURACY_CONFIG = SimConfig(
+    rows=512, cols=512, units="adu", gain_adu_per_e=5.0, pedestal_adu=1000.0, read_noise_e=0.15,
+    dark_current_e=0.05, cluster_rate=150.0,
+)
+
+
+def _match(truth: np.ndarray, catalogue: np.ndarray) -> dict[int, int]:
+    """True id -> catalogue id holding most of its pixels, leaving out catalogue clusters two true ones share."""
+    both = (truth > 0) & (catalogue > 0)
+    pairs, counts = np.unique(
+        np.stack([truth[both].astype(np.int64), catalogue[both].astype(np.int64)]), axis=1, return_counts=True
+    )
+    best: dict[int, tuple[int, int]] = {}
+    for (t, c), n in zip(pairs.T.tolist(), counts.tolist()):
+        if n > best.get(t, (0, -1))[1]:
+            best[t] = (c, n)
+    owners = np.bincount([c for c, _ in best.values()], minlength=int(catalogue.max()) + 1)
+    return {t: c for t, (c, _) in best.items() if owners[c] == 1}
+
+
+def accuracy(n_frames: int, side: int) -> list[str]:
+    """Markdown table: bias and resolution per energy bin and class-map source."""
+    config = dataclasses.replace(ACCURACY_CONFIG, rows=side, cols=side)
+    maps = ClassMaps(device="cpu")
+    rows: dict[str, list[tuple[float, float, float, float]]] = {"truth": [], "physical": [], "default model": []}
+    n_true: list[float] = []
+    gains = []
+    for seed in range(n_frames):
+        sim = simulate_frame(config, seed=100 + seed)
+        frame = Frame(sim.image, f"sim{seed}")
+        sources = {
+            "truth": sim.labels,
+            "physical": label_frame(sim.image, "physical", name=frame.name),
+            "default model": maps(frame, frame.name),
+        }
+        points = [c for c in sim.metadata["clusters"] if c["kind"] == "point"]
+        n_true += [c["energy_kev"] for c in points]
+        for name, labels in sources.items():  # each calibrated as ccdseg catalogue does, with its own class map
+            result = catalogue_frame(frame, labels, allow_empty=True)
+            table, instances = result.table, result.instances
+            gains.append(result.calibration.gain_adu_per_e / config.gain_adu_per_e - 1)
+            matched = _match(sim.instances, instances)
+            for c in points:
+                cid = matched.get(c["id"])
+                if cid is not None:
+                    row = table.iloc[cid - 1]
+                    rows[name].append((c["energy_kev"], c["electrons"], row.charge_e, row.energy_kev))
+    lines = [
+        f"{n_frames} frames of {side}², gain fitted within {100 * max(map(abs, gains)):.2f} % of the truth; "
+        f"{len(n_true)} true point clusters",
+        "",
+        "| class map | true energy [keV] | true | found | charge bias | charge resolution | energy bias | energy resolution |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    true_energy = np.asarray(n_true)
+    for name, entries in rows.items():
+        data = np.asarray(entries, dtype=np.float64).reshape(-1, 4)
+        for lo, hi in zip(ENERGY_EDGES_KEV[:-1], ENERGY_EDGES_KEV[1:]):
+            in_bin = (data[:, 0] >= lo) & (data[:, 0] < hi)
+            total = int(((true_energy >= lo) & (true_energy < hi)).sum())
+            if not total:
+                continue
+            q = data[in_bin, 2] / data[in_bin, 1] - 1
+            e = data[in_bin, 3] / data[in_bin, 0] - 1
+            lines.append(
+                f"| {name} | {lo:g}–{hi:g} | {total} | {in_bin.sum() / total:.0%} | {_pct(np.median(q))} "
+                f"| {_pct(_robust_sigma(q), sign='')} | {_pct(np.median(e))} | {_pct(_robust_sigma(e), sign='')} |"
+            )
+    return lines
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else float("nan")
+
+
+def _pct(value: float, sign: str = "+") -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:{sign}.1f} %"
+
+
+def speed(side: int, amplifiers: int = 4) -> list[str]:
+    """Markdown table: wall time per stage of cataloguing one multi-amplifier FITS file."""
+    config = dataclasses.replace(
+        SIM_PRESETS["damic-m"], rows=side, cols=side, prescan_cols=0, overscan_cols=0, overscan_rows=0
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (path,) = simulate_dataset(Path(tmp) / "data", 1, config, seed=5, fmt="fits",
+                                   layout=AmplifierLayout(amplifiers=amplifiers))
+        start = time.perf_counter()
+        maps = ClassMaps(device="cpu")
+        load_s = time.perf_counter() - start
+        stages = dict.fromkeys(("read", "predict", "calibrate", "table", "write"), 0.0)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stages[stage] += now - clock
+            clock = now
+
+        out = Path(tmp) / "catalogue"
+        frames = read_frames(path)
+        lap("read")
+        tables, calibrations, pixels = [], [], []
+        for frame in frames:
+            stem = output_stem(path, frame.name, len(frames))
+            labels = maps(frame, stem)
+            lap("predict")
+            exclude = np.isin(labels, CALIBRATION_EXCLUDED)
+            calibration = calibrate_frame(frame.data, frame=path.name, hdu=frame.hdu, extname=frame.extname,
+                                          header=frame.header, exclude=exclude)
+            lap("calibrate")
+            result = catalogue_frame(frame, labels, calibration=calibration, allow_empty=True)
+            lap("table")
+            write_instances(out / f"{stem}_clusters.tif", result.instances)
+            tables.append(result.table)
+            calibrations.append(calibration)
+            pixels.append(frame.data.size)
+            lap("write")
+        write_catalogue_folder(out, tables, calibrations, pixels, source=maps.description)
+        lap("write")
+    total = sum(stages.values())
+    n_clusters = sum(len(t) for t in tables)
+    methods = ", ".join(sorted({c.method for c in calibrations}))
+    return [
+        f"{amplifiers} amplifiers × {side}×{side} ({amplifiers * side * side / 1e6:.1f} MPix), {n_clusters} clusters, "
+        f"calibration method {methods}; model loaded once in {load_s:.2f} s (not counted)",
+        "",
+        "| " + " | ".join(stages) + " | total |",
+        "|" + "---:|" * (len(stages) + 1),
+        "| " + " | ".join(f"{s:.2f} s" for s in stages.values()) + f" | **{total:.2f} s** |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small frames: a check that it runs, not numbers")
+    args = parser.parse_args()
+    import torch
+
+    print(f"bench_catalogue, {os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, "
+          f"torch threads {torch.get_num_threads()}{', quick' if args.quick else ''}\n")
+    print("## Accuracy against simulated truth\n")
+    print("\n".join(accuracy(n_frames=1 if args.quick else 6, side=256 if args.quick else 512)))
+    print("\n## Speed of `ccdseg catalogue` (bundled default model)\n")
+    print("\n".join(speed(256 if args.quick else 1536)))
+
+
+if __name__ == "__main__":
+    main()
