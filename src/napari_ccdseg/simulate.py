@@ -8,11 +8,13 @@ pixel by pixel. The physics and every formula are in ``docs/simulation.md``; in 
   σ_xy² = −A ln(1 − b z) and binned into pixels, all at once;
 - defects (amplifier glow, a band of glowing columns, hot pixels, hot segments, hot columns) are
   expected-charge maps, drawn with Poisson statistics;
-- dark current is Poisson, read noise Gaussian; prescan/overscan columns and overscan rows get
-  noise only;
+- dark current is Poisson, optionally rising linearly along the readout (rows, columns), read
+  noise Gaussian; prescan/overscan columns and overscan rows get noise only; an optional full
+  well clips each pixel's charge;
 - readout realism (all off by default): serial charge-transfer inefficiency trails every event
-  electron towards later-read columns, serial-register hits make horizontal trails, a slow
-  per-row pedestal drift, glitch pixels of 10⁶–10⁷ ADU, quantisation of the output;
+  electron towards later-read columns, serial-register hits make horizontal trails, few-electron
+  hits, MeV alphas spread into round "plasma" blobs, a slow per-row pedestal drift, glitch pixels
+  of 10⁶–10⁷ ADU, quantisation of the output;
   :func:`simulate_ccd` reads several amplifiers (own pedestal, gain, noise; some dead);
 - truth: cluster where a pixel collected ≥ ``cluster_label_min_e`` electrons from events, hot
   pixel / glowing where the defect's expected charge reaches ``defect_label_level_e``; on overlap
