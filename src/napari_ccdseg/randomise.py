@@ -2,7 +2,8 @@
 
 A model trained on one simulated detector learns its noise, gain and defect rates by heart and
 fails on the next detector. Drawing every training frame from a different detector, with noise,
-gain, pedestal, drift, event and defect rates, CTI, glitches and quantisation spread over what
+gain, pedestal, drift, dark current (up to electron-counting levels, with readout ramps), event and
+defect rates, trail brightness, alphas, full wells, CTI, glitches and quantisation spread over what
 real CCDs show, leaves the network only what all of them share: clusters are compact charge
 above the noise, defects are not. The input normalisation (σ above the row pedestal) removes gain
 and pedestal; randomising them checks it does.
