@@ -2,6 +2,7 @@
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +92,30 @@ def test_scheduler_path_resolves_the_name_before_starting_workers(bundled_dir, f
     assert main(["predict", "default", str(frame), "--out", str(out), "--scheduler", "local", "--device", "cpu"]) == 0
     assert read_label_map(out / "frame_labels.png").shape == (64, 64)
     assert main(["predict", "nosuch", str(frame), "--out", str(out), "--scheduler", "local"]) == 2
+
+
+def test_the_name_train_out_was_given_is_the_name_predict_and_fine_tune_take(frame, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "data", "--n", "2", "--size", "64", "64"]) == 0
+    tiny = ["--epochs", "1", "--steps", "1", "--batch-size", "2", "--tile", "32", "--device", "cpu"]
+    assert main(["train", "data", "--out", "m", *tiny]) == 0
+    assert (tmp_path / "m.safetensors").is_file() and not (tmp_path / "m").exists()
+    assert main(["predict", "m", str(frame), "--out", "pred", "--device", "cpu"]) == 0
+    assert (tmp_path / "pred" / "frame_labels.png").is_file()
+    assert main(["train", "data", "--out", "tuned", "--fine-tune", "m", *tiny]) == 0
+    capsys.readouterr()
+    assert main(["predict", "nothing-here", str(frame), "--out", "pred2"]) == 2
+    assert "nothing-here.safetensors" in capsys.readouterr().err
+
+
+def test_resolve_model_rules(bundled_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = bundled_dir / "default.safetensors"
+    assert bundled.resolve_model("") == bundled.resolve_model(None) == bundled.resolve_model("default") == default
+    _tiny_model(tmp_path / "default")  # a user's own file named like the bundled model wins when typed
+    assert bundled.resolve_model("default") == Path("default.safetensors")
+    assert bundled.resolve_model(str(tmp_path / "default")) == tmp_path / "default.safetensors"
+    assert bundled.resolve_model("") == default  # an empty field never means a file
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path / "none")
+    with pytest.raises(bundled.InputError, match="choose a model file"):
+        bundled.resolve_model("")
