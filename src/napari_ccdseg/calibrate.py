@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import InputError
+from .noise import _finite_sample, check_finite, pedestal_noise, row_pedestals
 
 EV_PER_E_DEFAULT = 3.75
 """eV per electron-hole pair in silicon at operating temperature (configurable everywhere)."""
@@ -179,3 +180,582 @@ def find_calibration(calibrations: list[Calibration] | None, frame: str, hdu: in
         if len(same) == 1:
             return same[0]
     return None
+
+
+# ---------------------------------------------------------------- the comb fit
+
+RESOLVED_MAX_NOISE_E = 0.5
+"""Read noise (e⁻) from which the comb counts as unresolved: peaks 2σ apart merge."""
+MAX_GAIN_REL_ERR = 0.05
+"""A comb whose gain is known worse than this (too few electrons to see a second peak) is not used."""
+MAX_CHI2_NDOF = 10.0
+"""A comb fitting worse than this (a wrong spacing, peaks blurred by a drift) is not used."""
+_POISSON_TAIL = 1e-4
+"""Peaks are summed up to K electrons, P(k > K; λ) below this."""
+_MIN_PEAKS = 3
+_LOW_SIGMAS = 5.0
+"""The fit range starts this many σ below the zero-electron peak."""
+_BINS_PER_SIGMA = 4
+_MAX_BANDS = 16
+_BAND_MIN_PIXELS = 4000
+"""λ is fitted in up to 16 bands of rows, each holding at least this many pixels."""
+_GOOD_FIT = 3.0
+"""A trial fit with χ²/ndof below this needs no row alignment first; above, the better of both is kept."""
+_MAX_ROW_COLUMNS = 1024
+"""Columns sampled per row for its pedestal: its error σ/√1024 is far below any cut."""
+_MIN_ROW_PIXELS = 8
+"""Rows with fewer usable pixels take their pedestal from their neighbours."""
+_SEED_EXPECTED = 0.1
+"""Pixels holding more electrons than dark current gives this many times per frame seed a cluster mask."""
+_SEED_DILATION = 2
+"""…dilated by this many pixels, so the faint halo of a cluster leaves the fit too."""
+
+
+@dataclass
+class _Comb:
+    """The comb in ADU (σ in e⁻), λ of each band of rows, their errors, and how the fit went."""
+
+    mu0: float
+    gain: float
+    sigma: float
+    lams: np.ndarray
+    """λ of each band of rows (e⁻/px)."""
+    lam_errs: np.ndarray
+    lam: float
+    """λ of the whole frame: the bands' λ weighted by their pixels."""
+    errors: dict[str, float]
+    edges: np.ndarray
+    peaks: int
+    valid: bool
+    chi2: float
+    ndof: int
+
+
+def _peaks_for(lam: float) -> int:
+    """K: the largest electron count summed, P(k > K; λ) < 1e-4, at least 3."""
+    from scipy import stats
+
+    return max(_MIN_PEAKS, int(stats.poisson.isf(_POISSON_TAIL, max(lam, 1e-9))))
+
+
+def _fit_edges(mu0: float, gain: float, sigma_adu: float, peaks: int, step: float) -> np.ndarray:
+    """Bins of σ/4 from μ₀ − 5σ to μ₀ + (K + ½)·g; on an ADC grid, whole steps with edges between codes."""
+    width = sigma_adu / _BINS_PER_SIGMA
+    lo, hi = mu0 - _LOW_SIGMAS * sigma_adu, mu0 + (peaks + 0.5) * gain
+    if step > 0:
+        width = step * max(1, round(width / step))
+        lo = (math.floor(lo / step) - 0.5) * step
+    n = max(8, int(math.ceil((hi - lo) / width)))
+    return lo + width * np.arange(n + 1)
+
+
+def _comb_deviance(counts: np.ndarray, edges: np.ndarray, peaks: int, smear_adu2: float):
+    """Poisson deviance of the bands' histograms under Normᵦ·Σₖ Poisson(k; λᵦ)·Gauss(x; μ₀ + k·g, σ·g).
+
+    μ₀, g and σ are shared by every band of rows, λᵦ and Normᵦ are each band's: dark current grows
+    along the readout, and a mixture of Poissons of different λ is no Poisson. Each Normᵦ is
+    profiled out (its maximum-likelihood value makes the band's expected total its observed one),
+    which leaves λ's errors as they are and Minuit 3 + B parameters instead of 3 + 2B.
+    ``smear_adu2`` is the known variance added by rounding row shifts to the ADC's grid. The
+    deviance is −2 ln of the likelihood ratio to a perfect fit: χ²-distributed, errordef 1.
+    """
+    from scipy.special import gammaln, ndtr
+
+    bands = counts.shape[0]
+    k = np.arange(peaks + 1, dtype=np.float64)
+    log_factorial = gammaln(k + 1)
+    filled = counts > 0
+    saturated = np.where(filled, counts * np.log(np.where(filled, counts, 1)), 0).sum()
+    totals = counts.sum(axis=1, keepdims=True)
+
+    def deviance(params: np.ndarray) -> float:
+        mu0, gain, sigma = params[:3]
+        lam = np.maximum(params[3:], 1e-300)
+        width = math.sqrt((sigma * gain) ** 2 + smear_adu2)
+        in_bin = np.diff(ndtr((edges[None, :] - mu0 - k[:, None] * gain) / width), axis=1)
+        weights = np.exp(k * np.log(lam)[:, None] - lam[:, None] - log_factorial)
+        shape = np.maximum(weights @ in_bin, 1e-300)
+        expected = totals * shape / shape.sum(axis=1, keepdims=True)
+        return float(2 * (saturated - (counts * np.log(np.maximum(expected, 1e-300))).sum()))
+
+    return deviance
+
+
+def _fit_comb(groups: list[np.ndarray], start: tuple[float, float, float, np.ndarray], step: float,
+              smear_adu2: float = 0.0) -> _Comb:
+    """Binned extended maximum-likelihood fit of the comb in every band of rows at once (iminuit
+    MIGRAD, errors from HESSE). Peaks and range follow λ and σ, so the fit is redone until they settle."""
+    from iminuit import Minuit
+
+    mu0, gain, sigma, lams = start
+    lams = np.broadcast_to(np.asarray(lams, dtype=np.float64), (len(groups),)).copy()
+    pixels = np.array([v.size for v in groups], dtype=np.float64)
+    comb = None
+    for _ in range(4):
+        peaks = _peaks_for(float(lams.max()))
+        edges = _fit_edges(mu0, gain, math.sqrt((sigma * gain) ** 2 + smear_adu2), peaks, step)
+        counts = np.stack([np.histogram(v, edges)[0] for v in groups]).astype(np.float64)
+        bands = range(len(groups))
+        names = ["mu0", "gain", "sigma", *(f"lam{b}" for b in bands)]
+        m = Minuit(_comb_deviance(counts, edges, peaks, smear_adu2), [mu0, gain, sigma, *np.maximum(lams, 1e-4)],
+                   name=names)
+        m.errordef = Minuit.LEAST_SQUARES
+        m.limits["mu0"] = (mu0 - gain / 2, mu0 + gain / 2)
+        m.limits["gain"] = (0.5 * gain, 2.0 * gain)
+        m.limits["sigma"] = (1e-3, 2.0)
+        for b in bands:
+            m.limits[f"lam{b}"] = (0, 50)
+        m.migrad()
+        m.hesse()
+        settled = abs(m.values["sigma"] - sigma) < 0.1 * sigma
+        mu0, gain, sigma = (float(m.values[name]) for name in ("mu0", "gain", "sigma"))
+        lams = np.array([m.values[f"lam{b}"] for b in bands])
+        settled &= _peaks_for(float(lams.max())) == peaks
+        lam_names = [f"lam{b}" for b in bands]
+        share = pixels / pixels.sum()
+        covariance = np.array([[m.covariance[a, b] for b in lam_names] for a in lam_names])
+        comb = _Comb(
+            mu0=mu0, gain=gain, sigma=sigma, lams=lams, lam_errs=np.array([m.errors[n] for n in lam_names]),
+            lam=float(share @ lams), edges=edges, peaks=peaks, valid=bool(m.valid), chi2=float(m.fval),
+            ndof=int(counts.size - len(names) - len(groups)),
+            errors={"mu0": float(m.errors["mu0"]), "gain": float(m.errors["gain"]), "sigma": float(m.errors["sigma"]),
+                    "lam": float(math.sqrt(max(share @ covariance @ share, 0.0)))},
+        )
+        if settled:
+            break
+    return comb
+
+
+def _bands(keep: np.ndarray) -> list[tuple[int, int]]:
+    """Up to 16 bands of rows of at least 4000 usable pixels each, over the rows that have any."""
+    rows = np.flatnonzero(keep.any(axis=1))
+    if rows.size == 0:
+        return []
+    first, last = int(rows[0]), int(rows[-1]) + 1
+    n_bands = int(np.clip(keep.sum() // _BAND_MIN_PIXELS, 1, min(_MAX_BANDS, last - first)))
+    bounds = np.round(np.linspace(first, last, n_bands + 1)).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _grouped(data: np.ndarray, keep: np.ndarray, bands: list[tuple[int, int]]) -> list[np.ndarray]:
+    return [data[start:stop][keep[start:stop]] for start, stop in bands]
+
+
+def _row_lambdas(comb: _Comb, bands: list[tuple[int, int]], rows: int) -> np.ndarray:
+    """λ of each row: its band's, the nearest band's outside them."""
+    lam = np.full(rows, np.nan)
+    for (start, stop), value in zip(bands, comb.lams):
+        lam[start:stop] = value
+    return _fill_rows(lam)
+
+
+def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tuple[float, float, float, float] | None:
+    """μ₀, g (ADU), σ (e⁻) and λ to start the fit from; None when no comb shows.
+
+    The zero-electron peak is the histogram's *lowest* significant peak (not its median nor its
+    mode: at λ > 1 e⁻/px the one-electron peak is the tallest); its width comes from a Gaussian
+    through the three bins at its top. The gain is the distance to the next peak, found in what is
+    left once that Gaussian is taken away (a small one-electron peak on its tail is only a
+    shoulder), else ``hint_gain``.
+    """
+    if values.size < 100:
+        return None
+    _, spread = pedestal_noise(values)  # at least σ·g: the comb only widens the core
+    low, high = (float(v) for v in np.quantile(values, [1e-4, 0.9999]))
+    centres, smooth = _smoothed_histogram(values, low - spread, high, spread / 8, step)
+    zero = _peaks(centres, smooth, smooth)
+    if not zero:
+        return None
+    mu0, sigma_adu = zero[0]
+    for _ in range(2):  # bins of σ/3 around the peak just found: its centre and width settle
+        centres, smooth = _smoothed_histogram(values, mu0 - 6 * sigma_adu, max(high, mu0 + 40 * sigma_adu),
+                                              sigma_adu / 3, step)
+        zero = _peaks(centres, smooth, smooth)
+        if not zero:
+            return None
+        mu0, sigma_adu = zero[0]
+    top = float(np.interp(mu0, centres, smooth))
+    rest = smooth - top * np.exp(-0.5 * ((centres - mu0) / sigma_adu) ** 2)
+    above = centres > mu0 + 2 * sigma_adu
+    found = [centre for centre, _ in _peaks(centres[above], rest[above], smooth[above])]
+    if found:
+        gain = float(np.min(np.diff([mu0, *found])))
+    elif hint_gain is not None:
+        gain = float(hint_gain)
+    else:
+        return None
+    if gain <= 2 * sigma_adu:
+        return None
+    zero_fraction = np.count_nonzero(values < mu0 + gain / 2) / values.size
+    return mu0, gain, sigma_adu / gain, float(-math.log(max(zero_fraction, 1e-3)))
+
+
+def _smoothed_histogram(values: np.ndarray, low: float, high: float, width: float,
+                        step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bin centres and counts smoothed by [1, 2, 1]/4; on an ADC grid, bins of whole codes (no aliasing)."""
+    if step > 0:
+        width = step * max(1, round(width / step))
+        low = (math.floor(low / step) - 0.5) * step
+    bins = int(min(20_000, max(8, math.ceil((high - low) / width))))
+    counts, edges = np.histogram(values, low + width * np.arange(bins + 1))
+    return (edges[:-1] + edges[1:]) / 2, np.convolve(counts, [0.25, 0.5, 0.25], mode="same")
+
+
+def _peaks(centres: np.ndarray, heights: np.ndarray, counts: np.ndarray) -> list[tuple[float, float]]:
+    """(centre, σ) of the significant peaks of a smoothed histogram, lowest first.
+
+    Significant: standing 4 Poisson σ of ``counts`` above the valleys beside it. Centre and σ from
+    the Gaussian (a parabola in log) through its three top bins, less the smoothing's own width.
+    """
+    from scipy.signal import find_peaks
+
+    if centres.size < 3:
+        return []
+    width = float(centres[1] - centres[0])
+    found, _ = find_peaks(heights, prominence=4 * np.sqrt(0.375 * np.maximum(counts, 0) + 1))
+    out = []
+    for i in found:
+        if not 0 < i < centres.size - 1:
+            continue
+        left, top, right = np.log(np.maximum(heights[i - 1 : i + 2], 0.5))
+        curvature = left - 2 * top + right
+        if curvature >= 0:
+            continue
+        shift = 0.5 * (left - right) / curvature
+        sigma = math.sqrt(max(-1 / curvature - 7 / 12, 0.0)) * width  # less the smoothing's and the bin's variance
+        out.append((float(centres[i] + shift * width), max(sigma, width / 2)))
+    return out
+
+
+def _row_offsets(image: np.ndarray, usable: np.ndarray, comb: _Comb, row_lam: np.ndarray) -> np.ndarray:
+    """Zero-electron peak of each row minus the frame's (ADU, mean 0): follows a drifting pedestal.
+
+    Start: the circular mean of each row's values modulo the gain (summed over neighbouring rows
+    where one row is too noisy). Every electron count sits at the same phase, so dark current,
+    however large, does not bias it (a per-row median sits on the one-electron peak from λ ≈ 0.7
+    on). Of the positions a whole gain apart, the row's zero-electron peak is its *lowest* one that
+    holds 2 % of its pixels: no unwrapping along the rows, so a drift of many gains, even from one
+    row to the next, is followed. Then a few EM steps fit each row's shift of the whole comb (g, σ,
+    and the row's λ, ``row_lam``, fixed) by maximum likelihood from all its pixels. Rows with fewer than 8 usable pixels take
+    the value of their neighbours.
+    """
+    stride = max(1, image.shape[1] // _MAX_ROW_COLUMNS)
+    values = image[:, ::stride].astype(np.float64)
+    ok = usable[:, ::stride]
+    n = ok.sum(axis=1)
+    good = n >= _MIN_ROW_PIXELS
+    if not good.any():
+        return np.zeros(image.shape[0])
+    phasor = np.where(ok, np.exp(2j * np.pi * (values - comb.mu0) / comb.gain), 0).sum(axis=1)
+    coherence = math.exp(-2 * math.pi**2 * comb.sigma**2)  # |mean phasor| of one peak of width σ
+    window = int(min(max(1, math.ceil(16 / (coherence**2 * max(np.median(n[good]), 1)))), max(1, image.shape[0] // 8)))
+    phasor = np.convolve(phasor, np.ones(window), mode="same")
+    offsets = np.angle(phasor) * comb.gain / (2 * np.pi)
+    electrons = np.where(ok, np.round((values - comb.mu0 - offsets[:, None]) / comb.gain), np.inf)
+    lowest = np.sort(electrons, axis=1)[np.arange(image.shape[0]), np.minimum((0.02 * n).astype(int), values.shape[1] - 1)]
+    lowest = np.where(good, lowest, 0)
+    k = np.arange(comb.peaks + 1, dtype=np.float64)
+    lam = np.maximum(row_lam, 1e-300)[:, None]
+    log_weights = k * np.log(lam) - lam - np.cumsum(np.log(np.maximum(k, 1)))  # (rows, K + 1)
+    width = comb.sigma * comb.gain
+    candidates = [offsets + comb.gain * (lowest + m) for m in (-1, 0, 1)]  # the zero peak's tail can reach 2 %
+    likelihood = np.stack([_row_log_likelihood(values - comb.mu0 - c[:, None], ok, k * comb.gain, log_weights, width)
+                           for c in candidates])
+    offsets = _fill_rows(np.where(good, np.choose(np.argmax(likelihood, axis=0), candidates), np.nan))
+    for _ in range(4):
+        residual = values - comb.mu0 - offsets[:, None]
+        inside = ok & (residual > -_LOW_SIGMAS * width) & (residual < (comb.peaks + 0.5) * comb.gain)
+        shift = np.zeros(image.shape[0])
+        for start in range(0, image.shape[0], 256):  # 256 rows at a time: (rows, cols, K) stays small
+            d = residual[start : start + 256, :, None] - k * comb.gain
+            log_r = log_weights[start : start + 256, None, :] - 0.5 * (d / width) ** 2
+            log_r -= log_r.max(axis=2, keepdims=True)
+            r = np.exp(log_r)
+            mean_d = (r * d).sum(axis=2) / r.sum(axis=2)
+            inner = inside[start : start + 256]
+            shift[start : start + 256] = np.where(inner, mean_d, 0).sum(axis=1) / np.maximum(inner.sum(axis=1), 1)
+        counted = inside.sum(axis=1) >= _MIN_ROW_PIXELS
+        if not counted.any():
+            return np.zeros(image.shape[0])
+        offsets = _fill_rows(np.where(counted, offsets + shift, np.nan))
+    return offsets - np.mean(offsets)
+
+
+def _row_log_likelihood(residual: np.ndarray, ok: np.ndarray, centres: np.ndarray, log_weights: np.ndarray,
+                        width: float) -> np.ndarray:
+    """Σ log(comb density) over each row's pixels, floored so that a cluster pixel weighs like a far miss."""
+    total = np.zeros(residual.shape[0])
+    floor = math.log(1e-6)
+    for start in range(0, residual.shape[0], 256):
+        d = residual[start : start + 256, :, None] - centres
+        log_p = log_weights[start : start + 256, None, :] - 0.5 * (d / width) ** 2 - math.log(width * math.sqrt(2 * math.pi))
+        top = log_p.max(axis=2)
+        log_density = top + np.log(np.exp(log_p - top[..., None]).sum(axis=2))
+        total[start : start + 256] = np.where(ok[start : start + 256], np.maximum(log_density, floor), 0).sum(axis=1)
+    return total
+
+
+def _fill_rows(values: np.ndarray) -> np.ndarray:
+    """NaN rows take the value interpolated between their nearest measured neighbours."""
+    known = np.isfinite(values)
+    if known.all() or not known.any():
+        return np.nan_to_num(values)
+    rows = np.arange(values.size)
+    return np.interp(rows, rows[known], values[known])
+
+
+def _charge_outside_the_dark_current(aligned: np.ndarray, usable: np.ndarray, comb: _Comb) -> np.ndarray:
+    """Pixels whose charge is not dark current: clusters with their halo, glowing or hot lines.
+
+    Seeds: pixels holding more electrons than dark current gives once in ten frames, dilated by 2
+    pixels so the faint halo (1–3 e⁻ around a bright cluster) goes too; the dilation takes whole
+    neighbourhoods, blind to their content, so it does not bias λ. Then columns, and rows, whose
+    mean charge stands 5 Poisson σ above the running median over half of them, mirrored at the
+    edges (a band of glowing columns, a hot column, a serial-register trail); a linear ramp does
+    not stand out, nor does a band of hot lines narrower than a quarter of the frame hide itself.
+    """
+    from scipy import ndimage, stats
+
+    pixels = max(int(usable.sum()), 1)
+    seed_e = max(2, int(stats.poisson.isf(_SEED_EXPECTED / pixels, max(float(comb.lams.max()), 1e-9))) + 1)
+    seeds = usable & (aligned > comb.mu0 + (seed_e - 0.5) * comb.gain)
+    out = ndimage.binary_dilation(seeds, structure=np.ones((3, 3), bool), iterations=_SEED_DILATION)
+    electrons = np.clip(np.round((aligned - comb.mu0) / comb.gain), 0, comb.peaks)
+    for axis in (0, 1):  # axis 0: one value per column
+        keep = usable & ~out
+        n = keep.sum(axis=axis)
+        mean = np.where(keep, electrons, 0).sum(axis=axis) / np.maximum(n, 1)
+        measured = n >= _MIN_ROW_PIXELS
+        if measured.sum() < 3:
+            continue
+        window = max(3, int(measured.sum()) // 2) | 1
+        baseline = np.interp(np.arange(mean.size), np.flatnonzero(measured),
+                             ndimage.median_filter(mean[measured], size=window, mode="mirror"))
+        hot = measured & (mean - baseline > 5 * np.sqrt(np.maximum(baseline, 1e-6) / np.maximum(n, 1)) + 0.01)
+        out |= hot[None, :] if axis == 0 else hot[:, None]
+    return out & usable
+
+
+def _active_mask(shape: tuple[int, int], header: dict | None) -> np.ndarray:
+    """True on the active area (the header's PRESCAN/OVERSCAN/OVERSCNR say where it is), else everywhere.
+
+    Prescan and overscan pixels collect no dark current: in the histogram they would dilute λ.
+    """
+    from .masks import active_region
+
+    mask = np.zeros(shape, dtype=bool)
+    region = active_region(shape, header)
+    if region is None:
+        mask[:] = True
+    else:
+        (r0, r1), (c0, c1) = region
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+@dataclass
+class _PeaksResult:
+    comb: _Comb | None
+    reason: str
+    """Why the comb is not used; empty when it is."""
+    row_pedestal: np.ndarray | None = None
+    bands: list[dict] = field(default_factory=list)
+    pixels: int = 0
+    excluded: int = 0
+    smear_adu: float = 0.0
+
+
+def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, step: float,
+                     hint_gain: float | None) -> _PeaksResult:
+    """The comb fit of a frame: trial fit, per-row alignment, cluster masking, final fit, λ per band."""
+    bands = _bands(usable & active)
+    comb, reason = _trial_comb(image, usable & active, step, hint_gain)
+    if reason:
+        return _PeaksResult(comb, reason)
+    counts = np.maximum((usable & active).sum(axis=1), 1e-9)
+    for _ in range(2):  # the second round aligns the rows with the comb fitted on aligned rows
+        offsets = _row_offsets(image, usable, comb, _row_lambdas(comb, bands, image.shape[0]))
+        shifts = np.round(offsets / step) * step if step > 0 else offsets
+        smear = float(np.average((offsets - shifts) ** 2, weights=counts)) if step > 0 else 0.0
+        aligned = image - shifts[:, None].astype(np.float32)
+        keep = usable & active & ~_charge_outside_the_dark_current(aligned, usable & active, comb)
+        comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, comb.lams), step, smear)
+        reason = _unresolved_reason(comb)
+        if reason:
+            return _PeaksResult(comb, reason)
+    dark_bands = [
+        {"row_start": start, "row_stop": stop, "dark_current_e_per_px": float(lam), "dark_err": float(err)}
+        for (start, stop), lam, err in zip(bands, comb.lams, comb.lam_errs)
+    ]
+    return _PeaksResult(
+        comb, "", row_pedestal=comb.mu0 + offsets, bands=dark_bands,
+        pixels=int(keep.sum()), excluded=int((usable & active).sum() - keep.sum()), smear_adu=math.sqrt(smear),
+    )
+
+
+def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: float | None) -> tuple[_Comb | None, str]:
+    """A first fit of the whole frame's comb, one λ for all rows: gain and σ to align the rows
+    with, or why there is none. Its χ² only ranks trials: a dark-current ramp spoils it.
+
+    A pedestal drifting along the rows by more than the peaks' width blurs the frame's comb; the
+    rows are then first aligned on their robust pedestals (:func:`noise.row_pedestals`), which may
+    land a row on another peak than the zero-electron one: the spacing and widths stay right.
+    """
+    comb, reason = None, "its histogram shows no second electron peak"
+    for aligned in (False, True):
+        rough = np.zeros(image.shape[0])
+        if aligned:
+            rough = row_pedestals(image).astype(np.float64)
+            rough -= rough.mean()
+            rough = np.round(rough / step) * step if step > 0 else rough
+        data = image - rough[:, None].astype(np.float32)
+        guess = _first_guess(data[keep], step, hint_gain)
+        if guess is None:
+            continue
+        trial = _fit_comb([data[keep]], guess, step)
+        trial_reason = _unresolved_reason(trial, judge_fit=False)
+        if comb is None or (not trial_reason and (reason or trial.chi2 / trial.ndof < comb.chi2 / comb.ndof)):
+            comb, reason = trial, trial_reason
+        if not reason and comb.chi2 < _GOOD_FIT * max(comb.ndof, 1):
+            break
+    return comb, reason
+
+
+def _unresolved_reason(comb: _Comb, judge_fit: bool = True) -> str:
+    if not comb.valid:
+        return "the fit of its electron peaks did not converge"
+    if comb.sigma >= RESOLVED_MAX_NOISE_E:
+        return f"its read noise ({comb.sigma:.2f} e-) blurs the electron peaks together"
+    if judge_fit and comb.chi2 > MAX_CHI2_NDOF * max(comb.ndof, 1):
+        return f"the comb does not describe its histogram (χ²/ndof = {comb.chi2:.0f}/{comb.ndof})"
+    if not comb.errors["gain"] < MAX_GAIN_REL_ERR * comb.gain:
+        return f"too few pixels hold an electron to measure the gain (λ = {comb.lam:.2g} e-/px)"
+    return ""
+
+
+# ---------------------------------------------------------------- frames and files
+
+
+def calibrate_frame(
+    image: np.ndarray,
+    *,
+    frame: str = "frame",
+    hdu: int = 0,
+    extname: str | None = None,
+    header: dict | None = None,
+    exclude: np.ndarray | None = None,
+    gain: float | None = None,
+    previous: Calibration | None = None,
+) -> Calibration:
+    """Calibrate one amplifier from its own comb of electron peaks, else from a gain given elsewhere.
+
+    ``exclude`` marks pixels to leave out (clusters, hot pixels); bright pixels and their
+    neighbours are left out as well. When the comb is not resolved (σ ≳ 0.5 e⁻, or no second
+    peak) the gain comes from ``gain`` ("given"), else ``previous`` ("file"), else the header's GAIN
+    keyword in ADU/e⁻ ("header"): what the user passes wins over what the file says. Without any,
+    InputError naming the frame and how to give a gain.
+    """
+    where = frame if hdu == 0 and extname is None else f"{frame} HDU {hdu}" + (f" ({extname})" if extname else "")
+    array = np.asarray(image)
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise InputError(f"{where}: expected a 2-D frame, got shape {array.shape}")
+    check_finite(array, where)
+    array = array.astype(np.float32, copy=False)
+    usable = np.ones(array.shape, dtype=bool)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        if exclude.shape != array.shape:
+            raise InputError(f"{where}: the exclusion mask has shape {exclude.shape}, the frame {array.shape}")
+        usable &= ~exclude
+    if gain is not None and not (math.isfinite(gain) and gain > 0):
+        raise InputError(f"{where}: the gain must be a positive number of ADU per electron, got {gain!r}")
+    header_gain = _header_gain(header, where)
+    fallback = next(
+        ((value, method) for value, method in (
+            (gain, "given"), (previous.gain_adu_per_e if previous else None, "file"), (header_gain, "header"),
+        ) if value is not None),
+        None,
+    )
+    step = _grid_step(array)
+    active = _active_mask(array.shape, header)
+    found = _calibrate_peaks(array, usable, active, step, fallback[0] if fallback else None)
+    base = {"frame": frame, "hdu": int(hdu), "extname": extname}
+    if not found.reason:
+        comb = found.comb
+        return Calibration(
+            **base, gain_adu_per_e=comb.gain, gain_err=comb.errors["gain"], noise_e=comb.sigma,
+            noise_err=comb.errors["sigma"], dark_current_e_per_px=comb.lam, dark_err=comb.errors["lam"],
+            pedestal_adu=comb.mu0, pedestal_err=comb.errors["mu0"], method="peaks",
+            row_pedestal_adu=found.row_pedestal, dark_bands=found.bands,
+            fit={
+                "pixels": found.pixels, "excluded_pixels": found.excluded, "peaks": comb.peaks + 1,
+                "bins": int(comb.edges.size - 1), "range_adu": [float(comb.edges[0]), float(comb.edges[-1])],
+                "chi2": comb.chi2, "ndof": comb.ndof, "quantisation_step_adu": step,
+                "row_shift_rounding_adu": found.smear_adu,
+            },
+        )
+    if fallback is None:
+        raise InputError(
+            f"{where}: cannot calibrate: {found.reason}, and no gain was given; pass --gain ADU_PER_E, or "
+            "--calibration FILE (a calibration.json that `ccdseg calibrate` wrote for a frame of this amplifier "
+            "that resolves electrons), or put a GAIN keyword (ADU per electron) in the header"
+        )
+    return _calibrate_with_gain(array, usable & active, fallback[0], fallback[1], base, found.reason)
+
+
+def _grid_step(image: np.ndarray) -> float:
+    """The ADC's step when every value sits on one grid (integer codes, fpack), else 0.
+
+    The smallest gap between distinct values, provided every other gap is a whole number of it:
+    sparse bright pixels far apart do not hide the grid, as they would hide it from a median gap.
+    """
+    values = np.unique(_finite_sample(image))
+    if values.size < 2 or values.size > _finite_sample(image).size // 4:
+        return 0.0
+    gaps = np.diff(values)
+    step = float(gaps.min())
+    ratio = gaps / step
+    return step if np.all(np.abs(ratio - np.round(ratio)) < 0.01) else 0.0
+
+
+def _header_gain(header: dict | None, where: str) -> float | None:
+    value = (header or {}).get("GAIN")
+    if value is None:
+        return None
+    try:
+        gain = float(str(value).strip())
+    except ValueError:
+        raise InputError(f"{where}: header keyword GAIN = {value!r} is not a number") from None
+    if not (math.isfinite(gain) and gain > 0):
+        raise InputError(f"{where}: header keyword GAIN = {value!r} is not a positive gain in ADU per electron")
+    return gain
+
+
+def _calibrate_with_gain(image: np.ndarray, usable: np.ndarray, gain: float, method: str, base: dict,
+                         reason: str) -> Calibration:
+    """A frame that does not resolve electrons: pedestal and noise from the robust (median, MAD) estimates."""
+    values = image[usable]
+    pedestal, sigma = pedestal_noise(values if values.size else image)
+    n = max(min(values.size, 262_144), 1)  # pedestal_noise samples at most this many pixels
+    return Calibration(
+        **base, gain_adu_per_e=float(gain), gain_err=0.0, noise_e=sigma / gain,
+        noise_err=1.166 * sigma / gain / math.sqrt(n),  # σ of a MAD-based σ estimate
+        dark_current_e_per_px=math.nan, dark_err=math.nan, pedestal_adu=pedestal,
+        pedestal_err=1.2533 * sigma / math.sqrt(n),  # σ of a median
+        method=method, row_pedestal_adu=row_pedestals(image), fit={"unresolved": reason},
+    )
+
+
+def calibrate_file(path: str | Path, *, gain: float | None = None,
+                   calibrations: list[Calibration] | None = None) -> list[Calibration]:
+    """One calibration per image of a frame file (per FITS extension); ``calibrations`` from a previous file."""
+    from .io import read_frames
+
+    path = Path(path)
+    return [
+        calibrate_frame(
+            frame.data, frame=path.name, hdu=frame.hdu, extname=frame.extname, header=frame.header, gain=gain,
+            previous=find_calibration(calibrations, path.name, frame.hdu, frame.extname),
+        )
+        for frame in read_frames(path)
+    ]
