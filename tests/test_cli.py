@@ -186,3 +186,15 @@ def test_train_on_domain_randomised_frames_alone(tmp_path, capsys):
     assert model.exists()
     assert main(["train", "--out", str(model)]) == 2
     assert "--randomised" in capsys.readouterr().err
+
+
+def test_label_reads_gzipped_fits(tmp_path, capsys):
+    import gzip
+
+    from astropy.io import fits
+
+    frame = simulate_frame(SimConfig(rows=64, cols=64), seed=2).image
+    fits.PrimaryHDU(frame).writeto(tmp_path / "run.fits")
+    (tmp_path / "run.fits.gz").write_bytes(gzip.compress((tmp_path / "run.fits").read_bytes()))
+    assert main(["label", str(tmp_path / "run.fits.gz"), "--out", str(tmp_path / "labels")]) == 0
+    assert read_label_map(tmp_path / "labels" / "run_labels.png").shape == (64, 64)

@@ -146,6 +146,32 @@ def test_compressed_fits_reads(tmp_path, name):
     np.testing.assert_array_equal(result.data, pixels.astype(np.float32))
 
 
+@pytest.mark.parametrize("name", ["g.fits.gz", "g.fit.gz", "g.fts.gz"])
+def test_gzipped_fits_reads_every_extension_and_pairs_with_its_labels(tmp_path, frame, labels, name):
+    import gzip
+
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(frame, name="AMP1"), fits.ImageHDU(frame + 5, name="AMP2")])
+    hdus.writeto(tmp_path / "plain.fits")
+    (tmp_path / name).write_bytes(gzip.compress((tmp_path / "plain.fits").read_bytes()))
+    (tmp_path / "plain.fits").unlink()
+    frames = io.read_frames(tmp_path / name)
+    assert [f.extname for f in frames] == ["AMP1", "AMP2"]
+    np.testing.assert_array_equal(frames[1].data, frame + 5)
+    assert io.is_frame_file(tmp_path / name) and io.frame_stem(tmp_path / name) == "g"
+    io.write_label_map(tmp_path / "g_labels.png", labels)
+    assert [(f.name, lab.name) for f, lab in io.find_dataset(tmp_path)] == [(name, "g_labels.png")]
+
+
+def test_truncated_gzipped_fits_is_an_input_error(tmp_path, frame):
+    import gzip
+
+    fits.PrimaryHDU(frame).writeto(tmp_path / "t.fits")
+    packed = gzip.compress((tmp_path / "t.fits").read_bytes())
+    (tmp_path / "t.fits.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(InputError, match="t.fits.gz"):
+        io.read_frames(tmp_path / "t.fits.gz")
+
+
 def test_lossy_quantised_float_fz_reads_close_to_the_original(tmp_path, frame):
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(frame, quantize_level=16)]).writeto(tmp_path / "q.fz")
     np.testing.assert_allclose(read_one(tmp_path / "q.fz").data, frame, atol=0.2)

@@ -1,6 +1,7 @@
 """Reading CCD frames and label maps from disk, and writing them back safely.
 
-Formats: FITS (every image HDU, including fpack/``.fz`` tile-compressed ones), TIFF, PNG and NPY.
+Formats: FITS (every image HDU, including fpack/``.fz`` tile-compressed and gzipped ``.fits.gz``
+files), TIFF, PNG and NPY.
 Every failure a user can cause raises :class:`~napari_ccdseg.errors.InputError` naming the file,
 so the CLI and the napari reader can show it as is.
 
@@ -26,8 +27,9 @@ from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
 from .errors import InputError
 from .noise import check_finite
 
-FITS_SUFFIXES: tuple[str, ...] = (".fits.fz", ".fits", ".fit", ".fts", ".fz")
-FRAME_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".npy", ".tif", ".tiff", ".png")
+FITS_SUFFIXES: tuple[str, ...] = (".fits.fz", ".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
+"""gzip-compressed FITS (how archived frames are often kept) is read by astropy as it is."""
+FRAME_SUFFIXES: tuple[str, ...] = (*FITS_SUFFIXES, ".npy", ".tif", ".tiff", ".png")
 LABEL_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".npy")
 LABEL_VALUES: frozenset[int] = frozenset({BACKGROUND, GLOWING, HOT_PIXEL, CLUSTER, UNLABELLED})
 _COMPANION_TAGS: tuple[str, ...] = ("_labels", "_instances")

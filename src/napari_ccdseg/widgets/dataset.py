@@ -27,7 +27,7 @@ class DatasetWidget(WorkerWidget):
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.request_stop)
         self.status = wrapped_label(
-            "Frames X.<fits|fz|npy|tif|png> come in as images, their X_labels maps as 'X labels'."
+            "Frames X.<fits|fz|fits.gz|npy|tif|png> come in as images, their X_labels maps as 'X labels'."
         )
         form = QFormLayout()
         form.addRow("Folder", self.folder)
