@@ -249,33 +249,39 @@ def _fit_edges(mu0: float, gain: float, sigma_adu: float, peaks: int, step: floa
     return lo + width * np.arange(n + 1)
 
 
+def _expected_counts(totals: np.ndarray, edges: np.ndarray, peaks: int, mu0: float, gain: float, sigma: float,
+                     lams: np.ndarray, smear_adu2: float) -> np.ndarray:
+    """(bands, bins) counts of Σₖ Poisson(k; λᵦ)·Gauss(x; μ₀ + k·g, σ·g), k = 0…K, each band scaled to its total.
+
+    Scaling each band to its observed total is the maximum-likelihood value of its normalisation.
+    ``smear_adu2`` is the known variance added by rounding row shifts to the ADC's grid.
+    """
+    from scipy.special import gammaln, ndtr
+
+    k = np.arange(peaks + 1, dtype=np.float64)
+    lam = np.maximum(np.asarray(lams, dtype=np.float64), 1e-300)
+    width = math.sqrt((sigma * gain) ** 2 + smear_adu2)
+    in_bin = np.diff(ndtr((edges[None, :] - mu0 - k[:, None] * gain) / width), axis=1)
+    weights = np.exp(k * np.log(lam)[:, None] - lam[:, None] - gammaln(k + 1))
+    shape = np.maximum(weights @ in_bin, 1e-300)
+    return np.asarray(totals, dtype=np.float64).reshape(-1, 1) * shape / shape.sum(axis=1, keepdims=True)
+
+
 def _comb_deviance(counts: np.ndarray, edges: np.ndarray, peaks: int, smear_adu2: float):
     """Poisson deviance of the bands' histograms under Normᵦ·Σₖ Poisson(k; λᵦ)·Gauss(x; μ₀ + k·g, σ·g).
 
     μ₀, g and σ are shared by every band of rows, λᵦ and Normᵦ are each band's: dark current grows
     along the readout, and a mixture of Poissons of different λ is no Poisson. Each Normᵦ is
-    profiled out (its maximum-likelihood value makes the band's expected total its observed one),
-    which leaves λ's errors as they are and Minuit 3 + B parameters instead of 3 + 2B.
-    ``smear_adu2`` is the known variance added by rounding row shifts to the ADC's grid. The
-    deviance is −2 ln of the likelihood ratio to a perfect fit: χ²-distributed, errordef 1.
+    profiled out (see :func:`_expected_counts`), which leaves λ's errors as they are and Minuit
+    3 + B parameters instead of 3 + 2B. The deviance is −2 ln of the likelihood ratio to a perfect
+    fit: χ²-distributed, errordef 1.
     """
-    from scipy.special import gammaln, ndtr
-
-    bands = counts.shape[0]
-    k = np.arange(peaks + 1, dtype=np.float64)
-    log_factorial = gammaln(k + 1)
     filled = counts > 0
     saturated = np.where(filled, counts * np.log(np.where(filled, counts, 1)), 0).sum()
-    totals = counts.sum(axis=1, keepdims=True)
+    totals = counts.sum(axis=1)
 
     def deviance(params: np.ndarray) -> float:
-        mu0, gain, sigma = params[:3]
-        lam = np.maximum(params[3:], 1e-300)
-        width = math.sqrt((sigma * gain) ** 2 + smear_adu2)
-        in_bin = np.diff(ndtr((edges[None, :] - mu0 - k[:, None] * gain) / width), axis=1)
-        weights = np.exp(k * np.log(lam)[:, None] - lam[:, None] - log_factorial)
-        shape = np.maximum(weights @ in_bin, 1e-300)
-        expected = totals * shape / shape.sum(axis=1, keepdims=True)
+        expected = _expected_counts(totals, edges, peaks, params[0], params[1], params[2], params[3:], smear_adu2)
         return float(2 * (saturated - (counts * np.log(np.maximum(expected, 1e-300))).sum()))
 
     return deviance
@@ -691,7 +697,7 @@ def calibrate_frame(
                 "pixels": found.pixels, "excluded_pixels": found.excluded, "peaks": comb.peaks + 1,
                 "bins": int(comb.edges.size - 1), "range_adu": [float(comb.edges[0]), float(comb.edges[-1])],
                 "chi2": comb.chi2, "ndof": comb.ndof, "quantisation_step_adu": step,
-                "row_shift_rounding_adu": found.smear_adu,
+                "row_shift_rounding_adu": found.smear_adu, "active_region": _region(active),
             },
         )
     if fallback is None:
@@ -701,6 +707,12 @@ def calibrate_frame(
             "that resolves electrons), or put a GAIN keyword (ADU per electron) in the header"
         )
     return _calibrate_with_gain(array, usable & active, fallback[0], fallback[1], base, found.reason)
+
+
+def _region(active: np.ndarray) -> list[list[int]]:
+    """[[row_start, row_stop], [col_start, col_stop]] of the active area."""
+    rows, cols = np.flatnonzero(active.any(axis=1)), np.flatnonzero(active.any(axis=0))
+    return [[int(rows[0]), int(rows[-1]) + 1], [int(cols[0]), int(cols[-1]) + 1]]
 
 
 def _grid_step(image: np.ndarray) -> float:
@@ -759,3 +771,171 @@ def calibrate_file(path: str | Path, *, gain: float | None = None,
         )
         for frame in read_frames(path)
     ]
+
+
+def calibration_table(calibrations: list[Calibration]) -> str:
+    """A plain-text table, one line per amplifier: gain, noise, dark current, pedestal and method."""
+    header = f"{'frame':<28} {'hdu':>3} {'gain ADU/e-':>18} {'noise e-':>16} {'dark e-/px':>20} {'pedestal ADU':>13} method"
+    lines = [header]
+    for cal in calibrations:
+        name = cal.frame if cal.extname is None else f"{cal.frame}[{cal.extname}]"
+        dark = "-" if not math.isfinite(cal.dark_current_e_per_px) else f"{cal.dark_current_e_per_px:.4g} ± {cal.dark_err:.2g}"
+        lines.append(
+            f"{name:<28} {cal.hdu:>3} {f'{cal.gain_adu_per_e:.4f} ± {cal.gain_err:.2g}':>18} "
+            f"{f'{cal.noise_e:.4f} ± {cal.noise_err:.2g}':>16} {dark:>20} {cal.pedestal_adu:>13.2f} {cal.method}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the figure
+
+
+def plot_calibration(cal: Calibration, image: np.ndarray, path: str | Path, exclude: np.ndarray | None = None) -> Path:
+    """The fit as a PNG: pixel histogram (log y) with the fitted comb, pulls, λ by band of rows.
+
+    Without resolved peaks: the histogram about the pedestal with the Gaussian of the measured
+    noise, pulls, and the row pedestal along the readout. The pixels are chosen as the fit chose
+    them (rows aligned on their pedestals, bright pixels and hot lines left out) from ``image`` and
+    ``exclude`` as given to :func:`calibrate_frame`.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from .report import _STYLE, _save_figure
+
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != cal.row_pedestal_adu.size:
+        raise InputError(f"{cal.frame}: image of shape {array.shape} does not match its calibration's "
+                         f"{cal.row_pedestal_adu.size} rows")
+    usable = np.ones(array.shape, bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    aligned = array - (cal.row_pedestal_adu - cal.pedestal_adu)[:, None].astype(np.float32)
+    with matplotlib.rc_context(_STYLE):
+        figure = Figure(figsize=(15, 7.5), layout="constrained")
+        grid = figure.add_gridspec(2, 2, height_ratios=(3, 1), width_ratios=(3, 2))
+        histogram = figure.add_subplot(grid[0, 0])
+        pulls = figure.add_subplot(grid[1, 0], sharex=histogram)
+        rows = figure.add_subplot(grid[:, 1])
+        if cal.resolves_electrons:
+            _draw_comb(cal, aligned, usable, histogram, pulls, rows)
+        else:
+            _draw_gaussian(cal, aligned, usable, histogram, pulls, rows)
+        where = cal.frame if cal.extname is None else f"{cal.frame} [{cal.extname}]"
+        figure.suptitle(f"{where}: calibration from {_METHOD_WORDS[cal.method]}")
+        return _save_figure(figure, Path(path))
+
+
+_METHOD_WORDS = {
+    "peaks": "its electron peaks",
+    "given": "the gain given (--gain)",
+    "header": "the header's GAIN keyword",
+    "file": "a calibration file",
+}
+
+
+def _pm(value: float, error: float, unit: str) -> str:
+    """``value ± error unit`` to the error's two significant digits."""
+    if not (math.isfinite(error) and error > 0):
+        return f"{value:.4g} {unit}"
+    digits = max(0, 1 - int(math.floor(math.log10(error))))
+    return f"{value:.{digits}f} ± {error:.{digits}f} {unit}"
+
+
+def _draw_comb(cal: Calibration, aligned: np.ndarray, usable: np.ndarray, histogram, pulls, rows) -> None:
+    fit = cal.fit
+    (r0, r1), (c0, c1) = fit.get("active_region", [[0, aligned.shape[0]], [0, aligned.shape[1]]])
+    active = np.zeros(aligned.shape, bool)
+    active[r0:r1, c0:c1] = True
+    peaks = int(fit.get("peaks", 4)) - 1
+    lams = np.array([b["dark_current_e_per_px"] for b in cal.dark_bands]) if cal.dark_bands else np.array([cal.dark_current_e_per_px])
+    comb = _Comb(cal.pedestal_adu, cal.gain_adu_per_e, cal.noise_e, lams, lams * 0, cal.dark_current_e_per_px,
+                 {}, np.zeros(2), peaks, True, 0.0, 0)
+    keep = usable & active & ~_charge_outside_the_dark_current(aligned, usable & active, comb)
+    lo, hi = fit.get("range_adu", [cal.pedestal_adu - 5 * cal.noise_adu, cal.pedestal_adu + (peaks + 0.5) * cal.gain_adu_per_e])
+    edges = np.linspace(lo, hi, int(fit.get("bins", 200)) + 1)
+    bands = [(b["row_start"], b["row_stop"]) for b in cal.dark_bands] or [(r0, r1)]
+    counts = np.stack([np.histogram(v, edges)[0] for v in _grouped(aligned, keep, bands)]).astype(np.float64)
+    smear = float(fit.get("row_shift_rounding_adu", 0.0)) ** 2
+    expected = _expected_counts(counts.sum(axis=1), edges, peaks, cal.pedestal_adu, cal.gain_adu_per_e,
+                                cal.noise_e, lams, smear).sum(axis=0)
+    observed = counts.sum(axis=0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    histogram.stairs(observed, edges, color="0.25", label=f"pixels ({int(observed.sum()):,} fitted)")
+    fine = np.linspace(lo, hi, 2000)
+    fine_edges = np.concatenate(([fine[0]], (fine[:-1] + fine[1:]) / 2, [fine[-1]]))
+    scale = (edges[1] - edges[0]) / np.diff(fine_edges)
+    smooth = _expected_counts(counts.sum(axis=1), fine_edges, peaks, cal.pedestal_adu, cal.gain_adu_per_e,
+                              cal.noise_e, lams, smear).sum(axis=0) * scale
+    chi2 = f"χ²/ndof = {fit.get('chi2', float('nan')):.0f}/{fit.get('ndof', 0)}"
+    histogram.plot(fine, smooth, color="tab:red", lw=1.5, label="\n".join([
+        "Σₖ Poisson(k; λ)·Gauss(μ₀ + k·g, σ·g)",
+        f"g = {_pm(cal.gain_adu_per_e, cal.gain_err, 'ADU/e⁻')}",
+        f"σ = {_pm(cal.noise_e, cal.noise_err, 'e⁻')}",
+        f"λ = {_pm(cal.dark_current_e_per_px, cal.dark_err, 'e⁻/px')}",
+        f"μ₀ = {_pm(cal.pedestal_adu, cal.pedestal_err, 'ADU')}",
+        chi2,
+    ]))
+    histogram.set_yscale("log")
+    histogram.set_ylim(0.5, max(observed.max(), 1) * 3)
+    histogram.set_ylabel(f"pixels per {edges[1] - edges[0]:.3g} ADU")
+    histogram.legend(loc="upper right", fontsize=11)
+    histogram.tick_params(labelbottom=False)
+    electrons = histogram.secondary_xaxis(
+        "top", functions=(lambda x: (x - cal.pedestal_adu) / cal.gain_adu_per_e,
+                          lambda e: cal.pedestal_adu + e * cal.gain_adu_per_e))
+    electrons.set_xlabel("charge [e⁻]")
+    _draw_pulls(pulls, centres, observed, expected, "pixel value, rows aligned on their pedestal [ADU]")
+    starts = np.array([b["row_start"] for b in cal.dark_bands], float)
+    stops = np.array([b["row_stop"] for b in cal.dark_bands], float)
+    errors = np.array([b["dark_err"] for b in cal.dark_bands], float)
+    rows.errorbar((starts + stops) / 2, lams, xerr=(stops - starts) / 2, yerr=errors, fmt="o", color="tab:blue",
+                  capsize=3, label="λ per band of rows (±1σ)")
+    rows.axhline(cal.dark_current_e_per_px, color="tab:red", lw=1,
+                 label=f"whole frame: {_pm(cal.dark_current_e_per_px, cal.dark_err, 'e⁻/px')}")
+    rows.axhspan(cal.dark_current_e_per_px - cal.dark_err, cal.dark_current_e_per_px + cal.dark_err,
+                 color="tab:red", alpha=0.15)
+    rows.set_xlabel("row (readout order)")
+    rows.set_ylabel("dark current λ [e⁻/pixel]")
+    rows.set_title("dark current along the readout")
+    rows.legend(loc="best", fontsize=11)
+
+
+def _draw_gaussian(cal: Calibration, aligned: np.ndarray, usable: np.ndarray, histogram, pulls, rows) -> None:
+    from scipy.special import ndtr
+
+    sigma = cal.noise_adu
+    edges = np.linspace(cal.pedestal_adu - 5 * sigma, cal.pedestal_adu + 5 * sigma, 101)
+    observed = np.histogram(aligned[usable], edges)[0].astype(np.float64)
+    cdf = ndtr((edges - cal.pedestal_adu) / sigma)
+    expected = np.diff(cdf) * observed.sum() / max(cdf[-1] - cdf[0], 1e-12)
+    centres = (edges[:-1] + edges[1:]) / 2
+    histogram.stairs(observed, edges, color="0.25", label="pixels")
+    histogram.plot(centres, expected, color="tab:red", label="\n".join([
+        "Gauss(pedestal, σ) from median and MAD",
+        f"pedestal = {_pm(cal.pedestal_adu, cal.pedestal_err, 'ADU')}",
+        f"σ = {_pm(cal.noise_e, cal.noise_err, 'e⁻')} ({sigma:.3g} ADU)",
+        f"g = {cal.gain_adu_per_e:.4g} ADU/e⁻ ({cal.method})",
+    ]))
+    histogram.set_yscale("log")
+    histogram.set_ylim(0.5, max(observed.max(), 1) * 3)
+    histogram.set_ylabel(f"pixels per {edges[1] - edges[0]:.3g} ADU")
+    histogram.legend(loc="upper right", fontsize=11)
+    histogram.tick_params(labelbottom=False)
+    reason = cal.fit.get("unresolved")
+    if reason:
+        histogram.set_title(f"electron peaks not used: {reason}", fontsize=12)
+    _draw_pulls(pulls, centres, observed, expected, "pixel value, rows aligned on their pedestal [ADU]")
+    rows.plot(np.arange(cal.row_pedestal_adu.size), cal.row_pedestal_adu, color="tab:blue", lw=1)
+    rows.set_xlabel("row (readout order)")
+    rows.set_ylabel("row pedestal [ADU]")
+    rows.set_title("pedestal along the readout")
+
+
+def _draw_pulls(axes, centres: np.ndarray, observed: np.ndarray, expected: np.ndarray, xlabel: str) -> None:
+    shown = expected > 0.5
+    pull = (observed[shown] - expected[shown]) / np.sqrt(expected[shown])
+    axes.axhline(0, color="0.5", lw=0.8)
+    axes.plot(centres[shown], pull, ".", color="0.2", ms=3)
+    axes.set_ylabel("(n − μ)/√μ")
+    axes.set_xlabel(xlabel)
+    limit = max(3.0, float(np.nanmax(np.abs(pull))) if pull.size else 3.0)
+    axes.set_ylim(-limit * 1.1, limit * 1.1)
