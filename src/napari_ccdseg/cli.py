@@ -52,7 +52,7 @@ def _each_frame(inputs: Sequence[str], desc: str) -> Iterator[tuple[Path, Frame,
     from .dataset import frame_files
     from .io import output_stem, read_frames
 
-    for frame_path, _ in tqdm(frame_files(inputs), desc=desc, unit="file"):
+    for frame_path, _ in tqdm(frame_files(inputs), desc=desc, unit="file", disable=None):  # no bar in a log
         frames = read_frames(frame_path)
         for frame in frames:
             yield frame_path, frame, output_stem(frame_path, frame.name, len(frames))
