@@ -244,8 +244,9 @@ def write_root(path: str | Path, table: pd.DataFrame) -> Path:
     branches = {}
     for name in table.columns:
         column = table[name].to_numpy()
-        # fixed-width unicode, never zero-width: ROOT branches need a type even with no rows
-        branches[name] = column.astype(str).astype("U1" if column.size == 0 else str) if column.dtype == object else column
+        if column.dtype.kind in "OUT":  # text as fixed-width unicode, one character wide at least
+            column = np.asarray(column, dtype=str) if column.size else np.empty(0, dtype="U1")
+        branches[name] = column
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp) as root_file:
             root_file[ROOT_TREE] = branches
@@ -351,13 +352,13 @@ def catalogue_frame(
     (see ``calibrate.calibrate_frame``).
     """
     name = frame_file_name(frame)
+    _checked(frame.data, labels, frame.name, ev_per_e)  # before a calibration that would be wasted
     if calibration is None:
         from .calibrate import calibrate_frame
 
-        exclude = np.isin(labels, CALIBRATION_EXCLUDED) if np.shape(labels) == np.shape(frame.data) else None
         calibration = calibrate_frame(
             frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
-            exclude=exclude, gain=gain, previous=previous,
+            exclude=np.isin(labels, CALIBRATION_EXCLUDED), gain=gain, previous=previous,
         )
     table, instances = cluster_table(
         calibration.electrons(frame.data), labels, frame=name, hdu=frame.hdu, ev_per_e=ev_per_e,
