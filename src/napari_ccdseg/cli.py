@@ -251,6 +251,29 @@ def _evaluate_against_physical(args: argparse.Namespace) -> None:
     print(f"agreement: {out / 'agreement.json'}, {out / 'agreement.md'}, one PNG per frame")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Fit each amplifier's gain, noise, dark current and pedestal; write calibration.json and one figure each."""
+    from .calibrate import (
+        calibrate_frame, calibration_table, find_calibration, plot_calibration, read_calibration, write_calibration,
+    )
+
+    previous = read_calibration(args.calibration) if args.calibration else []
+    out = Path(args.out)
+    calibrations, claimed = [], {}
+    for frame_path, frame, stem in _each_frame(args.inputs, "calibrating"):
+        figure = out / f"{stem}_calibration.png"
+        _claim_stem(stem, frame_path, figure, claimed)
+        calibration = calibrate_frame(
+            frame.data, frame=frame_path.name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
+            gain=args.gain, previous=find_calibration(previous, frame_path.name, frame.hdu, frame.extname),
+        )
+        plot_calibration(calibration, frame.data, figure)
+        calibrations.append(calibration)
+    write_calibration(out / "calibration.json", calibrations)
+    print(calibration_table(calibrations), end="")
+    print(f"calibration: {out / 'calibration.json'}, one <stem>_calibration.png per amplifier")
+
+
 def cmd_catalogue(args: argparse.Namespace) -> None:
     """Calibrate each amplifier, take its class map, and write the cluster catalogue of all of them."""
     from .calibrate import find_calibration, read_calibration
@@ -405,6 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=LABEL_PRESETS, help="auto-label frames that have no X_labels map (--against truth)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "calibrate", help="fit gain, read noise, dark current and pedestal per amplifier; writes calibration.json"
+    )
+    p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
+    p.add_argument("--out", required=True, help="output folder")
+    gain = p.add_mutually_exclusive_group()
+    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
+    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "catalogue", help="calibrate frames and write the cluster catalogue (CSV, Parquet), spectrum and summary"
