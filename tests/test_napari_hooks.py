@@ -67,11 +67,32 @@ def test_reader_declines_directories(tmp_path):
 
 def test_reader_gives_one_image_layer_per_extension(two_amplifiers, frame):
     layers = _napari.get_reader(str(two_amplifiers))(str(two_amplifiers))
-    assert [(kw["name"], kind) for _, kw, kind in layers] == [("run[AMP1]", "image"), ("run[AMP2]", "image")]
+    assert [(kw["name"], kind) for _, kw, kind in layers] == [("AMP1 · run", "image"), ("AMP2 · run", "image")]
     data, kwargs, _ = layers[1]
     np.testing.assert_array_equal(data, frame + 5)
-    assert kwargs["metadata"]["header"]["EXTNAME"] == "AMP2"
-    assert kwargs["metadata"]["source"] == str(two_amplifiers)
+    meta = kwargs["metadata"]
+    assert meta["header"]["EXTNAME"] == "AMP2" and meta["source"] == str(two_amplifiers)
+    assert (meta["ccdseg_frame"], meta["ccdseg_hdu"], meta["ccdseg_extname"]) == ("run[AMP2]", 2, "AMP2")
+    # side by side: the second amplifier starts right of the first, with a gap
+    assert layers[0][1]["translate"] == (0.0, 0.0)
+    assert layers[1][1]["translate"][0] == 0.0 and layers[1][1]["translate"][1] > SHAPE[1]
+
+
+def test_one_amplifier_alone_through_the_environment(two_amplifiers, frame, monkeypatch):
+    monkeypatch.setenv(_napari.AMPLIFIER_ENV, "amp2")
+    (data, kwargs, _), = _napari.read_layers(two_amplifiers)
+    np.testing.assert_array_equal(data, frame + 5)
+    assert kwargs["name"] == "AMP2 · run" and kwargs["translate"] == (0.0, 0.0)
+    monkeypatch.setenv(_napari.AMPLIFIER_ENV, "AMP9")
+    with pytest.raises(InputError, match=r"run.fits.*AMP9.*AMP1, AMP2"):
+        _napari.read_layers(two_amplifiers)
+
+
+def test_long_file_names_keep_the_amplifier_and_their_end_in_view(tmp_path, frame):
+    path = tmp_path / "damicm_avg_Image_skipper_2024-05-17_run15.fits"
+    fits.HDUList([fits.PrimaryHDU(), *(fits.ImageHDU(frame, name=f"CCD_{c}") for c in "AB")]).writeto(path)
+    names = [kw["name"] for _, kw, _ in _napari.read_layers(path)]
+    assert names == ["CCD_A · …2024-05-17_run15", "CCD_B · …2024-05-17_run15"]
 
 
 def test_reader_contrast_ignores_glitch_pixels(tmp_path, frame):
@@ -97,7 +118,26 @@ def test_reader_adds_the_label_map_beside_the_frame(tmp_path, frame):
     data, kwargs, _ = layers[1]
     assert kwargs["name"] == "x labels"
     assert "colormap" in kwargs
+    assert kwargs["metadata"]["ccdseg_reference"] == "file"  # a reference, not a simulation's truth
     np.testing.assert_array_equal(data, labels)
+
+
+def test_a_simulated_files_labels_are_marked_as_its_truth(tmp_path):
+    import dataclasses
+
+    from napari_ccdseg.simulate import SIM_PRESETS, AmplifierLayout, simulate_dataset
+
+    config = dataclasses.replace(SIM_PRESETS["conventional"], rows=32, cols=48)
+    path, = simulate_dataset(tmp_path, 1, config, fmt="fits", layout=AmplifierLayout(amplifiers=2))
+    layers = _napari.read_layers(path)
+    assert [(kw["name"], kind) for _, kw, kind in layers] == [
+        ("AMP1 · sim_000", "image"), ("AMP1 · sim_000 labels", "labels"),
+        ("AMP2 · sim_000", "image"), ("AMP2 · sim_000 labels", "labels"),
+    ]
+    for (_, image, _), (_, labels, _) in (layers[:2], layers[2:]):
+        assert labels["metadata"]["ccdseg_reference"] == "simulation"
+        assert labels["metadata"]["simulation"]["config"]["rows"] == 32
+        assert (labels["translate"], labels["scale"]) == (image["translate"], image["scale"])
 
 
 def test_reader_refuses_a_label_map_of_the_wrong_size(tmp_path, frame):
@@ -136,8 +176,10 @@ def test_write_labels_refuses_values_outside_the_classes(tmp_path):
 def test_viewer_opens_each_fits_extension_as_a_layer(make_napari_viewer, two_amplifiers):
     viewer = make_napari_viewer()
     viewer.open(str(two_amplifiers), plugin="napari-ccdseg")
-    assert [layer.name for layer in viewer.layers] == ["run[AMP1]", "run[AMP2]"]
+    assert [layer.name for layer in viewer.layers] == ["AMP1 · run", "AMP2 · run"]
     assert all(isinstance(layer, napari.layers.Image) for layer in viewer.layers)
+    amp1, amp2 = viewer.layers
+    assert amp1.extent.world[1, 1] < amp2.extent.world[0, 1]  # side by side, not stacked
 
 
 def test_viewer_sample_adds_frame_and_truth(make_napari_viewer):
@@ -171,5 +213,6 @@ def test_each_extension_gets_its_own_label_map(tmp_path):
     amp2[0, 0] = 3
     io.write_label_map(tmp_path / "multi_AMP2_labels.png", amp2)
     layers = _napari.read_layers(path)
-    assert [kwargs["name"] for _, kwargs, _ in layers] == ["multi[AMP1]", "multi[AMP2]", "multi[AMP2] labels"]
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["AMP1 · multi", "AMP2 · multi", "AMP2 · multi labels"]
     np.testing.assert_array_equal(layers[-1][0], amp2)
+    assert layers[-1][1]["translate"] == layers[1][1]["translate"] != (0.0, 0.0)

@@ -14,12 +14,16 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -85,7 +89,11 @@ class WorkerWidget(QWidget):
     """A dock widget that runs one worker at a time.
 
     While it runs, ``busy_widgets`` are disabled and the stop button enabled; when it ends (done,
-    stopped or failed) they come back. Errors reach the user as napari notifications.
+    stopped or failed) they come back. Errors reach the user as napari notifications, and the
+    widget's ``status`` line and ``progress_bar`` (where it has them) say so and rewind; a stopped
+    run with neither ``on_return`` nor ``on_done`` to describe its end says "stopped". Shown for the first time, the
+    widget's contents move into a scroll area (:func:`make_scrollable`), so a tall dock scrolls
+    instead of growing past the screen.
     """
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
@@ -96,6 +104,11 @@ class WorkerWidget(QWidget):
         self.busy_widgets: list[QWidget] = []
         self.stop_button: QPushButton | None = None
         self.pbar: progress | None = None
+        self.failed = False
+        """True when the last run ended with an error."""
+        from ._cursor import install_status  # the status bar then shows ADU, e⁻, class and cluster under the cursor
+
+        install_status(napari_viewer)
         # A closed dock or viewer must not leave a run going: ask it to stop (training keeps its best model).
         stop = self.stop_event
         self.destroyed.connect(lambda *_: stop.set())
@@ -116,6 +129,7 @@ class WorkerWidget(QWidget):
     ) -> None:
         """Wire and start ``worker`` (created with ``_start_thread=False`` semantics: not yet started)."""
         self.stop_event.clear()
+        self.failed = False
         # napari relays worker errors with a traceback dialog; ours says what failed, once.
         try:
             worker.errored.disconnect(worker._relay_error)
@@ -125,13 +139,15 @@ class WorkerWidget(QWidget):
             worker.yielded.connect(on_yield)
         if on_return is not None:
             worker.returned.connect(on_return)
-        worker.errored.connect(lambda error: report_error(error, what))
+        worker.errored.connect(lambda error: self._errored(error, what))
 
         def finished() -> None:
             self.worker = None
             try:
                 self._close_progress()
                 self._set_busy(False)
+                if self.stop_event.is_set() and not self.failed and on_return is None and on_done is None:
+                    self._show_outcome(f"{what} stopped")
                 if on_done is not None:
                     on_done()
             except RuntimeError:  # the dock or the viewer was closed while the worker ran
@@ -142,6 +158,27 @@ class WorkerWidget(QWidget):
         self.pbar = progress(total=total, desc=what)
         self._set_busy(True)
         worker.start()
+
+    def _errored(self, error: BaseException, what: str) -> None:
+        self.failed = True
+        report_error(error, what)
+        try:
+            self._show_outcome(f"{what} failed: {error}", rewind=True)
+        except RuntimeError:  # the dock was closed meanwhile
+            pass
+
+    def _show_outcome(self, text: str, rewind: bool = False) -> None:
+        """End-of-run text on the status line; ``rewind`` empties the progress bar (nothing half done stays shown)."""
+        status = getattr(self, "status", None)
+        if isinstance(status, QLabel):
+            status.setText(text)
+        bar = getattr(self, "progress_bar", None)
+        if rewind and isinstance(bar, QProgressBar):
+            bar.reset()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        make_scrollable(self)
+        super().showEvent(event)
 
     def request_stop(self) -> None:
         """Ask the running worker to stop at its next check."""
@@ -161,6 +198,32 @@ class WorkerWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.request_stop()
         super().closeEvent(event)
+
+
+def make_scrollable(widget: QWidget) -> QScrollArea | None:
+    """Move ``widget``'s layout into a vertical scroll area filling the widget (once; later calls return it).
+
+    A dock of many settings then scrolls inside a small window instead of pushing the window
+    past the screen. Children keep their parents' objects and connections: only the layout moves.
+    """
+    existing = getattr(widget, "_ccdseg_scroll", None)
+    if existing is not None:
+        return existing
+    layout = widget.layout()
+    if layout is None:
+        return None
+    body = QWidget()
+    body.setLayout(layout)  # Qt moves the layout and re-parents its widgets
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    scroll.setWidget(body)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    widget._ccdseg_scroll = scroll
+    return scroll
 
 
 # ---------------------------------------------------------------- small form helpers
@@ -269,6 +332,10 @@ class LayerCombo(QComboBox):
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
+        for index, name in enumerate(names):
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if layer is not None:
+                self.setItemData(index, str(layer.metadata.get("ccdseg_frame") or name), Qt.ToolTipRole)
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)

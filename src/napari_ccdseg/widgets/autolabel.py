@@ -180,10 +180,7 @@ class AutolabelWidget(WorkerWidget):
         if self.preview_pending or not self.live.isChecked():
             return  # stale: settings changed while it ran
         source = self.viewer.layers[update.name] if update.name in self.viewer.layers else None
-        layer = set_labels(self.viewer, PREVIEW_LAYER, update.labels, {"ccdseg_source": update.name})
-        if source is not None:
-            layer.translate = source.translate
-            layer.scale = source.scale[-2:]
+        set_labels(self.viewer, PREVIEW_LAYER, update.labels, {"ccdseg_source": update.name}, like=source)
         self.preview_count += 1
         self.status.setText(f"preview of {update.name} ({self.preset.currentText()})")
         self.show_stats(update.labels)
@@ -221,10 +218,11 @@ class AutolabelWidget(WorkerWidget):
         self.start_worker(worker, "auto-labelling", on_yield=self._applied, total=len(jobs))
 
     def _applied(self, update: LabelledUpdate) -> None:
-        meta = {"ccdseg_source": update.name, "label_preset": self.preset.currentText()}
+        meta = {"ccdseg_source": update.name, "label_preset": self.preset.currentText(), "ccdseg_reference": "auto-label"}
         if self.preset.currentText() == "physical":
             meta["label_params"] = self.params().to_dict()
-        set_labels(self.viewer, labels_name(update.name, "labels"), update.labels, meta)
+        source = self.viewer.layers[update.name] if update.name in self.viewer.layers else None
+        set_labels(self.viewer, labels_name(update.name, "labels"), update.labels, meta, like=source)
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers.remove(PREVIEW_LAYER)
         if self.pbar is not None:

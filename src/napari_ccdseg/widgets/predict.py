@@ -31,16 +31,44 @@ from qtpy.QtWidgets import (
 )
 
 from ..bundled import DEFAULT_MODEL, bundled_models, resolve_model
-from ..classes import CLASS_COLOURS, CLASS_NAMES
+from ..classes import CLASS_COLOURS, CLASS_NAMES, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
 from ..devices import available_devices
 from ..errors import InputError
 from ..io import safe_stem
 from ..updates import LogUpdate, StepUpdate
 from ._common import LayerCombo, PathEdit, WorkerWidget, combo, report_error, session, user_folder, wrapped_label
-from ._layers import add_frame, frame_shape, image_layers, labels_name, set_labels, split_labels_name, watch_layers
+from ._layers import (
+    add_frame,
+    full_name,
+    image_layers,
+    is_simulation_truth,
+    labels_name,
+    paired_labels,
+    set_labels,
+    split_labels_name,
+    watch_layers,
+)
 from .workers import PredictedUpdate, PredictJob, predict_worker
 
-COMPARE_CHOICES = ("X truth, else X labels", "X truth", "X labels", "nothing")
+COMPARE_CHOICES = {"simulation truth": ("truth", "labels"), "reference: X labels": ("labels",), "nothing": ()}
+"""'Compare with' choices: the paired layer kinds tried in order. Only a simulation's truth is exact
+(``X truth``, or ``X labels`` the reader found the simulator's record for); other ``X labels`` (auto
+or hand labels) are a reference, and the report says so."""
+SIMULATION_ONLY = "simulation truth"
+IMPLAUSIBLE_SHARE = {GLOWING: 0.20, HOT_PIXEL: 0.05, CLUSTER: 0.20}
+"""Fraction of a frame above which a class is suspicious (a mislabelled or uncalibrated frame)."""
+
+
+def implausible_shares(labels: np.ndarray) -> list[str]:
+    """Warnings for classes covering an implausible share of a class map, e.g. ``glowing covers 34 %``."""
+    labelled = labels[labels != UNLABELLED]
+    if labelled.size == 0:
+        return []
+    return [
+        f"{CLASS_NAMES[cls]} covers {share:.0%} of the frame (over {limit:.0%} is implausible)"
+        for cls, limit in IMPLAUSIBLE_SHARE.items()
+        if (share := float(np.count_nonzero(labelled == cls)) / labelled.size) > limit
+    ]
 
 
 def format_evaluation(name: str, evaluation: dict) -> str:
@@ -87,7 +115,12 @@ class PredictWidget(WorkerWidget):
         self.images.setMaximumHeight(110)
         self.images.setToolTip("image layers to predict")
         self.probabilities = QCheckBox("Add per-class probability layers")
-        self.compare = combo(COMPARE_CHOICES, COMPARE_CHOICES[0], "compare each prediction with this layer of the same image")
+        self.compare = combo(
+            list(COMPARE_CHOICES),
+            SIMULATION_ONLY,
+            "simulation truth: '<image> truth', or a simulated file's labels (exact); reference: '<image> labels' "
+            "(auto or hand labels: agreement with a reference, not accuracy)",
+        )
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(self.predict)
         self.stop_button = QPushButton("Stop")
@@ -158,6 +191,9 @@ class PredictWidget(WorkerWidget):
 
         self.busy_widgets = [self.predict_button, self.model, self.images, self.device]
         self._checked: dict[str, bool] = {}
+        self._compared: dict[str, tuple[str, bool]] = {}  # image -> (layer compared with, is it exact truth)
+        self._warnings: list[str] = []
+        self._done_count = self._job_count = 0
         self._auto_model = self.session.model_path
         self.refresh_images()
         watch_layers(napari_viewer, self.refresh_images)
@@ -178,6 +214,8 @@ class PredictWidget(WorkerWidget):
         self.images.clear()
         for layer in image_layers(self.viewer):
             item = QListWidgetItem(layer.name)
+            source = layer.metadata.get("source")
+            item.setToolTip(full_name(layer) + (f"\n{source}" if source else ""))
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked if self._checked.get(layer.name, True) else Qt.Unchecked)
             self.images.addItem(item)
@@ -191,15 +229,12 @@ class PredictWidget(WorkerWidget):
 
     def truth_for(self, image: Image) -> Labels | None:
         """The layer to compare a prediction of ``image`` with, per the "Compare with" choice."""
+        found = paired_labels(self.viewer, image)
         choice = self.compare.currentText()
-        kinds = {"X truth, else X labels": ("truth", "labels"), "X truth": ("truth",), "X labels": ("labels",)}.get(choice, ())
-        for kind in kinds:
-            name = labels_name(image.name, kind)
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
-                if isinstance(layer, Labels) and tuple(layer.data.shape) == frame_shape(image):
-                    return layer
-        return None
+        layers = [found[kind] for kind in COMPARE_CHOICES[choice] if kind in found]
+        if choice == SIMULATION_ONLY:
+            layers = [layer for layer in layers if is_simulation_truth(layer)]
+        return layers[0] if layers else None
 
     # ------------------------------------------------------------ predict
 
@@ -216,9 +251,12 @@ class PredictWidget(WorkerWidget):
             report_error(error, "prediction")
             return
         jobs = []
+        self._compared = {}
         for name in names:
             image = self.viewer.layers[name]
             truth = self.truth_for(image)
+            if truth is not None:
+                self._compared[name] = (truth.name, is_simulation_truth(truth))
             jobs.append(
                 PredictJob(
                     name,
@@ -228,11 +266,28 @@ class PredictWidget(WorkerWidget):
                 )
             )
         self.report.clear()
+        self._warnings = []
         self.progress_bar.setRange(0, len(jobs))
         self.progress_bar.setValue(0)
         self.status.setText(f"predicting {len(jobs)} frame(s) …")
         worker = predict_worker(model, self.device.currentText(), jobs, self.probabilities.isChecked(), self.stop_event)
-        self.start_worker(worker, "prediction", on_yield=self._update, total=len(jobs))
+        self._done_count, self._job_count = 0, len(jobs)
+        self.start_worker(worker, "prediction", on_yield=self._update, on_done=self._finished, total=len(jobs))
+
+    def _finished(self) -> None:
+        """Say how the run ended (after an error WorkerWidget has already said so).
+
+        Also called by the last frame's handler when it ran after the worker finished (adding a
+        layer processes queued events, so 'finished' can overtake a frame's update).
+        """
+        if self.failed:
+            return
+        if self.stop_event.is_set():
+            self.status.setText(f"stopped: {self._done_count} of {self._job_count} frame(s) predicted")
+        elif self._warnings:
+            self.status.setText(f"{self._done_count} frame(s) predicted; check: " + "; ".join(self._warnings))
+        else:
+            self.status.setText(f"{self._done_count} frame(s) predicted")
 
     def _update(self, update) -> None:
         if isinstance(update, LogUpdate):
@@ -246,23 +301,41 @@ class PredictWidget(WorkerWidget):
     def _add_prediction(self, update: PredictedUpdate) -> None:
         source = self.viewer.layers[update.name] if update.name in self.viewer.layers else None
         meta = {"ccdseg_model": update.model_path, "ccdseg_source": update.name}
-        layer = set_labels(self.viewer, labels_name(update.name, "prediction"), update.labels, meta)
-        if source is not None:
-            layer.translate, layer.scale = source.translate[-2:], source.scale[-2:]
+        layer = set_labels(self.viewer, labels_name(update.name, "prediction"), update.labels, meta, like=source)
         if update.probabilities is not None:
             for index, class_name in enumerate(CLASS_NAMES):
                 name = f"{update.name} probability {class_name}"
-                prob = add_frame(self.viewer, name, update.probabilities[index], {"ccdseg_source": update.name})
+                prob = add_frame(
+                    self.viewer, name, update.probabilities[index], {"ccdseg_source": update.name}, like=source
+                )
                 prob.contrast_limits = (0.0, 1.0)
                 prob.colormap = _class_colormap(index)
                 prob.blending = "additive"
                 prob.visible = class_name == "cluster"
+        warnings = [f"{layer.name}: {w}" for w in implausible_shares(update.labels)]
         if update.evaluation is not None:
+            reference, exact = self._compared.get(update.name, ("", True))
+            if reference and not exact:
+                self.report.appendPlainText(
+                    f"compared with the REFERENCE '{reference}' (auto or hand labels, not truth):\n"
+                    "the figures below measure agreement with it, not accuracy"
+                )
+                if reference in self.viewer.layers:
+                    shares = implausible_shares(np.asarray(self.viewer.layers[reference].data))
+                    warnings += [f"{reference}: {w}" for w in shares]
+            elif reference:
+                self.report.appendPlainText(f"compared with the simulation truth '{reference}'")
             self.report.appendPlainText(format_evaluation(update.name, update.evaluation))
             self.report.verticalScrollBar().setValue(0)  # the first frame's table stays in view
+        for warning in warnings:
+            self.report.appendPlainText(f"warning: {warning}")
+        self._warnings += warnings
         if self.pbar is not None:
             self.pbar.update(1)
+        self._done_count += 1
         self.status.setText(f"'{layer.name}' added")
+        if self.worker is None:
+            self._finished()
         self.correct_layer.refresh()
         self.correct_layer.setCurrentText(layer.name)
 
@@ -287,7 +360,7 @@ class PredictWidget(WorkerWidget):
                 raise InputError(f"'{layer.name}': no image layer of the same name to pair it with")
             folder = Path(self.training_folder.text() or user_folder("training-set"))
             folder.mkdir(parents=True, exist_ok=True)
-            stem = safe_stem(image.name)
+            stem = safe_stem(full_name(image))
             io.write_label_map(folder / f"{stem}_labels.png", np.asarray(layer.data))
             io.write_frame(folder / f"{stem}.npy", np.asarray(image.data))
         except Exception as error:  # noqa: BLE001 - InputError or OSError, shown to the user
@@ -305,7 +378,7 @@ class PredictWidget(WorkerWidget):
         except InputError as error:
             report_error(error, "saving labels")
             return
-        stem = safe_stem(image.name if image is not None else layer.name)
+        stem = safe_stem(full_name(image) if image is not None else layer.name)
         start = str(Path(self.training_folder.text() or Path.home()) / f"{stem}_labels.png")
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", start, "Label maps (*.png *.tif *.npy)")
         if path:

@@ -1,0 +1,92 @@
+"""The status bar under the cursor: which amplifier, ADU and electrons, class and cluster id.
+
+napari's own status shows the selected layer's value only, in ADU. On a mosaic of amplifiers the
+pixel under the cursor belongs to whichever frame is drawn there, so :func:`cursor_report` looks
+for it among the visible frames (top first), then reads its paired label layers at the same pixel.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from ..classes import CLASS_NAMES, CLUSTER
+from ..metrics import cluster_instances
+from ._layers import frame_layers, paired_labels
+
+if TYPE_CHECKING:
+    import napari
+
+_INSTANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INSTALLED: weakref.WeakSet = weakref.WeakSet()
+
+
+def electrons_at(calibration: dict, row: int, adu: float) -> float:
+    """A pixel value in electrons: minus its row's zero-electron pedestal, over the gain (as Calibration.electrons)."""
+    pedestals = calibration.get("row_pedestal_adu") or []
+    pedestal = pedestals[row] if 0 <= row < len(pedestals) and pedestals[row] is not None else calibration["pedestal_adu"]
+    return (adu - float(pedestal)) / float(calibration["gain_adu_per_e"])
+
+
+def cluster_id(layer: Labels, row: int, col: int) -> int:
+    """The 8-connected cluster id at a pixel of a class map (0 off clusters), computed once per edit.
+
+    Truth from the simulator carries its own instance ids (``ccdseg_instances``); those win.
+    """
+    given = layer.metadata.get("ccdseg_instances")
+    if given is not None and np.shape(given) == layer.data.shape:
+        return int(np.asarray(given)[row, col])
+    if layer not in _INSTANCES:
+        _INSTANCES[layer] = cluster_instances(np.asarray(layer.data))
+        forget = lambda *_: _INSTANCES.pop(layer, None)  # noqa: E731 - one line, bound to this layer
+        layer.events.data.connect(forget)
+        layer.events.paint.connect(forget)
+    return int(_INSTANCES[layer][row, col])
+
+
+def cursor_report(viewer: napari.Viewer, world) -> str | None:
+    """``AMP2 · run15 [r, c]: 25043.0 ADU = 1.02 e⁻ · prediction: cluster #7`` for the frame under
+    ``world`` (a viewer position), or None when no frame is there."""
+    for layer in reversed(frame_layers(viewer)):
+        if not layer.visible:
+            continue
+        row, col = (int(v) for v in np.round(np.asarray(layer.world_to_data(world))[-2:]))
+        rows, cols = layer.data.shape[-2:]
+        if not (0 <= row < rows and 0 <= col < cols):
+            continue
+        adu = float(layer.data[row, col])
+        text = f"{layer.name} [{row}, {col}]: {adu:.1f} ADU"
+        calibration = layer.metadata.get("calibration")
+        if calibration:
+            text += f" = {electrons_at(calibration, row, adu):.2f} e⁻"
+        for kind, labels in paired_labels(viewer, layer).items():
+            value = int(labels.data[row, col])
+            name = CLASS_NAMES[value] if value < len(CLASS_NAMES) else "unlabelled"
+            text += f" · {kind}: {name}"
+            if value == CLUSTER:
+                text += f" #{cluster_id(labels, row, col)}"
+        return text
+    return None
+
+
+def install_status(viewer: napari.Viewer) -> None:
+    """Show :func:`cursor_report` in the status bar whenever the cursor is over a frame (once per viewer)."""
+    if viewer in _INSTALLED:
+        return
+    _INSTALLED.add(viewer)
+    ref = weakref.ref(viewer)
+
+    def on_move(event=None) -> None:
+        current = ref()
+        if current is None:
+            return
+        text = cursor_report(current, current.cursor.position)
+        if text is not None:
+            current.status = text
+
+    # after napari's own status update, which would otherwise overwrite ours
+    viewer.cursor.events.position.connect(on_move, position="last")
+
