@@ -4,6 +4,7 @@ clusters it never saw, the depth inversion against the simulator's diffusion, ba
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_ccdseg import particles
@@ -52,40 +53,48 @@ def test_hand_cuts_name_the_textbook_shapes():
     assert list(types) == ["trail", "alpha", "muon"]
 
 
+HELD_OUT = SimConfig(
+    rows=512, cols=512, units="adu", pedestal_adu=500.0, gain_adu_per_e=4.0, read_noise_e=0.16,
+    dark_current_e=0.005, cluster_rate=150.0, few_electron_rate=60.0, muon_rate=10.0,
+    electron_track_rate=16.0, serial_trail_rate=12.0, serial_trail_e=(5.0, 50.0), alpha_rate=6.0,
+    hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0), amp_glow_e=0.0,
+)
+"""Skipper noise, every type at a high rate; seeds far from the training seeds (< 1,000,000)."""
+
+
 @pytest.fixture(scope="module")
 def held_out_frame():
-    """A skipper-noise frame with every type, seed far from the training seeds."""
-    config = SimConfig(
-        rows=384, cols=384, units="adu", pedestal_adu=500.0, gain_adu_per_e=4.0, read_noise_e=0.16,
-        dark_current_e=0.005, cluster_rate=150.0, few_electron_rate=60.0, muon_rate=6.0,
-        electron_track_rate=8.0, serial_trail_rate=6.0, serial_trail_e=(5.0, 50.0), alpha_rate=3.0,
-        hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0), amp_glow_e=0.0,
-    )
-    return simulate_frame(config, 8_123_457)
+    return simulate_frame(HELD_OUT, 8_123_457)
 
 
-def test_bundled_model_loads_without_pickle_and_types_held_out_clusters(held_out_frame, monkeypatch):
+@pytest.fixture(scope="module")
+def held_out_clusters(held_out_frame):
+    """Found clusters of two held-out frames with their true kinds, and the electrons/instances of each."""
+    frames = [held_out_frame, simulate_frame(HELD_OUT, 8_123_458)]
+    return [particles.simulated_clusters(frame) for frame in frames]
+
+
+def test_bundled_model_loads_without_pickle_and_types_held_out_clusters(held_out_clusters, monkeypatch):
     monkeypatch.setattr(pickle, "loads", None)  # any unpickling would fail
     monkeypatch.setattr(pickle, "load", None)
     model = particles.load_particle_model()
-    assert set(model.classes) <= set(particles.PARTICLE_TYPES) and len(model.classes) >= 5
+    assert set(model.classes) == set(particles.PARTICLE_TYPES)
     assert particles.MODEL_FILE.stat().st_size < 1_000_000
-    table, electrons, found = particles.simulated_clusters(held_out_frame)
-    known = table[table["kind"].isin(particles.PARTICLE_TYPES)]
-    kinds = set(known["kind"])
-    assert {"point", "muon", "electron", "trail", "few-electron"} <= kinds
-    types, scores = particles.classify(electrons, found, model)
-    assert len(types) == len(table) and ((scores > 0) & (scores <= 1)).all()
-    predicted = types[np.searchsorted(table.index, known.index)]
-    confusion = particles.particle_confusion(known["kind"], predicted)
-    assert particles.accuracy(confusion) >= 0.9
-    recall = particles.type_scores(confusion)["recall"].dropna()
-    assert (recall >= 0.7).all(), recall
+    kinds, predicted = [], []
+    for table, electrons, found in held_out_clusters:
+        types, scores = particles.classify(electrons, found, model)
+        assert len(types) == len(table) and ((scores > 0) & (scores <= 1)).all()
+        known = table["kind"].isin(particles.PARTICLE_TYPES).to_numpy()
+        kinds += list(table["kind"][known])
+        predicted += list(types[known])
+    confusion = particles.particle_confusion(kinds, predicted)
+    assert particles.accuracy(confusion) >= 0.95
+    scores = particles.type_scores(confusion)
+    assert (scores["clusters"] >= 5).all() and (scores["recall"] >= 0.75).all(), scores
 
 
-def test_learned_model_beats_the_hand_cuts(held_out_frame):
-    table, _, _ = particles.simulated_clusters(held_out_frame)
-    known = table[table["kind"].isin(particles.PARTICLE_TYPES)]
+def test_learned_model_beats_the_hand_cuts(held_out_clusters):
+    known = pd.concat([table[table["kind"].isin(particles.PARTICLE_TYPES)] for table, _, _ in held_out_clusters])
     learned, _ = particles.classify_features(known)
     cuts = particles.hand_cut_types(known)
     assert np.mean(learned == known["kind"]) > np.mean(cuts == known["kind"])
@@ -186,3 +195,28 @@ def test_empty_instance_map_gives_empty_results():
     types, scores = particles.classify(image, instances, noise_e=0.1)
     assert types.size == 0 and scores.size == 0
     assert len(particles.point_depths(image, instances, noise_e=0.1)) == 0
+
+
+def test_catalogue_rows_get_types_and_point_depths(held_out_frame):
+    from napari_ccdseg.autolabel import label_frame
+    from napari_ccdseg.catalogue import cluster_table
+
+    electrons = particles.electrons_from_metadata(held_out_frame.image, held_out_frame.metadata)
+    labels = label_frame(held_out_frame.image, "physical")
+    table, instances = cluster_table(electrons, labels, frame="sim", hdu=0)
+    typed = particles.add_particle_columns(table, electrons, instances, noise_e=0.16)
+    types, scores = particles.classify(electrons, instances, noise_e=0.16)
+    assert list(typed["particle"]) == list(types) and np.allclose(typed["particle_score"], scores)
+    points = typed["particle"] == "point"
+    assert typed.loc[points, "depth_um"].between(0, 675).all() and typed.loc[~points, "depth_um"].isna().all()
+    assert (typed.loc[points, "depth_err_um"] >= 0).all()
+    with pytest.raises(InputError, match="rows"):
+        particles.add_particle_columns(table.iloc[1:], electrons, instances)
+
+
+def test_evaluate_confusion_of_a_class_map(held_out_frame):
+    frame = held_out_frame
+    confusion = particles.frame_particle_confusion(frame.image, frame.labels, frame.instances, frame.metadata)
+    assert list(confusion.columns) == list(particles.PARTICLE_TYPES)
+    assert particles.accuracy(confusion) >= 0.9
+    assert confusion.to_numpy().sum() == cluster_instances(frame.labels).max()  # every found cluster once

@@ -686,41 +686,104 @@ FOUND_BY = ("physical", "truth")
 catalogue of a real frame holds) or the 8-connected components of the truth class map."""
 
 
-def simulated_electrons(frame) -> np.ndarray:
-    """A simulated frame in e⁻: minus its row pedestals (drift included), divided by the known gain."""
+def electrons_from_metadata(image: np.ndarray, metadata: dict) -> np.ndarray:
+    """A simulated frame in e⁻ from its metadata: minus its row pedestals (drift included),
+    divided by the recorded gain (ADU frames)."""
     from .noise import row_pedestals
 
-    image = np.asarray(frame.image, dtype=np.float32)
-    gain = frame.metadata["config"]["gain_adu_per_e"] if frame.metadata["units"] == "adu" else 1.0
+    image = np.asarray(image, dtype=np.float32)
+    gain = metadata["config"]["gain_adu_per_e"] if metadata.get("units") == "adu" else 1.0
     return (image - row_pedestals(image)[:, None]) / np.float32(gain)
 
 
-def simulated_clusters(frame, found_by: str = "physical") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Features of the clusters found in a simulated frame, each with its true kind.
+def true_kinds(found: np.ndarray, truth_instances: np.ndarray, electrons: np.ndarray, clusters: list[dict]) -> pd.DataFrame:
+    """True kind of every found cluster (ascending id) from the simulator's instances and cluster list.
 
     A found cluster takes the kind of the true event holding most of its charge when it is the
     found cluster holding most of that event (``fragment`` when another one does, ``none`` when
     it holds no event: noise, dark current, a defect); ``merged`` counts the events holding
-    ≥ 10 % of it, ``energy_kev``/``depth_um`` are the dominant event's truth. Returns the table,
-    the electrons image and the found instance map (ids = the table's index).
+    ≥ 10 % of it, ``energy_kev``/``depth_um`` are the dominant event's truth.
+    """
+    best, share, merged, main = dominant_truth(found, truth_instances, electrons)
+    lookup = {key: np.array([c[key] for c in clusters] or [0], dtype=object) for key in ("kind", "energy_kev", "depth_um")}
+    has = best > 0
+    index = np.maximum(best - 1, 0)
+    return pd.DataFrame(
+        {
+            "kind": np.where(main, lookup["kind"][index], np.where(has, FRAGMENT, NO_KIND)).astype(str),
+            "energy_kev": np.where(has, lookup["energy_kev"][index], np.nan).astype(np.float64),
+            "depth_um": np.where(has, lookup["depth_um"][index], np.nan).astype(np.float64),
+            "truth_share": share,
+            "merged": merged,
+        },
+        index=pd.Index(cluster_ids(found), name="cluster_id"),
+    )
+
+
+def simulated_clusters(frame, found_by: str = "physical") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features of the clusters found in a simulated frame, each with its truth (:func:`true_kinds`).
+
+    Returns the table, the electrons image and the found instance map (ids = the table's index).
     """
     from .autolabel import label_frame
     from .metrics import cluster_instances
 
     if found_by not in FOUND_BY:
         raise InputError(f"simulated_clusters: found_by must be one of {', '.join(FOUND_BY)}, got {found_by!r}")
-    electrons = simulated_electrons(frame)
+    electrons = electrons_from_metadata(frame.image, frame.metadata)
     labels = label_frame(frame.image, "physical") if found_by == "physical" else frame.labels
     found = cluster_instances(labels)
     features = cluster_features(electrons, found)
-    best, share, merged, main = dominant_truth(found, frame.instances, electrons)
-    truth = frame.metadata["clusters"]
-    lookup = {key: np.array([c[key] for c in truth] or [0], dtype=object) for key in ("kind", "energy_kev", "depth_um")}
-    has = best > 0
-    index = np.maximum(best - 1, 0)
-    features["kind"] = np.where(main, lookup["kind"][index], np.where(has, FRAGMENT, NO_KIND)).astype(str)
-    features["energy_kev"] = np.where(has, lookup["energy_kev"][index], np.nan).astype(np.float64)
-    features["depth_um"] = np.where(has, lookup["depth_um"][index], np.nan).astype(np.float64)
-    features["truth_share"] = share
-    features["merged"] = merged
-    return features, electrons, found
+    truth = true_kinds(found, frame.instances, electrons, frame.metadata["clusters"])
+    return pd.concat([features, truth], axis=1), electrons, found
+
+
+def frame_particle_confusion(
+    image: np.ndarray,
+    labels: np.ndarray,
+    truth_instances: np.ndarray,
+    metadata: dict,
+    model: TreeEnsemble | None = None,
+) -> pd.DataFrame:
+    """Particle confusion (true kind × predicted type) of the clusters of a class map (a model's
+    prediction) on a simulated frame, whose truth is ``truth_instances`` and its ``_meta.json``
+    ``metadata``. Sum frames with ``DataFrame.add(other, fill_value=0)``; print with
+    :func:`format_confusion`."""
+    from .metrics import cluster_instances
+
+    electrons = electrons_from_metadata(image, metadata)
+    found = cluster_instances(labels)
+    predicted, _ = classify(electrons, found, model)
+    truth = true_kinds(found, truth_instances, electrons, metadata["clusters"])
+    return particle_confusion(truth["kind"], predicted)
+
+
+def add_particle_columns(
+    table: pd.DataFrame,
+    electrons: np.ndarray,
+    instances: np.ndarray,
+    *,
+    noise_e: float | None = None,
+    model: TreeEnsemble | None = None,
+    diffusion: Diffusion | None = None,
+) -> pd.DataFrame:
+    """Fill a catalogue's ``particle``/``particle_score`` and add ``depth_um``/``depth_err_um``
+    (point-typed clusters only, NaN for the rest). Rows must follow the instance ids ascending,
+    as :func:`catalogue.cluster_table` makes them."""
+    ids = cluster_ids(instances)
+    if len(table) != ids.size:
+        raise InputError(f"particles: the table has {len(table)} rows but the instance map {ids.size} clusters")
+    noise = None if noise_e is None or not np.isfinite(noise_e) else float(noise_e)
+    features = cluster_features(electrons, instances, noise_e=noise)
+    types, scores = classify_features(features, model)
+    out = table.copy()
+    out["particle"] = types.astype(object)
+    out["particle_score"] = scores
+    depth = np.full(ids.size, np.nan)
+    err = np.full(ids.size, np.nan)
+    points = types == "point"
+    if points.any():
+        fit = point_depths(electrons, instances, ids[points], diffusion=diffusion, noise_e=features["noise_e"].iloc[0])
+        depth[points], err[points] = fit["depth_um"].to_numpy(), fit["depth_err_um"].to_numpy()
+    out["depth_um"], out["depth_err_um"] = depth, err
+    return out
