@@ -303,3 +303,33 @@ def test_cli_catalogue_bad_inputs_are_one_line_errors(tmp_path, two_amplifier_fi
     np.save(noisy, simulate_frame(_quiet_config(rows=64, cols=64, read_noise_e=2.0), seed=2).image)
     assert main(["catalogue", str(noisy), "--preset", "physical", "--out", str(tmp_path / "o")]) == 2
     assert "noisy.npy" in capsys.readouterr().err
+
+
+def test_cli_catalogue_takes_the_gain_of_a_calibration_file_for_unresolved_frames(tmp_path, capsys):
+    import json
+
+    from napari_ccdseg.cli import main
+
+    resolving, noisy = simulate_frame(_quiet_config(rows=128, cols=128), seed=4), simulate_frame(
+        _quiet_config(rows=128, cols=128, read_noise_e=2.0), seed=5
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "dark.npy", resolving.image)
+    np.save(data / "run.npy", noisy.image)
+    from napari_ccdseg.io import write_label_map
+
+    write_label_map(data / "dark_labels.png", resolving.labels)
+    write_label_map(data / "run_labels.png", noisy.labels)
+    assert main(["catalogue", str(data / "dark.npy"), "--labels", str(data), "--out", str(tmp_path / "dark")]) == 0
+    first = json.loads((tmp_path / "dark" / "calibration.json").read_text())["amplifiers"][0]
+    assert first["method"] == "peaks"
+    calibration = str(tmp_path / "dark" / "calibration.json")
+    args = ["catalogue", str(data / "run.npy"), "--labels", str(data), "--out", str(tmp_path / "run")]
+    assert main(args + ["--calibration", calibration]) == 0
+    second = json.loads((tmp_path / "run" / "calibration.json").read_text())["amplifiers"][0]
+    assert second["method"] == "file" and second["gain_adu_per_e"] == first["gain_adu_per_e"]
+    assert "| file |" in (tmp_path / "run" / "summary.md").read_text()
+    with pytest.raises(SystemExit):  # one source of gain, not two
+        main(args + ["--calibration", calibration, "--gain", "4"])
+    assert "not allowed with argument" in capsys.readouterr().err

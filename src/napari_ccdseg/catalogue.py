@@ -393,7 +393,7 @@ def write_catalogue_folder(
     table = concat_tables(tables)
     paths = write_catalogue(out, table)
     paths.append(write_calibration(out / "calibration.json", list(calibrations)))
-    paths.append(plot_spectrum(table, out / "spectrum.png"))
+    paths.append(plot_spectrum(table, out / "spectrum.png", ev_per_e=ev_per_e))
     summary = summary_markdown(table, calibrations, pixels, source=source, ev_per_e=ev_per_e)
     paths.append(atomic_write_text(out / "summary.md", summary))
     if root:

@@ -62,8 +62,11 @@ def _groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return groups
 
 
-def plot_spectrum(table: pd.DataFrame, path: str | Path, *, title: str = "Cluster energy spectrum") -> Path:
-    """dN/dE (clusters per keV) against energy on log axes, with 68 % Poisson intervals per bin.
+def plot_spectrum(
+    table: pd.DataFrame, path: str | Path, *, ev_per_e: float = 3.75, title: str = "Cluster energy spectrum"
+) -> Path:
+    """dN/dE (clusters per keV) against energy on log axes, with 68 % Poisson intervals per bin;
+    the top axis gives the charge in electrons (``ev_per_e`` eV each) for few-electron work.
 
     Clusters with energy ≤ 0 (noise fluctuations caught in a class map) cannot sit on a log axis:
     the legend counts them. Empty bins are not drawn.
@@ -90,6 +93,9 @@ def plot_spectrum(table: pd.DataFrame, path: str | Path, *, title: str = "Cluste
                 )
             axes.set_xscale("log")
             axes.set_yscale("log")
+            to_electrons = 1000.0 / ev_per_e
+            top = axes.secondary_xaxis("top", functions=(lambda e: e * to_electrons, lambda q: q / to_electrons))
+            top.set_xlabel("charge [e⁻]")
             axes.legend(title="68 % Poisson intervals", loc="best")
         else:
             axes.text(0.5, 0.5, "no cluster with positive energy", ha="center", va="center", transform=axes.transAxes)
