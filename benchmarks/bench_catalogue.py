@@ -7,7 +7,8 @@ Run from the repository root: ``python benchmarks/bench_catalogue.py [--quick]``
    its own comb of electron peaks (background pixels of the class map), catalogued with three class maps: the truth labels, the
    ``physical`` preset and the bundled default model. Each true point cluster is matched to the
    catalogue cluster holding most of its pixels; catalogue clusters matched by two true ones
-   (merged) are left out. Per bin of true energy: found share, and the median (bias) and
+   (merged) are left out. Per bin of true energy: the share matched alone (found, not merged),
+   and the median (bias) and
    1.4826·MAD (resolution) of charge_e / collected electrons − 1 and of energy_kev / deposited
    energy − 1 (the latter also holds the Fano spread and the simulator's 3.77 eV per pair against
    the catalogue's 3.75).
@@ -90,7 +91,7 @@ def accuracy(n_frames: int, side: int) -> list[str]:
         f"{n_frames} frames of {side}², gain fitted within {100 * max(map(abs, gains)):.2f} % of the truth; "
         f"{len(n_true)} true point clusters",
         "",
-        "| class map | true energy [keV] | true | found | charge bias | charge resolution | energy bias | energy resolution |",
+        "| class map | true energy [keV] | true | alone | charge bias | charge resolution | energy bias | energy resolution |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     true_energy = np.asarray(n_true)

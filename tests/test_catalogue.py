@@ -90,6 +90,9 @@ def test_instance_map_and_table_agree(simulated):
         assert electrons[row.qmax_y, row.qmax_x] == pytest.approx(row.qmax_e)
         assert row.n_cols * row.n_rows * row.fill == pytest.approx(row.npix)
         assert row.xmin <= row.x <= row.xmax and row.ymin <= row.y <= row.ymax
+    distances = np.hypot(table.x.to_numpy()[:, None] - table.x.to_numpy(), table.y.to_numpy()[:, None] - table.y.to_numpy())
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_allclose(table.nearest_px, distances.min(axis=1))
 
 
 def test_weighted_moments_and_shape_by_hand():

@@ -46,7 +46,7 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "sigma_x", "sigma_y", "qmax_e", "xmin", "xmax", "ymin", "ymax",
     "particle", "particle_score",
     "charge_err_e", "cov_xy", "std_long", "std_trans", "angle_deg",
-    "n_cols", "n_rows", "fill", "qmax_x", "qmax_y",
+    "n_cols", "n_rows", "fill", "qmax_x", "qmax_y", "nearest_px",
 )
 """Every column of the catalogue, in file order (units in docs/catalogue.md)."""
 
@@ -164,6 +164,7 @@ def _measure(ids: np.ndarray, rows: np.ndarray, cols: np.ndarray, charge: np.nda
     ymax = np.maximum.reduceat(rows[order], starts)
     n_cols, n_rows = xmax - xmin + 1, ymax - ymin + 1
     return {
+        "nearest_px": _nearest_distance(x, y),
         "npix": npix.astype(np.int64),
         "charge_e": total,
         "x": x,
@@ -185,6 +186,17 @@ def _measure(ids: np.ndarray, rows: np.ndarray, cols: np.ndarray, charge: np.nda
         "qmax_x": cols[brightest].astype(np.int64),
         "qmax_y": rows[brightest].astype(np.int64),
     }
+
+
+def _nearest_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Distance from each centroid to the nearest other one in the image (NaN when alone): a pile-up cut."""
+    from scipy.spatial import cKDTree
+
+    if x.size < 2:
+        return np.full(x.size, np.nan)
+    points = np.column_stack([x, y])
+    distance, _ = cKDTree(points).query(points, k=2)
+    return distance[:, 1]
 
 
 # ---------------------------------------------------------------- files
