@@ -189,6 +189,25 @@ def test_deleting_the_chosen_layer_leaves_widgets_working(qtbot, viewer, errors)
     simulate(qtbot, viewer, n=1)
     auto = dock(viewer, AutolabelWidget(viewer))
     auto.live.setChecked(False)
+def test_apply_to_all_records_the_settings_it_was_started_with(qtbot, viewer, errors):
+    simulate(qtbot, viewer, n=2)
+    widget = dock(viewer, AutolabelWidget(viewer))
+    widget.live.setChecked(False)
+    started = widget.params()
+    click(qtbot, widget.apply_all_button)
+    # Edited before any result reaches the GUI thread (no event is processed in between):
+    # grow above seed is invalid, and seed-v1 records no thresholds.
+    widget.sigmas["grow_sigma"].setValue(started.seed_sigma + 5)
+    widget.preset.setCurrentText("seed-v1")
+    wait(qtbot, widget)
+    assert not errors
+    for name in ("sim 0", "sim 1"):
+        labels = viewer.layers[f"{name} labels"]
+        assert labels.metadata["label_preset"] == "physical"
+        assert labels.metadata["label_params"] == started.to_dict()
+        np.testing.assert_array_equal(labels.data, label_frame(viewer.layers[name].data, "physical", params=started))
+
+
     train = dock(viewer, TrainWidget(viewer))
     predict = dock(viewer, PredictWidget(viewer))
     assert auto.image.currentText() == "sim 0"

@@ -213,14 +213,15 @@ class AutolabelWidget(WorkerWidget):
         except Exception as error:  # noqa: BLE001
             report_error(error, "auto-labelling")
             return
+        preset = self.preset.currentText()
+        # Each result records what its job was started with, whatever is edited while it runs.
+        recorded = {"label_preset": preset, **({"label_params": params.to_dict()} if preset == "physical" else {})}
         jobs = [(layer.name, np.asarray(layer.data)) for layer in layers]
-        worker = autolabel_worker(jobs, self.preset.currentText(), params, self.unmatched(), self.stop_event)
-        self.start_worker(worker, "auto-labelling", on_yield=self._applied, total=len(jobs))
+        worker = autolabel_worker(jobs, preset, params, self.unmatched(), self.stop_event)
+        self.start_worker(worker, "auto-labelling", on_yield=lambda update: self._applied(update, recorded), total=len(jobs))
 
-    def _applied(self, update: LabelledUpdate) -> None:
-        meta = {"ccdseg_source": update.name, "label_preset": self.preset.currentText(), "ccdseg_reference": "auto-label"}
-        if self.preset.currentText() == "physical":
-            meta["label_params"] = self.params().to_dict()
+    def _applied(self, update: LabelledUpdate, recorded: dict) -> None:
+        meta = {"ccdseg_source": update.name, "ccdseg_reference": "auto-label", **recorded}
         source = self.viewer.layers[update.name] if update.name in self.viewer.layers else None
         set_labels(self.viewer, labels_name(update.name, "labels"), update.labels, meta, like=source)
         if PREVIEW_LAYER in self.viewer.layers:
