@@ -216,3 +216,20 @@ def test_each_extension_gets_its_own_label_map(tmp_path):
     assert [kwargs["name"] for _, kwargs, _ in layers] == ["AMP1 · multi", "AMP2 · multi", "AMP2 · multi labels"]
     np.testing.assert_array_equal(layers[-1][0], amp2)
     assert layers[-1][1]["translate"] == layers[1][1]["translate"] != (0.0, 0.0)
+
+
+@pytest.mark.parametrize("suffix", [".fits.gz", ".fit.gz", ".fts.gz"])
+def test_gzipped_fits_is_offered_to_napari_and_read(tmp_path, frame, suffix):
+    import fnmatch
+    import gzip
+
+    from npe2 import PluginManifest
+
+    readers = PluginManifest.from_distribution("napari-ccdseg").contributions.readers
+    assert any(fnmatch.fnmatch(f"run{suffix}", p) for r in readers for p in r.filename_patterns)
+    fits.PrimaryHDU(frame).writeto(tmp_path / "run.fits")
+    path = tmp_path / f"run{suffix}"
+    path.write_bytes(gzip.compress((tmp_path / "run.fits").read_bytes()))
+    (data, kwargs, kind), = _napari.get_reader(str(path))(str(path))
+    assert kind == "image" and "run" in kwargs["name"]
+    np.testing.assert_array_equal(data, frame)
