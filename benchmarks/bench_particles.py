@@ -91,19 +91,20 @@ def depth_table(config: SimConfig, frames: int, offset: int = 0) -> pd.DataFrame
         rows.append(pd.DataFrame({"energy_kev": points["energy_kev"].to_numpy(), "true": points["depth_um"].to_numpy(),
                                   "fit": depth["depth_um"].to_numpy(), "err": depth["depth_err_um"].to_numpy()}))
     data = pd.concat(rows)
-    out = []
-    for lo, hi in zip(DEPTH_BINS_KEV[:-1], DEPTH_BINS_KEV[1:]):
-        sel = data[(data["energy_kev"] >= lo) & (data["energy_kev"] < hi)]
-        diff = sel["fit"] - sel["true"]
-        out.append({"energy_kev": f"{lo:g}–{hi:g}", "points": len(sel), "rms_um": float(np.sqrt(np.mean(diff**2))),
-                    "bias_um": float(diff.mean()), "median_quoted_err_um": float(sel["err"].median()),
-                    "pull_rms": float(np.sqrt(np.mean((diff / np.maximum(sel["err"], 1.0)) ** 2)))})
-    above = data[data["energy_kev"] >= 1.0]
-    diff = above["fit"] - above["true"]
-    out.append({"energy_kev": "≥ 1", "points": len(above), "rms_um": float(np.sqrt(np.mean(diff**2))),
-                "bias_um": float(diff.mean()), "median_quoted_err_um": float(above["err"].median()),
-                "pull_rms": float(np.sqrt(np.mean((diff / np.maximum(above["err"], 1.0)) ** 2)))})
-    return pd.DataFrame(out)
+    bins = [(f"{lo:g}–{hi:g}", (data["energy_kev"] >= lo) & (data["energy_kev"] < hi))
+            for lo, hi in zip(DEPTH_BINS_KEV[:-1], DEPTH_BINS_KEV[1:])]
+    bins.append(("≥ 1", data["energy_kev"] >= 1.0))
+    return pd.DataFrame([{"energy_kev": name, **_depth_errors(data[chosen])} for name, chosen in bins])
+
+
+def _depth_errors(sel: pd.DataFrame) -> dict:
+    """RMS, bias and 68 % quantile of |fit − truth|, median quoted error, and the robust width of
+    the pulls (1.48·MAD: 1 when the quoted errors are right, blind to the few outliers)."""
+    diff = sel["fit"] - sel["true"]
+    pull = diff / np.maximum(sel["err"], 1e-3)
+    return {"points": len(sel), "rms_um": float(np.sqrt(np.mean(diff**2))), "bias_um": float(diff.mean()),
+            "q68_um": float(np.quantile(np.abs(diff), 0.68)), "median_quoted_err_um": float(sel["err"].median()),
+            "pull_width": float(1.4826 * np.median(np.abs(pull - pull.median())))}
 
 
 def diffusion_of(config: SimConfig) -> particles.Diffusion:

@@ -412,19 +412,21 @@ def depth_um(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth z (µm from the pixel side) and its uncertainty from a lateral spread σ ± δσ (px).
 
-    z = (1 − exp(−σ²/A)) / b, clipped to [0, thickness]; δz = |dz/dσ|·δσ with
-    dz/dσ = 2σ exp(−σ²/A) / (A b). Spreads beyond the back surface's give the thickness.
+    z = (1 − exp(−σ²/A)) / b, clipped to [0, thickness]. The error is half the depth range that
+    σ − δσ … σ + δσ spans (σ − δσ floored at 0), which stays honest where a linear propagation
+    fails: near z = 0, where dz/dσ vanishes, and at the back surface, where z is clipped.
     """
     model = diffusion or Diffusion()
     sigma = np.asarray(sigma_px, dtype=np.float64)
     err = np.asarray(sigma_err_px, dtype=np.float64)
     if not (np.isfinite(sigma).all() and np.isfinite(err).all()) or (sigma < 0).any() or (err < 0).any():
         raise InputError("depth_um: spreads and their errors must be finite and >= 0")
-    s_um = sigma * model.pixel_size_um
-    decay = np.exp(-(s_um**2) / model.a_um2)
-    depth = np.clip((1.0 - decay) / model.b_per_um, 0.0, model.thickness_um)
-    slope = 2.0 * s_um * decay / (model.a_um2 * model.b_per_um)
-    return depth, slope * err * model.pixel_size_um
+
+    def depth(s_px: np.ndarray) -> np.ndarray:
+        s_um = s_px * model.pixel_size_um
+        return np.clip((1.0 - np.exp(-(s_um**2) / model.a_um2)) / model.b_per_um, 0.0, model.thickness_um)
+
+    return depth(sigma), 0.5 * (depth(sigma + err) - depth(np.maximum(sigma - err, 0.0)))
 
 
 _STAMP = 7
@@ -435,15 +437,33 @@ _OUTLIER_CHI2 = 25.0
 """A pixel 5 standard deviations off the half-converged model is not this cluster's charge."""
 
 
+SPREAD_AXES = ("row", "both")
+"""Which fitted spread gives the depth: ``row`` (σ across the rows, which serial CTI never widens)
+or ``both`` (the inverse-variance mean of σ_row and σ_col: √2 more precise on a CCD without CTI)."""
+
+
 @dataclass
 class SpreadFit:
-    """Per cluster: fitted charge (e⁻), centre (row, col, px) and lateral spread σ ± error (px)."""
+    """Per cluster: fitted charge (e⁻), centre (row, col, px) and spreads σ ± error (px) along the
+    column direction (``sigma_row``: spread of the row coordinate) and along the rows (``sigma_col``)."""
 
     charge_e: np.ndarray
     row: np.ndarray
     col: np.ndarray
-    sigma_px: np.ndarray
-    sigma_err_px: np.ndarray
+    sigma_row: np.ndarray
+    sigma_row_err: np.ndarray
+    sigma_col: np.ndarray
+    sigma_col_err: np.ndarray
+
+    def spread(self, axis: str = "row") -> tuple[np.ndarray, np.ndarray]:
+        """σ ± error (px) for the depth, from the row spread or from both (see :data:`SPREAD_AXES`)."""
+        if axis not in SPREAD_AXES:
+            raise InputError(f"depth: spread axis must be one of {', '.join(SPREAD_AXES)}, got {axis!r}")
+        if axis == "row":
+            return self.sigma_row, self.sigma_row_err
+        w_row, w_col = 1 / np.maximum(self.sigma_row_err, 1e-9) ** 2, 1 / np.maximum(self.sigma_col_err, 1e-9) ** 2
+        sigma = (w_row * self.sigma_row + w_col * self.sigma_col) / (w_row + w_col)
+        return sigma, 1 / np.sqrt(w_row + w_col)
 
 
 def fit_point_spread(
@@ -453,9 +473,11 @@ def fit_point_spread(
     *,
     noise_e: float | None = None,
 ) -> SpreadFit:
-    """Fit a pixel-integrated, round 2-D Gaussian to each cluster's 7 × 7 stamp (in electrons).
+    """Fit a pixel-integrated 2-D Gaussian (σ_row, σ_col) to each cluster's 7 × 7 stamp (in e⁻).
 
-    The model N·Px(col)·Py(row) with P the Gaussian integrated over each pixel (erf), so the
+    Two spreads because serial charge-transfer inefficiency trails charge along the rows only,
+    widening σ_col but never σ_row. The model N·Px(col)·Py(row) with P the Gaussian integrated
+    over each pixel (erf), so the
     pixelisation needs no 1/12 px² correction. The cluster's pixels and their 8-neighbours take
     part (the faint halo below any threshold holds the spread), other clusters' pixels do not,
     and pixels 5σ off the half-converged fit are dropped (hot pixels, a neighbour's tail); the
@@ -470,7 +492,7 @@ def fit_point_spread(
     n = ids.size
     if n == 0:
         empty = np.zeros(0)
-        return SpreadFit(empty, empty, empty, empty, empty)
+        return SpreadFit(*(empty,) * 7)
     # charge-weighted centres from the cluster pixels
     flat = np.flatnonzero(np.isin(labels, ids))
     k = np.searchsorted(ids, labels.ravel()[flat])
@@ -502,8 +524,8 @@ def fit_point_spread(
         warnings.simplefilter("ignore", RuntimeWarning)
         background = np.nanmedian(np.where(around, data, np.nan).reshape(n, -1), axis=1)
     data = np.where(use, data - np.nan_to_num(background)[:, None, None], 0.0)
-    # parameters: N, row, col, σ
-    params = np.stack([np.maximum(wsum, 1.0), centre_r, centre_c, np.full(n, 0.5)], axis=1)
+    # parameters: N, row, col, σ_row, σ_col
+    params = np.stack([np.maximum(wsum, 1.0), centre_r, centre_c, np.full(n, 0.5), np.full(n, 0.5)], axis=1)
     var_floor = max(noise, 0.05) ** 2
     for iteration in range(_FIT_ITERATIONS):
         model, jac = _gaussian_stamp(params, rr, cc)
@@ -514,18 +536,17 @@ def fit_point_spread(
         resid = (data - model) * weight
         normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac)
         grad = np.einsum("nrcp,nrc->np", jac, resid)
-        normal += np.eye(4)[None] * 1e-9
+        normal += np.eye(5)[None] * 1e-9
         step = np.linalg.solve(normal, grad[..., None])[..., 0]
         step[:, 1:3] = np.clip(step[:, 1:3], -1.0, 1.0)
-        step[:, 3] = np.clip(step[:, 3], -0.5 * params[:, 3], 0.5 * params[:, 3])
+        step[:, 3:] = np.clip(step[:, 3:], -0.5 * params[:, 3:], 0.5 * params[:, 3:])
         params = params + step
-        params[:, 3] = np.clip(params[:, 3], _MIN_SIGMA_PX, half)
+        params[:, 3:] = np.clip(params[:, 3:], _MIN_SIGMA_PX, half)
     model, jac = _gaussian_stamp(params, rr, cc)
     weight = use / (var_floor + np.maximum(model, 0.0))
-    normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac) + np.eye(4)[None] * 1e-9
-    cov = np.linalg.inv(normal)
-    err = np.sqrt(np.maximum(cov[:, 3, 3], 0.0))
-    return SpreadFit(params[:, 0], params[:, 1], params[:, 2], params[:, 3], err)
+    normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac) + np.eye(5)[None] * 1e-9
+    err = np.sqrt(np.maximum(np.diagonal(np.linalg.inv(normal), axis1=1, axis2=2), 0.0))
+    return SpreadFit(params[:, 0], params[:, 1], params[:, 2], params[:, 3], err[:, 3], params[:, 4], err[:, 4])
 
 
 def _pixel_integrals(centre: np.ndarray, sigma: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -542,10 +563,10 @@ def _pixel_integrals(centre: np.ndarray, sigma: np.ndarray, grid: np.ndarray) ->
 
 
 def _gaussian_stamp(params: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Model stamps N·Py·Px (n, S, S) and their Jacobian (n, S, S, 4) by N, row, col, σ."""
-    amp, row, col, sigma = params.T
-    py, dpy_r, dpy_s = _pixel_integrals(row, sigma, rr.astype(np.float64))
-    px, dpx_c, dpx_s = _pixel_integrals(col, sigma, cc.astype(np.float64))
+    """Model stamps N·Py·Px (n, S, S) and their Jacobian (n, S, S, 5) by N, row, col, σ_row, σ_col."""
+    amp, row, col, sigma_row, sigma_col = params.T
+    py, dpy_r, dpy_s = _pixel_integrals(row, sigma_row, rr.astype(np.float64))
+    px, dpx_c, dpx_s = _pixel_integrals(col, sigma_col, cc.astype(np.float64))
     a = amp[:, None, None]
     model = a * py[:, :, None] * px[:, None, :]
     jac = np.stack(
@@ -553,7 +574,8 @@ def _gaussian_stamp(params: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> tuple
             py[:, :, None] * px[:, None, :],
             a * dpy_r[:, :, None] * px[:, None, :],
             a * py[:, :, None] * dpx_c[:, None, :],
-            a * (dpy_s[:, :, None] * px[:, None, :] + py[:, :, None] * dpx_s[:, None, :]),
+            a * dpy_s[:, :, None] * px[:, None, :],
+            a * py[:, :, None] * dpx_s[:, None, :],
         ],
         axis=-1,
     )
@@ -567,17 +589,21 @@ def point_depths(
     *,
     diffusion: Diffusion | None = None,
     noise_e: float | None = None,
+    axis: str = "row",
 ) -> pd.DataFrame:
-    """Depth (µm) ± error and the fitted spread of the given clusters (all by default), by id.
+    """Depth (µm) ± error and the fitted spreads of the given clusters (all by default), by id.
 
-    Meant for point-like clusters; a track's spread says nothing about one depth.
+    Meant for point-like clusters; a track's spread says nothing about one depth. ``axis``: which
+    spread gives the depth (:data:`SPREAD_AXES`; ``row`` is immune to serial CTI).
     """
     image, labels = _check_inputs(electrons, instances)
     ids = cluster_ids(labels) if ids is None else np.asarray(ids, dtype=np.int64)
     fit = fit_point_spread(image, labels, ids, noise_e=noise_e)
-    depth, err = depth_um(fit.sigma_px, fit.sigma_err_px, diffusion)
+    sigma, sigma_err = fit.spread(axis)
+    depth, err = depth_um(sigma, sigma_err, diffusion)
     return pd.DataFrame(
-        {"sigma_px": fit.sigma_px, "sigma_err_px": fit.sigma_err_px, "depth_um": depth, "depth_err_um": err},
+        {"sigma_row_px": fit.sigma_row, "sigma_col_px": fit.sigma_col, "sigma_px": sigma, "sigma_err_px": sigma_err,
+         "depth_um": depth, "depth_err_um": err},
         index=pd.Index(ids, name="cluster_id"),
     )
 
