@@ -69,10 +69,16 @@ def test_training_is_deterministic_on_cpu(tiny_frames, tmp_path):
 
 def test_fine_tune_starts_from_the_saved_weights(tiny_frames, tmp_path):
     first = train(tiny_frames, tmp_path / "a.safetensors", TrainConfig(**FAST))
-    tuned = train(
-        tiny_frames[:1], tmp_path / "b.safetensors", TrainConfig(**{**FAST, "epochs": 1}),
-        init_model=first.model_path,
-    )
+    # A learning rate so small that two Adam steps move no weight by more than ~1e-9: what comes
+    # out is what the run started from.
+    still = TrainConfig(**{**FAST, "epochs": 1, "learning_rate": 1e-9, "seed": 1})
+    tuned = train(tiny_frames[:1], tmp_path / "b.safetensors", still, init_model=first.model_path)
+    fresh = train(tiny_frames[:1], tmp_path / "c.safetensors", still)
+    start = dict(load_model(first.model_path)[0].named_parameters())
+    for name, weights in load_model(tuned.model_path)[0].named_parameters():
+        np.testing.assert_allclose(weights.detach().numpy(), start[name].detach().numpy(), atol=1e-6, err_msg=name)
+    fresh_weights = dict(load_model(fresh.model_path)[0].named_parameters())
+    assert any(not np.allclose(fresh_weights[name].detach().numpy(), start[name].detach().numpy()) for name in start)
     assert read_metadata(tuned.model_path)["normalisation"] == "sigma"
 
 

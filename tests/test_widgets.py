@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from napari_ccdseg.classes import CLUSTER, GLOWING, napari_color_dict  # noqa: E
 from napari_ccdseg.modelfile import read_metadata, save_model  # noqa: E402
 from napari_ccdseg.simulate import SIM_PRESETS, frame_seed, simulate_dataset, simulate_frame  # noqa: E402
 from napari_ccdseg.unet import UNetConfig, build_unet  # noqa: E402
+from napari_ccdseg.updates import StepUpdate  # noqa: E402
 from napari_ccdseg.widgets import AutolabelWidget, DatasetWidget, PredictWidget, SimulateWidget, TrainWidget  # noqa: E402
 from napari_ccdseg.widgets.autolabel import PREVIEW_LAYER  # noqa: E402
 
@@ -147,8 +149,10 @@ def test_autolabel_previews_while_typing_and_apply_writes_labels(qtbot, viewer):
     first = widget.preview_count
     for value in (5.0, 5.5, 6.0):  # typed quickly: one debounced preview, not three
         widget.sigmas["seed_sigma"].setValue(value)
-    qtbot.waitUntil(lambda: widget.preview_count > first and widget.preview_worker is None, timeout=TIMEOUT_MS)
-    qtbot.wait(2 * 300)
+    def settled() -> bool:  # nothing running, queued or scheduled: no further preview can come
+        return widget.preview_worker is None and not widget.preview_pending and not widget.timer.isActive()
+
+    qtbot.waitUntil(lambda: widget.preview_count > first and settled(), timeout=TIMEOUT_MS)
     assert widget.preview_count == first + 1
     params = dataclasses.replace(PhysicalParams(), seed_sigma=6.0)
     expected = label_frame(viewer.layers["sim 0"].data, "physical", params=params)
@@ -185,10 +189,6 @@ def test_autolabel_seed_v1_on_colour_images_and_apply_to_all(qtbot, viewer):
         assert (data[:, :10] == GLOWING).all() and (data[:, 10:] == 0).all()
 
 
-def test_deleting_the_chosen_layer_leaves_widgets_working(qtbot, viewer, errors):
-    simulate(qtbot, viewer, n=1)
-    auto = dock(viewer, AutolabelWidget(viewer))
-    auto.live.setChecked(False)
 def test_apply_to_all_records_the_settings_it_was_started_with(qtbot, viewer, errors):
     simulate(qtbot, viewer, n=2)
     widget = dock(viewer, AutolabelWidget(viewer))
@@ -208,6 +208,10 @@ def test_apply_to_all_records_the_settings_it_was_started_with(qtbot, viewer, er
         np.testing.assert_array_equal(labels.data, label_frame(viewer.layers[name].data, "physical", params=started))
 
 
+def test_deleting_the_chosen_layer_leaves_widgets_working(qtbot, viewer, errors):
+    simulate(qtbot, viewer, n=1)
+    auto = dock(viewer, AutolabelWidget(viewer))
+    auto.live.setChecked(False)
     train = dock(viewer, TrainWidget(viewer))
     predict = dock(viewer, PredictWidget(viewer))
     assert auto.image.currentText() == "sim 0"
@@ -249,6 +253,28 @@ def tiny_training(widget: TrainWidget, epochs: int = 1, steps: int = 2) -> None:
     widget.batch_size.setValue(2)
     widget.tile_size.setValue(32)
     widget.device.setCurrentText("cpu")
+
+
+@pytest.fixture
+def gated_training(monkeypatch):
+    """The core's train() pausing after each step until the test opens ``gate``, so a Stop or a
+    close lands after exactly the first step, however fast steps are; ``results`` gets what it returned."""
+    from napari_ccdseg import train as core
+
+    gated = SimpleNamespace(gate=threading.Event(), results=[])
+    real_train = core.train
+
+    def paused_train(*args, progress, **kwargs):
+        def relay(update) -> None:
+            progress(update)
+            if isinstance(update, StepUpdate):
+                gated.gate.wait(TIMEOUT_MS / 1000)
+
+        gated.results.append(real_train(*args, progress=relay, **kwargs))
+        return gated.results[-1]
+
+    monkeypatch.setattr(core, "train", paused_train)
+    return gated
 
 
 def start_long_training(qtbot, viewer, model_path) -> TrainWidget:
@@ -295,12 +321,13 @@ def test_stop_while_simulating_randomised_frames_trains_nothing(qtbot, viewer, t
     assert not (tmp_path / "never.safetensors").exists() and widget.start_button.isEnabled()
 
 
-def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path):
+def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbot, viewer, tmp_path, gated_training):
     widget = start_long_training(qtbot, viewer, tmp_path / "stopped.safetensors")
     click(qtbot, widget.stop_button)
+    gated_training.gate.set()
     wait(qtbot, widget)
     assert widget.result is not None and widget.result.stopped == "cancelled"
-    assert len(widget.result.history) == 1 and widget.steps_done < 5  # not even one whole epoch
+    assert len(widget.result.history) == 1 and widget.steps_done == 1  # the step that was running
     assert (tmp_path / "stopped.safetensors").is_file()
     assert widget.device_line.text() == "Training on cpu ({} threads)".format(__import__("torch").get_num_threads())
     assert widget.start_button.isEnabled()
@@ -373,16 +400,16 @@ def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, vi
     assert predict.model.text() == str(tuned)
 
 
-def test_closing_the_viewer_during_training_stops_it_and_keeps_the_model(qtbot, viewer, tmp_path):
+def test_closing_the_viewer_during_training_stops_it_and_keeps_the_model(qtbot, viewer, tmp_path, gated_training):
     widget = start_long_training(qtbot, viewer, tmp_path / "closed.safetensors")
     stop = widget.stop_event
     viewer.close()
-
-    def core_thread_ended_with_a_model() -> bool:
-        running = any(t.name == "ccdseg-core" for t in threading.enumerate())
-        return stop.is_set() and not running and (tmp_path / "closed.safetensors").is_file()
-
-    qtbot.waitUntil(core_thread_ended_with_a_model, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(stop.is_set, timeout=TIMEOUT_MS)
+    gated_training.gate.set()
+    qtbot.waitUntil(lambda: len(gated_training.results) == 1, timeout=TIMEOUT_MS)
+    result = gated_training.results[0]
+    assert result.stopped == "cancelled" and len(result.history) == 1
+    assert (tmp_path / "closed.safetensors").is_file()
 
 
 # ---------------------------------------------------------------- bundled default model
