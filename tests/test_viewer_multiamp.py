@@ -227,3 +227,18 @@ def test_label_maps_saved_from_a_placed_amplifier_keep_its_own_pixels(viewer, tm
     viewer.layers.selection = {truth}
     viewer.layers.save(str(path), selected=True, plugin="napari-ccdseg")
     np.testing.assert_array_equal(io.read_label_map(path), truth.data)
+
+
+def test_fits_can_open_without_the_reader_dialog(make_napari_viewer, ccd_file, monkeypatch):
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(type(get_settings()), "_maybe_save", lambda self: None)  # the user's settings file untouched
+    with pytest.raises(MultipleReaderError):  # what makes File > Open ask which reader, each time
+        viewer.open(str(ccd_file), plugin=None)
+    widget = ViewWidget(viewer)
+    widget.prefer_button.click()
+    assert get_settings().plugins.extension2reader["*.fits"] == "napari-ccdseg"
+    viewer.open(str(ccd_file), plugin=None)  # as File > Open: napari takes the saved preference, asks nothing
+    assert [layer.name for layer in viewer.layers if isinstance(layer, Image)][0] == "AMP1 · sim_000"

@@ -7,6 +7,9 @@
 - One amplifier alone (with the layers made from it), or all of them side by side again.
 - A calibration file (``ccdseg calibrate`` writes one) attached to the frames it belongs to, so
   the status bar and the electron contrast can show electrons.
+- FITS files opened by this plugin without napari's reader dialog: npe2 has no way for a plugin
+  to declare itself the preferred reader, so a button writes the user's napari setting
+  ``plugins.extension2reader`` for the FITS patterns (what the dialog's "remember" box does).
 """
 
 from __future__ import annotations
@@ -23,6 +26,28 @@ from ..noise import display_range
 from ._common import LayerCombo, PathEdit, combo, dspin, report_error, wrapped_label
 from ._cursor import install_status
 from ._layers import derived_from, frame_layers
+
+PLUGIN = "napari-ccdseg"
+FITS_PATTERNS_PREFIX = ("*.fits", "*.fit", "*.fts", "*.fz")
+
+
+def fits_patterns() -> list[str]:
+    """The FITS file patterns this plugin's reader claims, from its manifest."""
+    from npe2 import PluginManifest
+
+    readers = PluginManifest.from_distribution(PLUGIN).contributions.readers or []
+    return [p for r in readers for p in r.filename_patterns if p.startswith(FITS_PATTERNS_PREFIX)]
+
+
+def prefer_for_fits() -> list[str]:
+    """Make this plugin napari's reader for FITS files (a user setting, saved); returns the patterns."""
+    from napari.settings import get_settings
+
+    patterns = fits_patterns()
+    settings = get_settings().plugins
+    settings.extension2reader = {**settings.extension2reader, **{p: PLUGIN for p in patterns}}
+    return patterns
+
 
 CONTRASTS = ("noise: pedestal −3σ … +20σ", "electrons: 0 … N e⁻", "percentiles 0.5 … 99.5 %")
 ALL_AMPLIFIERS = "all, side by side"
@@ -68,6 +93,12 @@ class ViewWidget(QWidget):
         self.calibration = PathEdit(mode="open", filter="Calibration (*.json)", tip="calibration.json from 'ccdseg calibrate'")
         self.calibration_button = QPushButton("Attach")
         self.calibration_button.clicked.connect(self.attach_calibration)
+        self.prefer_button = QPushButton("Always open FITS with napari-ccdseg")
+        self.prefer_button.setToolTip(
+            "saves napari's reader preference for " + ", ".join(FITS_PATTERNS_PREFIX) + " files: no reader dialog, "
+            "every amplifier read (napari's own reader takes only the first extension)"
+        )
+        self.prefer_button.clicked.connect(self.prefer_reader)
         self.status = wrapped_label("")
 
         form = QFormLayout()
@@ -84,6 +115,7 @@ class ViewWidget(QWidget):
         form.addRow("Calibration", calibration_row)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.prefer_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._hidden_by_us: list = []
@@ -129,6 +161,10 @@ class ViewWidget(QWidget):
         canvas = getattr(self.viewer, "_canvas_size", None)  # (height, width) once a canvas exists
         if canvas is not None and min(canvas) > 0:
             camera(self.viewer).zoom = 0.95 * float(min(np.asarray(canvas) / np.maximum(high - low, 1)))
+
+    def prefer_reader(self) -> None:
+        patterns = prefer_for_fits()
+        self.status.setText(f"{', '.join(patterns)} now open with napari-ccdseg (napari Preferences > Plugins to undo)")
 
     def attach_calibration(self) -> int:
         """Put each frame's calibration (matched by file, HDU and EXTNAME) into its metadata."""
