@@ -359,11 +359,13 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
     """μ₀, g (ADU), σ (e⁻) and λ to start the fit from; None when no comb shows.
 
     The zero-electron peak is the histogram's *lowest* significant peak (not its median nor its
-    mode: at λ > 1 e⁻/px the one-electron peak is the tallest); its width comes from a Gaussian
-    through the three bins at its top. The gain is the distance to the next peak, found in what is
-    left once that Gaussian is taken away (a small one-electron peak on its tail is only a
+    mode: at λ > 1 e⁻/px the one-electron peak is the tallest); its width is the rms of its lower
+    half, which no electron peak reaches. The gain is the distance to the next peak, found in what
+    is left once that Gaussian is taken away (a small one-electron peak on its tail is only a
     shoulder), else ``hint_gain``.
     """
+    from scipy.special import ndtr
+
     if values.size < 100:
         return None
     _, spread = pedestal_noise(values)  # at least σ·g: the comb only widens the core
@@ -380,8 +382,12 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
         if not zero:
             return None
         mu0, sigma_adu = zero[0]
-    top = float(np.interp(mu0, centres, smooth))
-    rest = smooth - top * np.exp(-0.5 * ((centres - mu0) / sigma_adu) ** 2)
+    below = values[values < mu0] - mu0  # the zero peak's lower half: no electron peak reaches it
+    if below.size > 10:
+        sigma_adu = float(np.sqrt(np.mean(below**2)))
+    width = float(centres[1] - centres[0])
+    zero_peak = 2 * below.size * np.diff(ndtr((np.append(centres - width / 2, centres[-1] + width / 2) - mu0) / sigma_adu))
+    rest = smooth - np.convolve(zero_peak, [0.25, 0.5, 0.25], mode="same")
     above = centres > mu0 + 2 * sigma_adu
     found = [centre for centre, _ in _peaks(centres[above], rest[above], smooth[above])]
     if found:
