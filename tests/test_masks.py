@@ -231,3 +231,46 @@ def test_header_times_and_bad_input():
         build_mask(np.zeros((10, 10)), np.zeros((10, 9), dtype=np.uint8), cal)
     with pytest.raises(InputError, match="halo_px"):
         MaskParams(halo_px=-1)
+
+
+def test_cli_mask_writes_masks_rates_and_fit_figures(tmp_path, capsys):
+    import tifffile
+
+    from napari_ccdseg.cli import main
+    from napari_ccdseg.simulate import simulate_dataset
+
+    data = tmp_path / "data"
+    simulate_dataset(data, 1, skipper(rows=96, cols=192, dark_current_e=0.02), seed=4, fmt="npy")
+    out = tmp_path / "out"
+    code = main(["mask", str(data), "--out", str(out), "--labels", str(data), "--exposure", "3600",
+                 "--readout", "400", "--halo", "3"])
+    assert code == 0
+    mask = tifffile.imread(out / "sim_000_mask.tif")
+    assert mask.dtype == np.uint16 and mask.shape == (100, 212)
+    assert (mask[:, :4] & MASK_BITS["edge"]).all()  # prescan, from sim_000_meta.json
+    assert (mask[np.load(data / "sim_000_instances.npy") > 0] != 0).all()
+    lines = (out / "rates.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    for column in ("frame", "hdu", "unmasked_pixels", "pixels_1e", "pixels_2e", "pixels_3e", "pixels_4e",
+                   "ser_e_per_px", "ser_err"):
+        assert column in header
+    row = dict(zip(header, lines[1].split(",")))
+    assert int(row["unmasked_pixels"]) == int((mask == 0).sum())
+    assert abs(float(row["ser_e_per_px"]) - 0.02) < 4 * float(row["ser_err"])
+    assert float(row["ser_e_per_px_day"]) == pytest.approx(float(row["ser_e_per_px"]) * 86400 / float(row["mean_time_s"]))
+    assert "halo_px = 3.0" in (out / "rates.md").read_text()
+    assert (out / "sim_000_rate.png").stat().st_size > 0 and (out / "calibration.json").is_file()
+
+
+def test_cli_mask_bad_input_is_one_line(tmp_path, capsys):
+    from napari_ccdseg.cli import main
+    from napari_ccdseg.simulate import simulate_dataset
+
+    data = tmp_path / "data"
+    simulate_dataset(data, 1, skipper(rows=64, cols=64), seed=1)
+    code = main(["mask", str(data), "--out", str(tmp_path / "out"), "--labels", str(tmp_path)])
+    assert code == 2
+    assert "no label map" in capsys.readouterr().err
+    code = main(["mask", str(data), "--out", str(tmp_path / "out"), "--preset", "physical", "--halo", "-1"])
+    assert code == 2
+    assert "halo_px" in capsys.readouterr().err

@@ -304,6 +304,51 @@ def cmd_catalogue(args: argparse.Namespace) -> None:
           f"{out / 'summary.md'}, {out / 'spectrum.png'}")
 
 
+def cmd_mask(args: argparse.Namespace) -> None:
+    """Mask every amplifier (clusters, halos, bleeding, defects, edges) and measure the single-electron rate."""
+    import numpy as np
+
+    from .calibrate import calibrate_frame, find_calibration, read_calibration, write_calibration
+    from .catalogue import ClassMaps, frame_file_name
+    from .classes import CLUSTER, HOT_PIXEL
+    from .masks import MaskParams, bit_counts, build_mask, frame_region, header_times, rates
+    from .masks_report import plot_comb_fit, write_mask, write_rates_folder
+
+    params = MaskParams(**{k: v for k, v in (("halo_px", args.halo), ("bleed_px", args.bleed),
+                                             ("edge_px", args.edge)) if v is not None})
+    previous = read_calibration(args.calibration) if args.calibration else []
+    class_maps = ClassMaps(model=args.model, preset=args.preset, labels_dir=args.labels, device=args.device)
+    out = Path(args.out)
+    results, counts, calibrations, claimed = [], [], [], {}
+    for frame_path, frame, stem in _each_frame(args.inputs, "masking"):
+        target = out / f"{stem}_mask.tif"
+        _claim_stem(stem, frame_path, target, claimed)
+        labels = class_maps(frame, stem)
+        name = frame_file_name(frame)
+        calibration = calibrate_frame(
+            frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
+            exclude=np.isin(labels, (CLUSTER, HOT_PIXEL)), gain=args.gain,
+            previous=find_calibration(previous, name, frame.hdu, frame.extname),
+        )
+        mask = build_mask(frame.data, labels, calibration, params=params, header=frame.header, frame=frame.name,
+                          region=frame_region(frame_path, stem, frame.data.shape, frame.header))
+        exposure, readout = header_times(frame.header)
+        result = rates(calibration.electrons(frame.data), mask, calibration,
+                       exposure_s=args.exposure if args.exposure is not None else exposure,
+                       readout_s=args.readout if args.readout is not None else readout)
+        write_mask(target, mask)
+        plot_comb_fit(result, out / f"{stem}_rate.png")
+        results.append(result)
+        counts.append(bit_counts(mask))
+        calibrations.append(calibration)
+    write_calibration(out / "calibration.json", calibrations)
+    write_rates_folder(out, results, counts, source=class_maps.description, params=params)
+    for r in results:
+        print(f"{r.frame} HDU {r.hdu}: {r.unmasked_pixels} unmasked pixels, "
+              f"λ = {r.ser_e_per_px:.4g} ± {r.ser_err:.2g} e-/pixel")
+    print(f"masks: {out}/*_mask.tif; rates: {out / 'rates.csv'}, {out / 'rates.md'}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     """List the models shipped in the package, which predict and evaluate accept by name."""
     from .bundled import BUNDLED_DIR, bundled_models
@@ -455,6 +500,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", action="store_true", help="also write clusters.root (needs napari-ccdseg[root])")
     p.add_argument("--device", default="auto", help="device for the model: auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_catalogue)
+
+    p = sub.add_parser(
+        "mask", help="mask clusters, halos, bleeding and defects; write <stem>_mask.tif and the single-electron rate"
+    )
+    p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
+    p.add_argument("--out", required=True, help="output folder")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", help="class maps from this model (default: the bundled default); " + _MODEL_HELP)
+    source.add_argument("--preset", choices=["physical"], help="class maps from the physical auto-label preset")
+    source.add_argument("--labels", metavar="DIR", help="class maps X_labels.<png|tif|tiff|npy> from this folder")
+    p.add_argument("--halo", type=float, metavar="PX", help="halo radius of clusters up to 10 e- (default 2; +3 px per decade of charge)")
+    p.add_argument("--bleed", type=int, metavar="PX", help="pixels masked after bright clusters along their rows (default 10)")
+    p.add_argument("--edge", type=int, metavar="PX", help="pixels masked inside the active area's border (default 2)")
+    gain = p.add_mutually_exclusive_group()
+    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
+    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    p.add_argument("--exposure", type=float, metavar="S", help="exposure time in s (default: header EXPTIME)")
+    p.add_argument("--readout", type=float, metavar="S", help="readout time of the whole image in s (default: header READTIME)")
+    p.add_argument("--device", default="auto", help="device for the model: auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_mask)
 
     p = sub.add_parser("demo", help="simulate, train, predict and report, on embedded defaults")
     p.add_argument("--out", default="ccdseg-demo")

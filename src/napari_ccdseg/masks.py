@@ -18,8 +18,10 @@ Every rule and number is explained in docs/masks.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,6 +155,19 @@ def active_region(shape: tuple[int, int], header: dict | None = None, metadata: 
         raise InputError(f"header keywords PRESCAN={pre}, OVERSCAN={over}, OVERSCNR={over_rows} leave no "
                          f"active area in a {rows}×{cols} image")
     return (0, rows - over_rows), (pre, cols - over)
+
+
+def frame_region(frame_path: str | Path, stem: str, shape: tuple[int, int], header: dict | None) -> Region | None:
+    """:func:`active_region` of a frame file: the simulator's ``<stem>_meta.json`` beside it when there
+    is one, else the header's keywords."""
+    meta_path = Path(frame_path).with_name(f"{stem}_meta.json")
+    metadata = None
+    if meta_path.is_file():
+        try:
+            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{meta_path}: cannot read the frame's metadata ({error})") from None
+    return active_region(shape, header, metadata if isinstance(metadata, dict) else None)
 
 
 def _edge_mask(shape: tuple[int, int], region: Region | None, edge_px: int) -> np.ndarray:
