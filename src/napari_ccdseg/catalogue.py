@@ -29,17 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
+from .calibrate import EV_PER_E_DEFAULT as EV_PER_E
+from .calibrate import Calibration, calibrate_frame, write_calibration
 from .classes import CLUSTER, GLOWING, HOT_PIXEL
 from .errors import InputError
 from .metrics import cluster_instances
 
 if TYPE_CHECKING:
-    from .calibrate import Calibration
     from .io import Frame
-
-EV_PER_E = 3.75
-"""Mean energy per electron-hole pair in silicon (eV) at operating temperature."""
 
 CATALOGUE_COLUMNS: tuple[str, ...] = (
     "frame", "hdu", "cluster_id", "npix", "charge_e", "energy_kev", "x", "y",
@@ -366,8 +364,6 @@ def catalogue_frame(
     name = frame_file_name(frame)
     _checked(frame.data, labels, frame.name, ev_per_e)  # before a calibration that would be wasted
     if calibration is None:
-        from .calibrate import calibrate_frame
-
         calibration = calibrate_frame(
             frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
             exclude=np.isin(labels, CALIBRATION_EXCLUDED), gain=gain, previous=previous,
@@ -397,8 +393,6 @@ def write_catalogue_folder(
 ) -> list[Path]:
     """Everything but the instance maps: the catalogue files, calibration.json, spectrum.png,
     summary.md and, with ``root``, clusters.root (``pixels``: each amplifier image's size)."""
-    from .atomic import atomic_write_text
-    from .calibrate import write_calibration
     from .catalogue_report import plot_spectrum, summary_markdown
 
     out = Path(out_dir)
