@@ -13,6 +13,7 @@ from importlib import import_module
 _MODULES = {
     "AutolabelWidget": "autolabel",
     "DatasetWidget": "dataset",
+    "MasksWidget": "masks",
     "PredictWidget": "predict",
     "SimulateWidget": "simulate",
     "TrainWidget": "train",
