@@ -25,7 +25,7 @@ from napari_ccdseg.classes import BACKGROUND
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.simulate import SimConfig, simulate_frame
 
-NOISES_E = (0.1, 0.2, 0.3, 0.5)
+NOISES_E = (0.1, 0.2, 0.3, 0.4, 0.5)
 DARKS_E = (0.001, 0.01, 0.1, 0.5, 1.0, 2.0)
 GAIN = 6.0
 BASE = SimConfig(
