@@ -76,6 +76,17 @@ def test_dark_current_per_band_follows_a_ramp_with_honest_errors():
     assert abs(cal.dark_current_e_per_px - 1.0) < 4 * cal.dark_err
 
 
+def test_a_linear_ramp_is_dark_current_not_hot_rows():
+    """Rows read last hold the most dark current: the bright-line test must not cut them away."""
+    config = dataclasses.replace(BASE, rows=320, cols=300, dark_current_e=1.0, dark_current_row_ramp=0.8,
+                                 cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0)
+    cal = calibrate_frame(simulate_frame(config, 6).image)
+    assert cal.fit["excluded_pixels"] < 100
+    truth = dark_current_per_row(config)
+    last = cal.dark_bands[-1]
+    assert abs(last["dark_current_e_per_px"] - truth[last["row_start"]:].mean()) < 4 * last["dark_err"]
+
+
 def test_row_pedestal_is_the_zero_electron_peak_of_a_drifting_row():
     """At λ = 1.5 e-/px the row median sits on the 1- or 2-electron peak; the row pedestal must not."""
     changes = dict(seed=5, dark_current_e=1.5, pedestal_drift_e=0.5)
