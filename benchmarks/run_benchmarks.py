@@ -36,9 +36,10 @@ from napari_ccdseg.autolabel import label_frame  # noqa: E402
 from napari_ccdseg.bundled import DEFAULT_MODEL, resolve_model  # noqa: E402
 from napari_ccdseg.classes import CLASS_NAMES, CLUSTER  # noqa: E402
 from napari_ccdseg.dataset import LabelledFrame, load_labelled  # noqa: E402
-from napari_ccdseg.metrics import evaluate, pixel_report  # noqa: E402
+from napari_ccdseg.metrics import pixel_report  # noqa: E402
 from napari_ccdseg.modelfile import load_model  # noqa: E402
 from napari_ccdseg.predict import predict_frame, tile_starts  # noqa: E402
+from napari_ccdseg.scoring import model_labeller, predict_and_evaluate, preset_labeller  # noqa: E402
 from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame  # noqa: E402
 from napari_ccdseg.train import TrainConfig, split_frames, train  # noqa: E402
 from napari_ccdseg.unet import build_unet  # noqa: E402
@@ -104,23 +105,24 @@ def quality(args, out: list[str], tmp: Path) -> dict:
         charges = [frame.image for frame in noiseless]
         m_truth, meta_truth, _, _ = _train(truth_frames, tmp / f"truth{noise}.safetensors", args.minutes, 0)
         m_auto, meta_auto, _, _ = _train(auto_frames, tmp / f"auto{noise}.safetensors", args.minutes, 0)
-        predictions = {
-            METHODS[0]: [label_frame(t.image, "physical") for t in tests],
-            METHODS[1]: [predict_frame(m_truth, meta_truth, t.image).labels for t in tests],
-            METHODS[2]: [predict_frame(m_auto, meta_auto, t.image).labels for t in tests],
-            METHODS[3]: [predict_frame(m_default, meta_default, t.image).labels for t in tests],
+        test_frames = [LabelledFrame(f"test{i}", t.image, t.labels, t.instances) for i, t in enumerate(tests)]
+        labellers = {
+            METHODS[0]: preset_labeller("physical"),
+            METHODS[1]: model_labeller(m_truth, meta_truth),
+            METHODS[2]: model_labeller(m_auto, meta_auto),
+            METHODS[3]: model_labeller(m_default, meta_default),
         }
-        charge_rows += _recall_by_charge(noise, tests, charges, predictions)
-        per_noise[noise] = {}
-        for method, preds in predictions.items():
-            ev = evaluate([(t.image, t.labels, t.instances, p) for t, p in zip(tests, preds)])
-            px, cl = ev["pixel"], ev["clusters"]
+        predictions, per_noise[noise] = {}, {}
+        for method, labeller in labellers.items():
+            kept = predictions[method] = []
+            ev = predict_and_evaluate(test_frames, labeller, on_frame=lambda _, labels: kept.append(labels))
             per_noise[noise][method] = ev
             rows.append(
                 [noise, method]
-                + [px[name]["f1-score"] for name in CLASS_NAMES]
-                + [px["macro avg"]["f1-score"], cl["efficiency"], cl["fakes_per_megapixel"]]
+                + [ev.pixel.classes[name].f1 for name in CLASS_NAMES]
+                + [ev.pixel.macro.f1, ev.clusters.efficiency, ev.clusters.fakes_per_megapixel]
             )
+        charge_rows += _recall_by_charge(noise, tests, charges, predictions)
     header = ["read noise e⁻", "method", *[f"F1 {n}" for n in CLASS_NAMES], "macro F1",
               "cluster efficiency", "fakes / MPix"]
     _emit(out, ["## 1. Quality on simulated frames with truth", "",
@@ -137,14 +139,14 @@ def quality(args, out: list[str], tmp: Path) -> dict:
     out += ["", f"![efficiency vs charge](images/{figures['efficiency'].name})", ""]
     verdicts = []
     for noise in NOISE_LEVELS:
-        phys = per_noise[noise][METHODS[0]]["pixel"]["cluster"]["f1-score"]
+        phys = per_noise[noise][METHODS[0]].pixel.cluster.f1
         for method in METHODS[1:]:
-            f1 = per_noise[noise][method]["pixel"]["cluster"]["f1-score"]
+            f1 = per_noise[noise][method].pixel.cluster.f1
             verdicts.append(
                 f"- {noise} e⁻, {method}: cluster F1 {f1:.3f} vs physical preset {phys:.3f}: "
                 + ("beats the thresholds" if f1 > phys else "does **not** beat the thresholds")
             )
-    best = max(per_noise[1.6][m]["pixel"]["cluster"]["f1-score"] for m in METHODS[1:])
+    best = max(per_noise[1.6][m].pixel.cluster.f1 for m in METHODS[1:])
     verdicts.append(
         f"- Goal cluster pixel F1 ≥ {GOAL_F1} at 1.6 e⁻: best U-Net {best:.3f}: "
         + ("**met**" if best >= GOAL_F1 else "**missed**")
@@ -197,11 +199,11 @@ def _plot_efficiency(per_noise: dict) -> Path:
     axes_row = figure.subplots(1, len(per_noise), sharey=True)
     for axes, (noise, by_method) in zip(np.atleast_1d(axes_row), per_noise.items()):
         for method, ev in by_method.items():
-            binned = ev["clusters"]["efficiency_vs_charge"]
-            edges = np.asarray(binned["bin_edges"], float)
+            binned = ev.clusters.efficiency_vs_charge
+            edges = np.asarray(binned.bin_edges, float)
             if edges.size < 2:
                 continue
-            counts, found = np.asarray(binned["counts"]), np.asarray(binned["found"])
+            counts, found = np.asarray(binned.counts), np.asarray(binned.found)
             keep = counts > 0
             centres = np.sqrt(edges[:-1] * edges[1:])
             axes.plot(centres[keep], (found / np.maximum(counts, 1))[keep], "o-", label=method)
@@ -231,7 +233,7 @@ def seed_v1(args, out: list[str], tmp: Path) -> None:
     truth = np.concatenate([f.labels.ravel() for f in test_frames])
     pred = np.concatenate([predict_frame(model, meta, f.image).labels.ravel() for f in test_frames])
     report = pixel_report(truth, pred)
-    rows = [[name, report[name]["f1-score"], PUBLISHED.get(name)] for name in (*CLASS_NAMES, "macro avg")]
+    rows = [[name, scores.f1, PUBLISHED.get(name)] for name, scores in {**report.classes, "macro avg": report.macro}.items()]
     _emit(out, [f"{len(frames)} images with `seed-v1` colour-rule labels (unmatched pixels unlabelled), "
                 f"seeded 80/20 split (`split_frames(..., 0.2, seed=0)`): {len(train_frames)} for training "
                 f"(which holds out 20 % of them again for validation), {len(test_frames)} held out for this table. "

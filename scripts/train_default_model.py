@@ -29,14 +29,13 @@ from pathlib import Path
 import torch
 
 from napari_ccdseg.atomic import atomic_path, atomic_write_text
-from napari_ccdseg.autolabel import label_frame
 from napari_ccdseg.bundled import BUNDLED_DIR, DEFAULT_MODEL
 from napari_ccdseg.console import TrainProgressPrinter
 from napari_ccdseg.dataset import LabelledFrame
-from napari_ccdseg.metrics import agreement_summary, compare_clusters, evaluate
+from napari_ccdseg.metrics import Evaluation, agreement_summary, compare_clusters
 from napari_ccdseg.modelfile import load_model
-from napari_ccdseg.predict import predict_frame
 from napari_ccdseg.randomise import DomainRanges, randomised_frames
+from napari_ccdseg.scoring import model_labeller, predict_and_evaluate, preset_labeller
 from napari_ccdseg.simulate import AmplifierLayout, SimConfig, frame_seed, simulate_ccd, simulate_frame
 from napari_ccdseg.train import TrainConfig, train
 
@@ -71,34 +70,32 @@ def held_out_config(noise_e: float) -> SimConfig:
     )
 
 
-def _scores(evaluation: dict) -> dict:
-    cluster = evaluation["pixel"]["cluster"]
-    clusters = evaluation["clusters"]
+def _scores(evaluation: Evaluation) -> dict:
+    cluster, clusters = evaluation.pixel.cluster, evaluation.clusters
     return {
-        "cluster_f1": round(cluster["f1-score"], 4),
-        "cluster_precision": round(cluster["precision"], 4),
-        "cluster_recall": round(cluster["recall"], 4),
-        "macro_f1": round(evaluation["pixel"]["macro avg"]["f1-score"], 4),
-        "detection_efficiency": round(clusters["efficiency"], 4),
-        "fakes_per_megapixel": round(clusters["fakes_per_megapixel"], 2),
-        "true_clusters": clusters["n_true"],
+        "cluster_f1": round(cluster.f1, 4),
+        "cluster_precision": round(cluster.precision, 4),
+        "cluster_recall": round(cluster.recall, 4),
+        "macro_f1": round(evaluation.pixel.macro.f1, 4),
+        "detection_efficiency": round(clusters.efficiency, 4),
+        "fakes_per_megapixel": round(clusters.fakes_per_megapixel, 2),
+        "true_clusters": clusters.n_true,
     }
 
 
 def score(model, meta, frames: list[LabelledFrame]) -> dict:
     """U-Net and `physical` preset against truth, and against each other, on the same frames."""
-    unet, physical, agree = [], [], []
-    for frame in frames:
-        pred = predict_frame(model, meta, frame.image, source=frame.name).labels
-        phys = label_frame(frame.image, "physical", name=frame.name)
-        unet.append((frame.image, frame.labels, frame.instances, pred))
-        physical.append((frame.image, frame.labels, frame.instances, phys))
-        agree.append(compare_clusters(pred, phys))
+    labels: dict[str, list] = {"unet": [], "physical": []}
+    unet = predict_and_evaluate(frames, model_labeller(model, meta), on_frame=lambda _, pred: labels["unet"].append(pred))
+    physical = predict_and_evaluate(
+        frames, preset_labeller("physical"), on_frame=lambda _, pred: labels["physical"].append(pred)
+    )
+    agree = [compare_clusters(pred, phys) for pred, phys in zip(labels["unet"], labels["physical"])]
     total = agreement_summary([(frame.name, a) for frame, a in zip(frames, agree)])["total"]
     return {
         "frames": len(frames),
-        "unet": _scores(evaluate(unet)),
-        "physical": _scores(evaluate(physical)),
+        "unet": _scores(unet),
+        "physical": _scores(physical),
         "agreement_with_physical": {
             **{key: total[key] for key in ("both", "only_model", "only_physical")},
             "agreement": round(total["agreement"], 4),

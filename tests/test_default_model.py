@@ -45,6 +45,6 @@ def test_the_default_model_finds_bright_clusters_on_a_real_detector_preset(defau
     found = [pred[frame.instances == c["id"]].tolist().count(3) > 0 for c in bright]
     assert np.mean(found) >= 0.9
     evaluation = evaluate([(frame.image, frame.labels, frame.instances, pred)])
-    assert evaluation["clusters"]["fakes_per_megapixel"] < 2000
+    assert evaluation.clusters.fakes_per_megapixel < 2000
     glitches = frame.image >= 1e6
     assert glitches.any() and not (pred[glitches] == 3).any()  # a glitch is never a cluster

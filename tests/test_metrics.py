@@ -13,13 +13,14 @@ from napari_ccdseg.errors import InputError
 from napari_ccdseg.metrics import (
     FOUND_COVERAGE,
     cluster_instances,
+    ClassScores,
     agreement_summary,
-    agreement_table,
     compare_clusters,
     evaluate,
     match_clusters,
     pixel_report,
 )
+from napari_ccdseg.report_text import agreement_table, pixel_table
 
 
 def _two_clusters() -> np.ndarray:
@@ -36,20 +37,20 @@ def test_perfect_prediction_scores_one_everywhere():
     truth = _two_clusters()
     result = evaluate([(None, truth, None, truth.copy())])
     for name in CLASS_NAMES:
-        assert result["pixel"][name]["f1-score"] == 1.0
-    assert result["pixel"]["accuracy"] == 1.0
-    assert result["clusters"]["efficiency"] == 1.0
-    assert result["clusters"]["n_fake"] == 0
-    assert result["clusters"]["fakes_per_megapixel"] == 0.0
+        assert result.pixel.classes[name].f1 == 1.0
+    assert result.pixel.accuracy == 1.0
+    assert result.clusters.efficiency == 1.0
+    assert result.clusters.n_fake == 0
+    assert result.clusters.fakes_per_megapixel == 0.0
 
 
 def test_missing_one_of_two_clusters_halves_efficiency():
     truth = _two_clusters()
     pred = truth.copy()
     pred[10:12, 10:15] = BACKGROUND
-    clusters = evaluate([(None, truth, None, pred)])["clusters"]
-    assert (clusters["n_true"], clusters["n_found"]) == (2, 1)
-    assert clusters["efficiency"] == 0.5
+    clusters = evaluate([(None, truth, None, pred)]).clusters
+    assert (clusters.n_true, clusters.n_found) == (2, 1)
+    assert clusters.efficiency == 0.5
 
 
 @pytest.mark.parametrize(
@@ -73,9 +74,9 @@ def test_fake_blobs_are_counted_per_megapixel():
     pred[300:302, 300:302] = CLUSTER  # fake, 4-connected blob
     pred[400, 400] = pred[401, 401] = CLUSTER  # fake, joined through a corner: one blob
     pred[103, 103] = CLUSTER  # touches the true cluster diagonally: not a fake
-    clusters = evaluate([(None, truth, None, pred)])["clusters"]
-    assert clusters["n_fake"] == 2
-    assert clusters["fakes_per_megapixel"] == pytest.approx(2 / 0.25)
+    clusters = evaluate([(None, truth, None, pred)]).clusters
+    assert clusters.n_fake == 2
+    assert clusters.fakes_per_megapixel == pytest.approx(2 / 0.25)
 
 
 def test_unlabelled_truth_pixels_are_ignored():
@@ -84,9 +85,9 @@ def test_unlabelled_truth_pixels_are_ignored():
     truth[15:, :10] = UNLABELLED
     pred[15:, :10] = GLOWING  # wrong everywhere, but nobody labelled these pixels
     report = pixel_report(truth, pred)
-    assert report["accuracy"] == 1.0
-    assert report["weighted avg"]["support"] == int((truth != UNLABELLED).sum())
-    assert report["glowing"]["precision"] == 1.0
+    assert report.accuracy == 1.0
+    assert report.weighted.support == int((truth != UNLABELLED).sum())
+    assert report.classes["glowing"].precision == 1.0
 
 
 def test_report_matches_scikit_learn_and_is_json():
@@ -97,22 +98,24 @@ def test_report_matches_scikit_learn_and_is_json():
     expected = classification_report(
         truth.ravel(), pred.ravel(), labels=range(4), target_names=CLASS_NAMES, zero_division=0
     )
-    assert report["text"] == expected
-    confusion = np.array(report["confusion"])
+    assert pixel_table(report) == expected
+    confusion = np.array(report.confusion)
     assert confusion.shape == (4, 4)
     assert confusion[1, 2] == np.sum((truth == 1) & (pred == 2))
-    json.dumps(report, allow_nan=False)
+    document = json.loads(json.dumps(evaluate([(None, truth, None, pred, "f")]).to_json(), allow_nan=False))
+    assert document["pixel"]["cluster"]["f1-score"] == report.cluster.f1
+    assert document["pixel"]["confusion"] == report.confusion and document["frames"][0]["name"] == "f"
 
 
 def test_absent_classes_score_zero_without_error():
     truth = np.zeros((8, 8), dtype=np.uint8)
     report = pixel_report(truth, truth.copy())
-    assert report["background"]["f1-score"] == 1.0
-    assert report["cluster"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}
+    assert report.classes["background"].f1 == 1.0
+    assert report.cluster == ClassScores(precision=0.0, recall=0.0, f1=0.0, support=0)
     result = evaluate([(None, truth, None, truth.copy())])
-    assert result["clusters"]["n_true"] == 0
-    assert result["clusters"]["efficiency"] is None
-    assert result["clusters"]["efficiency_vs_charge"]["bin_edges"] == []
+    assert result.clusters.n_true == 0
+    assert result.clusters.efficiency is None
+    assert result.clusters.efficiency_vs_charge.bin_edges == []
 
 
 def test_predictions_outside_the_classes_count_as_errors():
@@ -120,8 +123,8 @@ def test_predictions_outside_the_classes_count_as_errors():
     pred = truth.copy()
     pred[0, 0] = UNLABELLED
     report = pixel_report(truth, pred)
-    assert report["accuracy"] == pytest.approx(15 / 16)
-    assert report["background"]["support"] == 16
+    assert report.accuracy == pytest.approx(15 / 16)
+    assert report.classes["background"].support == 16
 
 
 def test_all_unlabelled_truth_is_an_input_error():
@@ -159,7 +162,7 @@ def test_truth_instances_separate_touching_clusters():
     instances[1, 1:4], instances[1, 4:7] = 1, 2  # two clusters that touch
     pred = np.zeros_like(truth)
     pred[1, 1:4] = CLUSTER
-    assert evaluate([(None, truth, instances, pred)])["clusters"]["efficiency"] == 0.5
+    assert evaluate([(None, truth, instances, pred)]).clusters.efficiency == 0.5
 
 
 def test_charges_are_pedestal_subtracted_image_sums():
@@ -173,34 +176,34 @@ def test_charges_are_pedestal_subtracted_image_sums():
     pred[20, 20:30] = BACKGROUND
     match = match_clusters(cluster_instances(truth), pred, image - 1000)
     assert match.charges.tolist() == [200.0, 5000.0]
-    clusters = evaluate([(image, truth, None, pred)])["clusters"]
-    assert clusters["charge_unit"] == "image units"
-    binned = clusters["efficiency_vs_charge"]
-    edges = np.array(binned["bin_edges"])
+    clusters = evaluate([(image, truth, None, pred)]).clusters
+    assert clusters.charge_unit == "image units"
+    binned = clusters.efficiency_vs_charge
+    edges = np.array(binned.bin_edges)
     assert np.allclose(np.diff(np.log10(edges)), 0.25)
-    assert sum(binned["counts"]) == 2 and sum(binned["found"]) == 1
+    assert sum(binned.counts) == 2 and sum(binned.found) == 1
     low_bin = np.searchsorted(edges, 200.0) - 1
-    assert binned["efficiency"][low_bin] == 1.0
-    json.dumps(evaluate([(image, truth, None, pred)]), allow_nan=False)
+    assert binned.efficiency[low_bin] == 1.0
+    json.dumps(evaluate([(image, truth, None, pred)]).to_json(), allow_nan=False)
 
 
 def test_without_images_clusters_are_measured_in_pixels():
     truth = _two_clusters()
     samples = [(np.ones(truth.shape), truth, None, truth), (None, truth, None, truth)]
-    clusters = evaluate(samples)["clusters"]
-    assert clusters["charge_unit"] == "pixels"
-    assert sum(clusters["efficiency_vs_charge"]["counts"]) == 4
+    clusters = evaluate(samples).clusters
+    assert clusters.charge_unit == "pixels"
+    assert sum(clusters.efficiency_vs_charge.counts) == 4
 
 
 def test_frames_are_pooled_and_summarised():
     truth = _two_clusters()
     miss = truth.copy()
     miss[2:5, 2:5] = BACKGROUND
-    result = evaluate([(None, truth, None, truth), (None, truth, None, miss)])
-    assert result["clusters"]["efficiency"] == 0.75
-    assert [frame["efficiency"] for frame in result["frames"]] == [1.0, 0.5]
-    assert result["frames"][0]["cluster_f1"] == 1.0
-    assert result["pixel"]["cluster"]["support"] == 2 * 19
+    result = evaluate([(None, truth, None, truth, "hit"), (None, truth, None, miss, "miss")])
+    assert result.clusters.efficiency == 0.75
+    assert [(frame.name, frame.efficiency) for frame in result.frames] == [("hit", 1.0), ("miss", 0.5)]
+    assert result.frames[0].cluster_f1 == 1.0
+    assert result.pixel.cluster.support == 2 * 19
 
 
 def test_compare_clusters_counts_agreement():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import matplotlib
@@ -69,8 +70,9 @@ def test_report_json_is_valid_and_complete(report_dir):
     out, _, evaluation = report_dir
     document = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert document["title"] == "Test report"
-    assert document["clusters"]["n_true"] == evaluation["clusters"]["n_true"] == 10
-    assert document["pixel"]["text"] == evaluation["pixel"]["text"]
+    assert document["clusters"]["n_true"] == evaluation.clusters.n_true == 10
+    assert document["pixel"]["cluster"]["f1-score"] == evaluation.pixel.cluster.f1
+    assert [frame["name"] for frame in document["frames"]] == ["0", "1"]
     assert document["history"][0]["epoch"] == 1
 
 
@@ -80,7 +82,7 @@ def test_summary_has_the_per_class_table_and_links(report_dir):
     assert "| class | precision | recall | F1 | support [pixels] |" in text
     for name in CLASS_NAMES:
         assert f"| {name} |" in text
-    assert f"{100 * evaluation['clusters']['efficiency']:.2f} %" in text
+    assert f"{100 * evaluation.clusters.efficiency:.2f} %" in text
     assert "per megapixel" in text
     for figure in FIGURES:
         assert f"({figure})" in text
@@ -131,20 +133,21 @@ def test_colour_image_examples(tmp_path):
     rgba[..., 3] = 255
     rgba[truth == CLUSTER] = (255, 255, 0, 255)
     evaluation = evaluate([(rgba, truth, None, pred)])
-    assert evaluation["clusters"]["charge_unit"] == "pixels"  # a rendering holds no charge
+    assert evaluation.clusters.charge_unit == "pixels"  # a rendering holds no charge
     write_report(tmp_path, evaluation, examples=[("colour", rgba, truth, pred)])
     assert imread(tmp_path / "examples.png").std() > 0.01
 
 
 def test_baselines_and_frame_names_appear_in_the_summary(tmp_path):
     image, truth, pred = _frame(4)
-    evaluation = evaluate([(image, truth, None, pred)])
-    evaluation["baseline_physical_preset"] = evaluate([(image, truth, None, truth)])
-    evaluation["frames"][0]["name"] = "run42_amp1"
+    evaluation = evaluate([(image, truth, None, pred, "run42_amp1")])
+    evaluation = dataclasses.replace(evaluation, baselines={"physical preset": evaluate([(image, truth, None, truth)])})
     text = write_report(tmp_path, evaluation).read_text(encoding="utf-8")
     assert "| this evaluation | " in text
-    assert "| baseline physical preset | " in text
+    assert "| physical preset | " in text
     assert "| run42_amp1 | " in text
+    document = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert document["baselines"]["physical preset"]["pixel"]["cluster"]["f1-score"] == 1.0
 
 
 def test_wilson_interval_brackets_the_efficiency():

@@ -202,23 +202,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _evaluate_against_truth(args: argparse.Namespace) -> None:
     """Score the model on labelled frames (or auto-labelled with --preset): the full report."""
     from .dataset import load_labelled
-    from .metrics import evaluate
-    from .predict import predict_frame
     from .report import write_report
+    from .report_text import pixel_table
+    from .scoring import model_labeller, predict_and_evaluate
 
     model, meta = _load_model(args.model, args.device)
-    frames = load_labelled(args.data, preset=args.preset)
-    samples, examples = [], []
-    for frame in tqdm(frames, desc="evaluating", unit="frame"):
-        pred = predict_frame(model, meta, frame.image, source=frame.name).labels
-        samples.append((frame.image, frame.labels, frame.instances, pred))
+    frames = tqdm(load_labelled(args.data, preset=args.preset), desc="evaluating", unit="frame", disable=None)
+    examples: list = []
+
+    def keep_example(frame, labels) -> None:  # the report shows the first three
         if len(examples) < 3:
-            examples.append((frame.name, frame.image, frame.labels, pred))
-    evaluation = evaluate(samples)
-    for entry, frame in zip(evaluation["frames"], frames):
-        entry["name"] = frame.name
+            examples.append((frame.name, frame.image, frame.labels, labels))
+
+    evaluation = predict_and_evaluate(frames, model_labeller(model, meta), on_frame=keep_example)
     summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}")
-    print(evaluation["pixel"]["text"])
+    print(pixel_table(evaluation.pixel))
     print(f"report: {summary}")
 
 
@@ -229,9 +227,10 @@ def _evaluate_against_physical(args: argparse.Namespace) -> None:
     pictures of where the two disagree, still tell whether a model can be trusted on their data.
     """
     from .autolabel import label_frame
-    from .metrics import agreement_summary, agreement_table, compare_clusters
+    from .metrics import agreement_summary, compare_clusters
     from .predict import predict_frame
     from .report import plot_disagreement, write_agreement
+    from .report_text import agreement_table
 
     model, meta = _load_model(args.model, args.device)
     out = Path(args.out)

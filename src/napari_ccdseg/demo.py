@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .autolabel import label_frame
+import numpy as np
+
 from .console import TrainProgressPrinter
-from .dataset import load_labelled
+from .dataset import LabelledFrame, load_labelled
 from .io import write_label_map
-from .metrics import evaluate
-from .predict import predict_frame
 from .report import write_report
+from .report_text import percent
+from .scoring import model_labeller, predict_and_evaluate, preset_labeller
 from .simulate import SIM_PRESETS, simulate_dataset
 from .train import TrainConfig, train
 
@@ -41,25 +42,22 @@ def run_demo(out: Path, minutes: float = 3.0, seed: int = 0, device: str = "auto
     from .modelfile import load_model
 
     model, meta = load_model(result.model_path, result.device)
-    samples, baseline, examples = [], [], []
-    for frame in load_labelled([out / "test"]):
-        pred = predict_frame(model, meta, frame.image, source=frame.name).labels
-        write_label_map(out / "predictions" / f"{frame.name}_labels.png", pred)
-        samples.append((frame.image, frame.labels, frame.instances, pred))
-        baseline.append((frame.image, frame.labels, frame.instances, label_frame(frame.image, "physical")))
-        examples.append((frame.name, frame.image, frame.labels, pred))
-    evaluation = evaluate(samples)
-    for entry, (name, *_) in zip(evaluation["frames"], examples):
-        entry["name"] = name
-    evaluation["baseline_physical_preset"] = evaluate(baseline)
+    test = load_labelled([out / "test"])
+    examples = []
+
+    def write_and_keep(frame: LabelledFrame, labels: np.ndarray) -> None:
+        write_label_map(out / "predictions" / f"{frame.name}_labels.png", labels)
+        examples.append((frame.name, frame.image, frame.labels, labels))
+
+    evaluation = predict_and_evaluate(test, model_labeller(model, meta), on_frame=write_and_keep)
+    baseline = predict_and_evaluate(test, preset_labeller("physical"))
+    evaluation = dataclasses.replace(evaluation, baselines={"physical preset": baseline})
     summary = write_report(
         out / "report", evaluation, history=result.history, examples=examples[:3],
         title="napari-ccdseg demo: U-Net on simulated frames",
     )
-    unet_f1 = evaluation["pixel"]["cluster"]["f1-score"]
-    base_f1 = evaluation["baseline_physical_preset"]["pixel"]["cluster"]["f1-score"]
     print(
-        f"cluster F1 on {len(samples)} unseen frames: U-Net {unet_f1:.3f}, physical thresholds {base_f1:.3f}; "
-        f"cluster detection efficiency {evaluation['clusters']['efficiency']:.3f}"
+        f"cluster F1 on {len(test)} unseen frames: U-Net {evaluation.pixel.cluster.f1:.3f}, physical thresholds "
+        f"{baseline.pixel.cluster.f1:.3f}; cluster detection efficiency {percent(evaluation.clusters.efficiency)}"
     )
     return summary

@@ -3,7 +3,8 @@
 Pixel figures (precision, recall, F1, support per class) are scikit-learn's classification report,
 as the original project printed them. Physicists care about clusters, though: how many true
 clusters a model finds (detection efficiency), how that depends on their charge, and how many
-clusters it invents (fakes per megapixel). Everything returned is JSON-serialisable.
+clusters it invents (fakes per megapixel). :func:`evaluate` returns them as typed dataclasses
+(:class:`Evaluation`, with one ``to_json()``); :mod:`report_text` renders them as text.
 
 Pooled pixel figures are computed from a confusion matrix accumulated frame by frame, so an
 evaluation over many 6k × 6k frames never holds more than one frame's pixels.
@@ -12,7 +13,8 @@ evaluation over many 6k × 6k frames never holds more than one frame's pixels.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -74,11 +76,39 @@ def _chunk_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.bincount(truth * (N_CLASSES + 1) + pred, minlength=N_CLASSES * (N_CLASSES + 1))
 
 
-def report_from_confusion(confusion: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class ClassScores:
+    """Precision, recall, F1 and support (labelled truth pixels) of one class or an average."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class PixelScores:
+    """scikit-learn's classification report of the labelled pixels, and their confusion matrix."""
+
+    classes: dict[str, ClassScores]
+    """Per class name, in the order of ``classes.CLASS_NAMES``."""
+    macro: ClassScores
+    weighted: ClassScores
+    """Averages over the classes, plain and weighted by support (the number of labelled pixels)."""
+    accuracy: float
+    confusion: list[list[int]]
+    """Pixel counts, rows truth class, columns predicted class."""
+
+    @property
+    def cluster(self) -> ClassScores:
+        return self.classes[CLASS_NAMES[CLUSTER]]
+
+
+def report_from_confusion(confusion: np.ndarray) -> PixelScores:
     """scikit-learn's classification report of the pixels a confusion_counts matrix counts.
 
     Each matrix cell is passed once with its count as sample weight, which gives the same numbers
-    as passing every pixel, at no memory cost. The "confusion" entry drops the 'other' column.
+    as passing every pixel, at no memory cost. The confusion kept drops the 'other' column.
     """
     total = int(confusion.sum())
     if total == 0:
@@ -93,36 +123,21 @@ def report_from_confusion(confusion: np.ndarray) -> dict:
         output_dict=True,
         zero_division=0,
     )
-    report.pop("micro avg", None)  # scikit-learn's name for accuracy when 'other' predictions exist
-    for row in report.values():
-        if isinstance(row, dict):
-            row["support"] = int(round(row["support"]))
-    report["accuracy"] = float(np.trace(confusion[:, :N_CLASSES]) / total)
-    report["confusion"] = confusion[:, :N_CLASSES].astype(int).tolist()
-    report["text"] = format_report(report)
-    return report
+
+    def scores(row: dict) -> ClassScores:
+        return ClassScores(float(row["precision"]), float(row["recall"]), float(row["f1-score"]), int(round(row["support"])))
+
+    return PixelScores(
+        classes={name: scores(report[name]) for name in CLASS_NAMES},
+        macro=scores(report["macro avg"]),
+        weighted=scores(report["weighted avg"]),
+        accuracy=float(np.trace(confusion[:, :N_CLASSES]) / total),
+        confusion=confusion[:, :N_CLASSES].astype(int).tolist(),
+    )
 
 
-def format_report(report: dict, digits: int = 2) -> str:
-    """The report as text laid out exactly like scikit-learn prints it (support as integers)."""
-    names = [*CLASS_NAMES, "macro avg", "weighted avg"]
-    width = max(len(name) for name in names)
-    columns = ("precision", "recall", "f1-score", "support")
-    header = " " * width + " " + "".join(f" {column:>9}" for column in columns)
-    lines = [header, ""]
-    for name in names:
-        if name == "macro avg":
-            total = report["weighted avg"]["support"]
-            accuracy = f" {report['accuracy']:>9.{digits}f} {total:>9}"
-            lines += ["", f"{'accuracy':>{width}} " + " " * 20 + accuracy]
-        row = report[name]
-        scores = "".join(f" {row[key]:>9.{digits}f}" for key in ("precision", "recall", "f1-score"))
-        lines.append(f"{name:>{width}} {scores} {row['support']:>9}")
-    return "\n".join(lines) + "\n"
-
-
-def pixel_report(truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Per-class precision/recall/F1/support, accuracy, confusion (rows truth) and printed text.
+def pixel_report(truth: np.ndarray, pred: np.ndarray) -> PixelScores:
+    """Per-class precision/recall/F1/support, accuracy and confusion (rows truth) of one pair of maps.
 
     Only pixels whose truth is labelled count; classes absent from both maps score 0, not an error.
     """
@@ -210,24 +225,96 @@ def charge_bin_edges(charges: np.ndarray) -> np.ndarray:
     return 10.0 ** (np.arange(low, high + 1) / _BINS_PER_DECADE)
 
 
-def efficiency_vs_charge(found: np.ndarray, charges: np.ndarray) -> dict:
-    """Clusters, found clusters and efficiency per log charge bin (None where a bin is empty).
+@dataclass(frozen=True)
+class ChargeBins:
+    """Detection efficiency per log charge bin: ``efficiency[i]`` is None where bin i is empty."""
+
+    bin_edges: list[float]
+    counts: list[int]
+    found: list[int]
+    efficiency: list[float | None]
+
+
+def efficiency_vs_charge(found: np.ndarray, charges: np.ndarray) -> ChargeBins:
+    """Clusters, found clusters and efficiency per log charge bin.
 
     Clusters with charge ≤ 0 (possible in noisy ADU frames) have no place on a log axis and are
     left out here, though they count in the overall efficiency.
     """
     edges = charge_bin_edges(charges)
     if edges.size == 0:
-        return {"bin_edges": [], "counts": [], "found": [], "efficiency": []}
+        return ChargeBins([], [], [], [])
     counts, _ = np.histogram(charges, bins=edges)
     hits, _ = np.histogram(charges[found], bins=edges)
     efficiency = [float(h / n) if n else None for h, n in zip(hits, counts)]
-    return {
-        "bin_edges": edges.tolist(),
-        "counts": counts.tolist(),
-        "found": hits.tolist(),
-        "efficiency": efficiency,
-    }
+    return ChargeBins(edges.tolist(), counts.tolist(), hits.tolist(), efficiency)
+
+
+@dataclass(frozen=True)
+class ClusterScores:
+    """Cluster detection over all frames: found = predicted cluster pixels cover ``coverage`` of it."""
+
+    coverage: float
+    n_true: int
+    n_found: int
+    n_predicted: int
+    n_fake: int
+    """Predicted clusters touching no true cluster pixel."""
+    efficiency: float | None
+    """n_found / n_true; None without true clusters."""
+    fakes_per_megapixel: float
+    megapixels: float
+    charge_unit: str
+    """``image units`` (pedestal-subtracted sums) or ``pixels`` (sizes, when a frame has no 2-D image)."""
+    efficiency_vs_charge: ChargeBins
+
+
+@dataclass(frozen=True)
+class FrameScores:
+    """The handful of numbers per frame that tell which frames a model struggles with."""
+
+    name: str
+    index: int
+    shape: tuple[int, int]
+    labelled_pixels: int
+    accuracy: float | None
+    cluster_f1: float | None
+    n_true: int
+    n_found: int
+    n_fake: int
+    efficiency: float | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Pixel and cluster figures over frames, each frame's own figures, and evaluations of other
+    labels of the same frames to compare with (``baselines``, e.g. a threshold preset)."""
+
+    pixel: PixelScores
+    clusters: ClusterScores
+    frames: list[FrameScores]
+    baselines: dict[str, Evaluation] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Plain JSON types (report.json): the pixel report in scikit-learn's layout ('f1-score',
+        'macro avg', ...) as the original project printed it, the rest field by field."""
+
+        def row(scores: ClassScores) -> dict:
+            return {"precision": scores.precision, "recall": scores.recall, "f1-score": scores.f1, "support": scores.support}
+
+        pixel = self.pixel
+        return {
+            "pixel": {
+                **{name: row(scores) for name, scores in pixel.classes.items()},
+                "macro avg": row(pixel.macro),
+                "weighted avg": row(pixel.weighted),
+                "accuracy": pixel.accuracy,
+                "confusion": pixel.confusion,
+            },
+            "clusters": asdict(self.clusters),
+            "frames": [asdict(frame) for frame in self.frames],
+            "baselines": {name: baseline.to_json() for name, baseline in self.baselines.items()},
+        }
 
 
 def _cluster_f1(confusion: np.ndarray) -> float | None:
@@ -239,22 +326,22 @@ def _cluster_f1(confusion: np.ndarray) -> float | None:
     return float(2 * true_positive / denominator) if denominator else None
 
 
-def _frame_summary(index: int, confusion: np.ndarray, match: ClusterMatch, shape: tuple) -> dict:
-    """The handful of numbers per frame that tell which frames a model struggles with."""
+def _frame_scores(name: str, index: int, confusion: np.ndarray, match: ClusterMatch, shape: tuple) -> FrameScores:
     labelled = int(confusion.sum())
     n_true = int(match.found.size)
     n_found = int(match.found.sum())
-    return {
-        "index": index,
-        "shape": [int(s) for s in shape[:2]],
-        "labelled_pixels": labelled,
-        "accuracy": float(np.trace(confusion[:, :N_CLASSES]) / labelled) if labelled else None,
-        "cluster_f1": _cluster_f1(confusion),
-        "n_true": n_true,
-        "n_found": n_found,
-        "n_fake": match.n_fake,
-        "efficiency": n_found / n_true if n_true else None,
-    }
+    return FrameScores(
+        name=name,
+        index=index,
+        shape=(int(shape[0]), int(shape[1])),
+        labelled_pixels=labelled,
+        accuracy=float(np.trace(confusion[:, :N_CLASSES]) / labelled) if labelled else None,
+        cluster_f1=_cluster_f1(confusion),
+        n_true=n_true,
+        n_found=n_found,
+        n_fake=match.n_fake,
+        efficiency=n_found / n_true if n_true else None,
+    )
 
 
 def _charge_image(image: np.ndarray | None) -> np.ndarray | None:
@@ -265,24 +352,33 @@ def _charge_image(image: np.ndarray | None) -> np.ndarray | None:
     return np.asarray(image, np.float64) - pedestal
 
 
-def evaluate(
-    samples: Iterable[tuple[np.ndarray | None, np.ndarray, np.ndarray | None, np.ndarray]],
-    coverage: float = FOUND_COVERAGE,
-) -> dict:
-    """Pixel and cluster figures over frames of (image, truth labels, truth instances, prediction).
+class Sample(NamedTuple):
+    """One frame to score. ``image`` None (or a colour rendering) measures clusters in pixels;
+    ``instances`` None takes the truth's cluster components; ``name`` empty: its index."""
 
-    Truth instances default to the truth's cluster components. Charges are image sums after
-    subtracting the frame's median pedestal, so raw ADU frames give meaningful charges; if any
-    frame lacks a 2-D image, every cluster is measured by its size in pixels instead, so one
-    axis never mixes units.
+    image: np.ndarray | None
+    truth: np.ndarray
+    instances: np.ndarray | None
+    prediction: np.ndarray
+    name: str = ""
+
+
+def evaluate(samples: Iterable[Sample | tuple], coverage: float = FOUND_COVERAGE) -> Evaluation:
+    """Pixel and cluster figures over frames of (image, truth labels, truth instances, prediction[, name]).
+
+    Charges are image sums after subtracting the frame's median pedestal, so raw ADU frames give
+    meaningful charges; if any frame lacks a 2-D image, every cluster is measured by its size in
+    pixels instead, so one axis never mixes units. Frames are read one at a time (``samples`` may
+    be a generator), so only one frame's maps need be in memory.
     """
     confusion = np.zeros((N_CLASSES, N_CLASSES + 1), dtype=np.int64)
     found, charges, sizes, frames = [], [], [], []
     n_fake = n_pixels = n_predicted = 0
     all_have_images = True
-    for index, (image, truth, instances, pred) in enumerate(samples):
+    for index, sample in enumerate(samples):
+        image, truth, instances, pred, name = Sample(*sample)
         arrays = {"image": image, "truth": truth, "instances": instances, "prediction": pred}
-        _check_same_shape(arrays, f"frame {index}")
+        _check_same_shape(arrays, name or f"frame {index}")
         frame_confusion = confusion_counts(truth, pred)
         charge_image = _charge_image(image)
         all_have_images &= charge_image is not None
@@ -296,29 +392,26 @@ def evaluate(
         n_fake += match.n_fake
         n_pixels += match.n_pixels
         n_predicted += match.n_predicted
-        frames.append(_frame_summary(index, frame_confusion, match, np.shape(truth)))
+        frames.append(_frame_scores(name or str(index), index, frame_confusion, match, np.shape(truth)))
     if not frames:
         raise InputError("evaluation: no frames to evaluate")
     found_all = np.concatenate(found)
     measure = np.concatenate(charges if all_have_images else sizes).astype(np.float64)
     n_true = int(found_all.size)
     n_found = int(found_all.sum())
-    return {
-        "pixel": report_from_confusion(confusion),
-        "clusters": {
-            "coverage": coverage,
-            "n_true": n_true,
-            "n_found": n_found,
-            "n_predicted": n_predicted,
-            "n_fake": n_fake,
-            "efficiency": n_found / n_true if n_true else None,
-            "fakes_per_megapixel": n_fake / (n_pixels / 1e6),
-            "megapixels": n_pixels / 1e6,
-            "charge_unit": "image units" if all_have_images else "pixels",
-            "efficiency_vs_charge": efficiency_vs_charge(found_all, measure),
-        },
-        "frames": frames,
-    }
+    clusters = ClusterScores(
+        coverage=coverage,
+        n_true=n_true,
+        n_found=n_found,
+        n_predicted=n_predicted,
+        n_fake=n_fake,
+        efficiency=n_found / n_true if n_true else None,
+        fakes_per_megapixel=n_fake / (n_pixels / 1e6),
+        megapixels=n_pixels / 1e6,
+        charge_unit="image units" if all_have_images else "pixels",
+        efficiency_vs_charge=efficiency_vs_charge(found_all, measure),
+    )
+    return Evaluation(report_from_confusion(confusion), clusters, frames)
 
 
 def _centroids(components: np.ndarray, ids: np.ndarray) -> list[list[float]]:
@@ -424,17 +517,3 @@ def agreement_summary(comparisons: Iterable[tuple[str, dict]]) -> dict:
     distinct = total["both"] + total["only_model"] + total["only_physical"]
     total["agreement"] = total["both"] / distinct if distinct else 1.0
     return {"frames": frames, "total": total}
-
-
-def agreement_table(summary: dict) -> str:
-    """Markdown table of an agreement summary, one row per frame and a total row."""
-    lines = [
-        "| frame | model | physical | both | only model | only physical | agreement |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in [*summary["frames"], {**summary["total"], "frame": "**total**"}]:
-        counts = " | ".join(
-            str(row[key]) for key in ("model", "physical", "both", "only_model", "only_physical")
-        )
-        lines.append(f"| {row['frame']} | {counts} | {100 * row['agreement']:.1f} % |")
-    return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """An evaluation as files a physicist can read, share and put in a talk.
 
-``write_report`` turns ``metrics.evaluate``'s dictionary into report.json, a markdown summary and
-PNG figures. Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg, no pyplot), so a
+``write_report`` turns a ``metrics.Evaluation`` into report.json, a markdown summary (worded by
+:mod:`report_text`) and PNG figures. Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg, no pyplot), so a
 headless run or a napari session never gains stray windows or global figures; every file is
 written to a temporary name and renamed, so a run killed midway leaves no half-written file.
 """
@@ -20,7 +20,9 @@ from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_path, atomic_write_json, atomic_write_text
 from .classes import BACKGROUND, CLASS_COLOURS, CLASS_NAMES, CLUSTER, N_CLASSES, colourise
+from .metrics import ClusterScores, Evaluation
 from .noise import display_range
+from .report_text import percent, summary_markdown
 
 DPI = 150
 _STYLE = {
@@ -34,7 +36,6 @@ _STYLE = {
 }
 _EXAMPLE_SIZE = 512
 """Largest side shown per example panel: small clusters stay visible rather than averaged away."""
-_MAX_FRAME_ROWS = 50
 _CHARGE_AXIS = {
     "image units": "cluster charge [e⁻ or ADU, image units]",
     "pixels": "cluster size [pixels]",
@@ -62,11 +63,6 @@ def wilson_interval(
     half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
     # The interval always contains the measured share; clamp away float rounding at 0 and 1.
     return np.minimum(centre - half, share), np.maximum(centre + half, share)
-
-
-def _percent(value: float | None) -> str:
-    """A share as a percentage, or n/a when undefined (no clusters, no labelled pixels)."""
-    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def _compact(count: int) -> str:
@@ -112,17 +108,17 @@ def plot_confusion(confusion: Sequence[Sequence[int]], path: Path) -> Path:
         return _save_figure(figure, path)
 
 
-def plot_efficiency(clusters: dict, path: Path) -> Path | None:
+def plot_efficiency(clusters: ClusterScores, path: Path) -> Path | None:
     """Detection efficiency per log charge bin with 1σ Wilson bars, and cluster counts behind it.
 
     Returns None (no file) when no cluster has a positive charge to place on the axis.
     """
-    binned = clusters["efficiency_vs_charge"]
-    edges = np.asarray(binned["bin_edges"], np.float64)
+    binned = clusters.efficiency_vs_charge
+    edges = np.asarray(binned.bin_edges, np.float64)
     if edges.size < 2:
         return None
-    counts = np.asarray(binned["counts"])
-    found = np.asarray(binned["found"])
+    counts = np.asarray(binned.counts)
+    found = np.asarray(binned.found)
     filled = counts > 0
     centres = np.sqrt(edges[:-1] * edges[1:])
     low, high = wilson_interval(found, counts)
@@ -149,14 +145,14 @@ def plot_efficiency(clusters: dict, path: Path) -> Path | None:
             capsize=3,
             label="efficiency (1σ Wilson interval)",
         )
-        if clusters.get("efficiency") is not None:
-            overall = f"all clusters: {_percent(clusters['efficiency'])}"
-            axes.axhline(clusters["efficiency"], color="tab:red", linestyle="--", label=overall)
+        if clusters.efficiency is not None:
+            overall = f"all clusters: {percent(clusters.efficiency)}"
+            axes.axhline(clusters.efficiency, color="tab:red", linestyle="--", label=overall)
         axes.set_xscale("log")
         axes.set_ylim(-0.04, 1.06)  # markers at 0 % and 100 % stay whole
-        axes.set_xlabel(_CHARGE_AXIS[clusters["charge_unit"]])
+        axes.set_xlabel(_CHARGE_AXIS[clusters.charge_unit])
         axes.set_ylabel("detection efficiency")
-        rule = f"found: ≥ {100 * clusters['coverage']:.0f} % of pixels predicted cluster"
+        rule = f"found: ≥ {100 * clusters.coverage:.0f} % of pixels predicted cluster"
         axes.set_title(f"Cluster detection efficiency ({rule})", fontsize=14)
         axes.grid(True, which="both", alpha=0.3)
         handles = axes.get_legend_handles_labels()[0] + behind.get_legend_handles_labels()[0]
@@ -288,116 +284,9 @@ def plot_examples(examples: Sequence[Example], path: Path) -> Path:
         return _save_figure(figure, path)
 
 
-def _pixel_table(pixel: dict) -> list[str]:
-    """Markdown table of precision, recall, F1 and support per class and averaged."""
-    lines = [
-        "| class | precision | recall | F1 | support [pixels] |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in (*CLASS_NAMES, "macro avg", "weighted avg"):
-        row = pixel[name]
-        scores = " | ".join(f"{row[key]:.3f}" for key in ("precision", "recall", "f1-score"))
-        lines.append(f"| {name} | {scores} | {row['support']:,} |")
-    return lines
-
-
-def _cluster_lines(clusters: dict) -> list[str]:
-    """Markdown bullets of cluster-level detection figures."""
-    coverage = clusters["coverage"]
-    return [
-        f"- True clusters: {clusters['n_true']:,}; found: {clusters['n_found']:,}; "
-        f"**detection efficiency {_percent(clusters['efficiency'])}** "
-        f"(found = predicted cluster pixels cover ≥ {100 * coverage:.0f} % of its pixels)",
-        f"- Predicted clusters: {clusters['n_predicted']:,}; fakes (touching no true cluster): "
-        f"{clusters['n_fake']:,} = **{clusters['fakes_per_megapixel']:.2f} per megapixel** "
-        f"over {clusters['megapixels']:.2f} MPx",
-    ]
-
-
-def _score(value: float | None) -> str:
-    """A score in [0, 1] to three decimals, or n/a when undefined."""
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _frame_table(frames: list[dict]) -> list[str]:
-    """Markdown table of per-frame figures, so weak frames stand out (a 'name' key is shown)."""
-    lines = [
-        "| frame | accuracy | cluster F1 | true clusters | found | fakes |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for frame in frames[:_MAX_FRAME_ROWS]:
-        lines.append(
-            f"| {frame.get('name', frame['index'])} | {_percent(frame['accuracy'])} | "
-            f"{_score(frame['cluster_f1'])} | {frame['n_true']} | {frame['n_found']} | "
-            f"{frame['n_fake']} |"
-        )
-    if len(frames) > _MAX_FRAME_ROWS:
-        lines.append(f"\n{len(frames) - _MAX_FRAME_ROWS} more frames in report.json.")
-    return lines
-
-
-def _comparison_table(evaluation: dict) -> list[str]:
-    """Headline figures beside those of nested evaluations (e.g. a threshold baseline), if any."""
-    others = {
-        key: value
-        for key, value in evaluation.items()
-        if isinstance(value, dict) and {"pixel", "clusters"} <= value.keys()
-    }
-    if not others:
-        return []
-    lines = [
-        "## Comparison",
-        "",
-        "| labels | pixel accuracy | cluster F1 | detection efficiency | fakes per MPx |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, result in {"this evaluation": evaluation, **others}.items():
-        clusters = result["clusters"]
-        lines.append(
-            f"| {name.replace('_', ' ')} | {_percent(result['pixel']['accuracy'])} | "
-            f"{result['pixel']['cluster']['f1-score']:.3f} | {_percent(clusters['efficiency'])} | "
-            f"{clusters['fakes_per_megapixel']:.2f} |"
-        )
-    return [*lines, ""]
-
-
-def _summary(title: str, evaluation: dict, figures: dict[str, Path]) -> str:
-    """The markdown summary: headline numbers, tables and links to the figures beside it."""
-    pixel, clusters, frames = evaluation["pixel"], evaluation["clusters"], evaluation["frames"]
-    lines = [
-        f"# {title}",
-        "",
-        f"{len(frames)} frame{'s' if len(frames) != 1 else ''}, "
-        f"{pixel['weighted avg']['support']:,} labelled pixels. "
-        f"Pixel accuracy **{_percent(pixel['accuracy'])}**, "
-        f"cluster F1 **{pixel['cluster']['f1-score']:.3f}**, "
-        f"cluster detection efficiency **{_percent(clusters['efficiency'])}**, "
-        f"**{clusters['fakes_per_megapixel']:.2f}** fake clusters per megapixel.",
-        "",
-        *_comparison_table(evaluation),
-        "## Pixels",
-        "",
-        *_pixel_table(pixel),
-        "",
-        f"Pixel accuracy: {_percent(pixel['accuracy'])} (unlabelled truth pixels ignored).",
-        "",
-        "## Clusters",
-        "",
-        *_cluster_lines(clusters),
-        "",
-        "## Frames",
-        "",
-        *_frame_table(frames),
-    ]
-    if figures:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{caption}]({path.name})\n" for caption, path in figures.items()]
-    return "\n".join(lines) + "\n"
-
-
 def write_report(
     out_dir: str | os.PathLike,
-    evaluation: dict,
+    evaluation: Evaluation,
     *,
     history: list[dict] | None = None,
     examples: Sequence[Example] = (),
@@ -405,26 +294,24 @@ def write_report(
 ) -> Path:
     """Write report.json, the figures and summary.md (last, so it only links existing files).
 
-    report.json holds the evaluation's keys plus "title" and "history". The efficiency figure is
-    left out when no cluster has a positive charge, the curves without history, the examples
-    without examples.
-    Evaluations nested in ``evaluation`` under other keys (a baseline such as a threshold preset)
-    are tabulated beside it. Frames that carry a "name" key are listed by name. Returns the
-    summary's path.
+    report.json holds ``evaluation.to_json()`` plus "title" and "history". The efficiency figure
+    is left out when no cluster has a positive charge, the curves without history, the examples
+    without examples. The evaluation's baselines (e.g. a threshold preset) are tabulated beside
+    it. Returns the summary's path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "report.json", {"title": title, **evaluation, "history": history or []})
-    confusion = plot_confusion(evaluation["pixel"]["confusion"], out / "confusion.png")
+    atomic_write_json(out / "report.json", {"title": title, **evaluation.to_json(), "history": history or []})
+    confusion = plot_confusion(evaluation.pixel.confusion, out / "confusion.png")
     figures = {"Confusion matrix": confusion}
-    efficiency = plot_efficiency(evaluation["clusters"], out / "efficiency.png")
+    efficiency = plot_efficiency(evaluation.clusters, out / "efficiency.png")
     if efficiency is not None:
         figures["Detection efficiency vs cluster charge"] = efficiency
     if history:
         figures["Training curves"] = plot_history(history, out / "curves.png")
     if examples:
         figures["Image, truth and prediction"] = plot_examples(examples, out / "examples.png")
-    return atomic_write_text(out / "summary.md", _summary(title, evaluation, figures))
+    return atomic_write_text(out / "summary.md", summary_markdown(title, evaluation, figures))
 
 
 # ---------------------------------------------------------------- checking without truth

@@ -35,6 +35,7 @@ from ..classes import CLASS_COLOURS, CLASS_NAMES, CLUSTER, GLOWING, HOT_PIXEL, U
 from ..devices import available_devices
 from ..errors import InputError
 from ..io import safe_stem
+from ..report_text import frame_block
 from ..updates import LogUpdate, StepUpdate
 from ._common import LayerCombo, PathEdit, WorkerWidget, combo, report_error, session, user_folder, wrapped_label
 from ._layers import (
@@ -69,26 +70,6 @@ def implausible_shares(labels: np.ndarray) -> list[str]:
         for cls, limit in IMPLAUSIBLE_SHARE.items()
         if (share := float(np.count_nonzero(labelled == cls)) / labelled.size) > limit
     ]
-
-
-def format_evaluation(name: str, evaluation: dict) -> str:
-    """The per-class report, confusion matrix and cluster figures of one frame, as monospace text."""
-    pixel = evaluation["pixel"]
-    clusters = evaluation["clusters"]
-    width = max(len(n) for n in CLASS_NAMES)
-    lines = [f"== {name} ==", pixel["text"].rstrip(), "", "confusion (rows truth, columns prediction):"]
-    lines.append(" " * (width + 1) + "".join(f"{n[:9]:>10}" for n in CLASS_NAMES))
-    for class_name, row in zip(CLASS_NAMES, pixel["confusion"]):
-        lines.append(f"{class_name:>{width}} " + "".join(f"{v:>10}" for v in row))
-    efficiency = clusters["efficiency"]
-    lines += [
-        "",
-        f"clusters: {clusters['n_found']} of {clusters['n_true']} found"
-        + (f", efficiency {efficiency:.3f}" if efficiency is not None else ""),
-        f"          {clusters['n_fake']} fake, {clusters['fakes_per_megapixel']:.1f} per megapixel",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 class PredictWidget(WorkerWidget):
@@ -325,7 +306,7 @@ class PredictWidget(WorkerWidget):
                     warnings += [f"{reference}: {w}" for w in shares]
             elif reference:
                 self.report.appendPlainText(f"compared with the simulation truth '{reference}'")
-            self.report.appendPlainText(format_evaluation(update.name, update.evaluation))
+            self.report.appendPlainText(frame_block(update.name, update.evaluation))
             self.report.verticalScrollBar().setValue(0)  # the first frame's table stays in view
         for warning in warnings:
             self.report.appendPlainText(f"warning: {warning}")

@@ -74,7 +74,7 @@ class PredictedUpdate:
     name: str
     labels: np.ndarray
     probabilities: np.ndarray | None
-    evaluation: dict | None
+    evaluation: Any  # metrics.Evaluation against the chosen truth, or None
     model_path: str
 
 
@@ -209,10 +209,11 @@ def predict_worker(
     Yields a LogUpdate naming the device, StepUpdates (epoch = frame number, step = row of tiles)
     and one PredictedUpdate per frame.
     """
+    from ..dataset import LabelledFrame
     from ..devices import describe_device, resolve_device
-    from ..metrics import evaluate
     from ..modelfile import load_model
     from ..predict import predict_frame
+    from ..scoring import predict_and_evaluate
 
     torch_device = resolve_device(device)
     model, meta = load_model(model_path, torch_device)
@@ -225,24 +226,25 @@ def predict_worker(
                     raise Stopped()
                 emit(StepUpdate(number, len(jobs), update.step, update.steps))
 
-            return predict_frame(
-                model,
-                meta,
-                job.image,
-                source=job.name,
-                probabilities=probabilities,
-                progress=progress,
-            )
+            predicted = []
+
+            def label(frame) -> np.ndarray:
+                predicted.append(predict_frame(
+                    model, meta, frame.image, source=frame.name, probabilities=probabilities, progress=progress
+                ))
+                return predicted[-1].labels
+
+            if job.truth is None:
+                label(job)
+                return predicted[-1], None
+            evaluation = predict_and_evaluate([LabelledFrame(job.name, job.image, job.truth, job.instances)], label)
+            return predicted[-1], evaluation
 
         try:
-            prediction = yield from relay(run)
+            prediction, evaluation = yield from relay(run)
         except Stopped:
             yield LogUpdate("prediction stopped")
             return
-        evaluation = None
-        if job.truth is not None:
-            image = job.image if job.image.ndim == 2 else None
-            evaluation = evaluate([(image, job.truth, job.instances, prediction.labels)])
         yield PredictedUpdate(job.name, prediction.labels, prediction.probabilities, evaluation, str(model_path))
         if stop.is_set():
             yield LogUpdate("prediction stopped")
