@@ -99,7 +99,9 @@ CLASS_MAP_KINDS = ("prediction", "labels", "truth")
 RESIZE_ROWS = 50
 """Column widths are fitted to this many rows: fitting all of a big frame's clusters takes seconds."""
 
-MIN_VIEW_PX = 48
+FILTER_BOX_PX = 80
+
+MIN_VIEW_PX = 64
 """Selecting a cluster zooms to show at least this many image pixels around it."""
 
 
@@ -150,7 +152,7 @@ class CataloguedUpdate:
 class ClusterFilter:
     """Which catalogue rows to show: an energy window, a size window and the checked types."""
 
-    energy_min_kev: float = 0.0
+    energy_min_kev: float = -np.inf
     energy_max_kev: float = np.inf
     npix_min: int = 0
     npix_max: int = np.iinfo(np.int64).max
@@ -393,7 +395,9 @@ class SpectrumPlot:
             )
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_title(f"{len(table)} clusters shown; 68 % Poisson intervals", fontsize=8, color=PLOT_INK)
+        off_axis = int(np.sum(~(energy > 0)))
+        note = f" ({off_axis} with E ≤ 0 off the log axis)" if off_axis else ""
+        axes.set_title(f"{len(table)} clusters shown{note}; 68 % Poisson intervals", fontsize=8, color=PLOT_INK)
         axes.grid(True, which="major", alpha=0.2)
         legend = axes.legend(fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK)
         for text in legend.get_texts():
@@ -403,14 +407,16 @@ class SpectrumPlot:
 
 def calibration_text(cal: Calibration) -> str:
     """The fitted (or given) numbers with their uncertainties and units, one per line."""
+    from ..catalogue_report import _plus_minus as pm  # the summary.md's rounding, one rule
+
     lines = [f"<b>{cal.frame}</b> HDU {cal.hdu}{' ' + cal.extname if cal.extname else ''} — method: {cal.method}"]
-    lines.append(f"gain {cal.gain_adu_per_e:.4g} ± {cal.gain_err:.2g} ADU/e⁻")
-    lines.append(f"read noise σ {cal.noise_e:.3g} ± {cal.noise_err:.2g} e⁻ ({cal.noise_adu:.3g} ADU)")
+    lines.append(f"gain {pm(cal.gain_adu_per_e, cal.gain_err)} ADU/e⁻")
+    lines.append(f"read noise σ {pm(cal.noise_e, cal.noise_err)} e⁻ ({cal.noise_adu:.3g} ADU)")
     if np.isfinite(cal.dark_current_e_per_px):
-        lines.append(f"dark current λ {cal.dark_current_e_per_px:.3g} ± {cal.dark_err:.2g} e⁻/px")
+        lines.append(f"dark current λ {pm(cal.dark_current_e_per_px, cal.dark_err)} e⁻/px")
     else:
         lines.append("dark current λ: not measured (electron peaks not resolved)")
-    lines.append(f"zero-electron pedestal {cal.pedestal_adu:.4g} ± {cal.pedestal_err:.2g} ADU")
+    lines.append(f"zero-electron pedestal {pm(cal.pedestal_adu, cal.pedestal_err)} ADU")
     return "<br>".join(lines)
 
 
@@ -426,9 +432,10 @@ class ClustersWidget(WorkerWidget):
         self.image.setToolTip("the frame to catalogue (ADU or electrons)")
         self.class_map = LayerCombo(napari_viewer, Labels)
         self.class_map.setToolTip("its class map: cluster pixels (3) are grouped into clusters; paint it to correct them")
-        self.gain = dspin(0.0, 0.0, 1e6, step=0.1, decimals=4,
-                          tip="ADU per electron when the frame's electron peaks are not resolved (single-sample frames)")
-        self.gain.setSpecialValueText("from the peaks / header")
+        self.gain = dspin(0.0, 0.0, 1e5, step=0.1, decimals=3,
+                          tip="ADU per electron, used when the frame's electron peaks are not resolved (single-sample "
+                              "frames); auto: the header's GAIN keyword, else the calibration file")
+        self.gain.setSpecialValueText("auto")
         self.calibration_file = PathEdit(mode="open", filter="Calibration (*.json)",
                                          tip="optional: calibration.json (ccdseg calibrate) to take the gain from when peaks are not resolved")
         self.ev_per_e = dspin(EV_PER_E_DEFAULT, 0.5, 100.0, "ionisation energy per electron–hole pair (3.75 eV in silicon)",
@@ -445,12 +452,15 @@ class ClustersWidget(WorkerWidget):
         self.status = wrapped_label("")
 
         # filters
-        self.energy_min = dspin(0.0, 0.0, 1e7, "lowest energy shown (keV)", step=0.1, decimals=3)
-        self.energy_max = dspin(0.0, 0.0, 1e7, "highest energy shown (keV)", step=1.0, decimals=3)
-        self.energy_max.setSpecialValueText("no limit")
-        self.npix_min = spin(0, 0, 10**8, "smallest size shown (pixels)")
-        self.npix_max = spin(0, 0, 10**8, "largest size shown (pixels)")
-        self.npix_max.setSpecialValueText("no limit")
+        self.energy_min = dspin(0.0, 0.0, 1e5, "lowest energy shown (keV)", step=0.1, decimals=2)
+        self.energy_max = dspin(0.0, 0.0, 1e5, "highest energy shown (keV)", step=1.0, decimals=2)
+        self.energy_min.setSpecialValueText("−∞")
+        self.energy_max.setSpecialValueText("∞")
+        self.npix_min = spin(0, 0, 10**7, "smallest size shown (pixels)")
+        self.npix_max = spin(0, 0, 10**7, "largest size shown (pixels)")
+        self.npix_max.setSpecialValueText("∞")
+        for box in (self.energy_min, self.energy_max, self.npix_min, self.npix_max):
+            box.setMinimumWidth(FILTER_BOX_PX)  # the dock stays narrow; their text scrolls
         self.legend = TypeLegend()
         self.shown_line = wrapped_label("")
 
@@ -494,7 +504,7 @@ class ClustersWidget(WorkerWidget):
         form = QFormLayout()
         form.addRow("Image", self.image)
         form.addRow("Class map", self.class_map)
-        calibration_box = QGroupBox("Calibration (when electron peaks are not resolved)")
+        calibration_box = QGroupBox("If electron peaks are not resolved")
         calibration_form = QFormLayout(calibration_box)
         calibration_form.addRow("Gain (ADU/e⁻)", self.gain)
         calibration_form.addRow("Calibration file", self.calibration_file)
@@ -507,11 +517,11 @@ class ClustersWidget(WorkerWidget):
         filters = QGridLayout(filter_box)
         filters.addWidget(QLabel("Energy (keV)"), 0, 0)
         filters.addWidget(self.energy_min, 0, 1)
-        filters.addWidget(QLabel("to"), 0, 2)
+        filters.addWidget(QLabel("–"), 0, 2)
         filters.addWidget(self.energy_max, 0, 3)
         filters.addWidget(QLabel("Size (px)"), 1, 0)
         filters.addWidget(self.npix_min, 1, 1)
-        filters.addWidget(QLabel("to"), 1, 2)
+        filters.addWidget(QLabel("–"), 1, 2)
         filters.addWidget(self.npix_max, 1, 3)
         filters.addWidget(self.legend, 2, 0, 1, 4)
         filters.addWidget(self.shown_line, 3, 0, 1, 4)
@@ -693,10 +703,11 @@ class ClustersWidget(WorkerWidget):
         self.apply_filter()
 
     def current_filter(self) -> ClusterFilter:
+        energy_min = self.energy_min.value()
         energy_max = self.energy_max.value()
         npix_max = self.npix_max.value()
         return ClusterFilter(
-            energy_min_kev=self.energy_min.value(),
+            energy_min_kev=energy_min if energy_min > 0 else -np.inf,  # 0: keep clusters of E <= 0 too
             energy_max_kev=energy_max if energy_max > 0 else np.inf,
             npix_min=self.npix_min.value(),
             npix_max=npix_max if npix_max > 0 else np.iinfo(np.int64).max,
