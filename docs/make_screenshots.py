@@ -3,6 +3,7 @@
 Run from the repository root (Linux without a display: under Xvfb):
 
     xvfb-run -a python docs/make_screenshots.py
+    xvfb-run -a python docs/make_screenshots.py multiamp   # only gui-multiamp.png, in about a minute
 
 Qt's ``xcb`` platform is needed, because the ``offscreen`` one renders the OpenGL canvas black; on
 Debian/Ubuntu it needs ``apt-get install xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
@@ -227,5 +228,51 @@ def main() -> None:
     viewer.close()
 
 
+def multiamp() -> None:
+    """gui-multiamp.png: a 4-amplifier readout from ``ccdseg simulate --amplifiers 4``, amplifiers side by
+    side, each predicted by the bundled default model, row 0 at the bottom, the View and Predict widgets."""
+    from napari_ccdseg.cli import main as ccdseg
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ccdseg-screens-"))
+    ccdseg(["simulate", str(work), "--preset", "damic-m", "--format", "fits", "--amplifiers", "4",
+            "--n", "1", "--size", "384", "256", "--seed", str(SEED)])
+    viewer = napari.Viewer(title="napari-ccdseg", show=True)
+    viewer.window.resize(*WINDOW)
+    pump(1.0)
+    from napari_ccdseg.calibrate import calibrate_frame
+
+    viewer.open(str(work / "sim_000.fits"), plugin=PLUGIN)
+    _, view = dock(viewer, "View")
+    view.ds9.setChecked(True)
+    for layer in viewer.layers:  # each amplifier calibrated from its own comb of electron peaks
+        if "ccdseg_hdu" in layer.metadata:
+            meta = layer.metadata
+            cal = calibrate_frame(layer.data, frame="sim_000.fits", hdu=meta["ccdseg_hdu"],
+                                  extname=meta["ccdseg_extname"], header=meta["header"])
+            meta["calibration"] = cal.to_dict()
+    view.contrast.setCurrentText(view.contrast.itemText(1))  # electrons, 0 ... 5 e-
+    view.top_electrons.setValue(5)
+    view.apply_contrast()
+    _, predict = dock(viewer, "Predict and correct")
+    predict.compare.setCurrentText("simulation truth")
+    predict.predict_button.click()
+    wait(predict, "predict 4 amplifiers")
+    for layer in viewer.layers:  # frames, and AMP1 and AMP2's predictions over them
+        layer.visible = not layer.name.endswith(" labels") and not layer.name.startswith(("AMP3 · sim_000 p", "AMP4 · sim_000 p"))
+        if layer.name.endswith(" prediction"):
+            layer.opacity = 0.45
+    viewer.layers.selection.active = viewer.layers["AMP2 · sim_000"]
+    viewer.reset_view()
+    pump(0.5)
+    truth = viewer.layers["AMP2 · sim_000 labels"]  # the status bar over one of AMP2's clusters
+    row, col = (int(v[len(v) // 2]) for v in np.nonzero(truth.data == 3))
+    viewer.cursor.position = tuple(viewer.layers["AMP2 · sim_000"].data_to_world((row, col)))
+    close_toasts(viewer)
+    save_viewer(viewer, "gui-multiamp.png")
+    print(viewer.status)
+    viewer.close()
+
+
 if __name__ == "__main__":
-    main()
+    multiamp() if sys.argv[1:] == ["multiamp"] else main()

@@ -179,9 +179,12 @@ def test_the_status_bar_names_amplifier_adu_electrons_class_and_cluster(viewer, 
     instances = np.load(ccd_file.with_name("sim_000_AMP3_instances.npy"))
     assert instances[row, col] > 0 and text.endswith(f"labels: cluster #{instances[row, col]}")  # the simulator's id
     ViewWidget(viewer)  # any of the plugin's widgets puts this report in the status bar
+    viewer.mouse_over_canvas = True
     viewer.cursor.position = tuple(world)
-    assert viewer.status == text
-    assert cursor_report(viewer, (-50.0, -50.0)) is None  # off every frame: napari's own status stays
+    assert viewer._calc_status_from_cursor()[0] == text  # what napari's status thread shows
+    viewer.cursor.position = (-50.0, -50.0)
+    assert cursor_report(viewer, viewer.cursor.position) is None  # off every frame: napari's own status stays
+    assert "ADU" not in str(viewer._calc_status_from_cursor()[0])
 
 
 def test_view_widget_turns_the_view_only_and_isolates_one_amplifier(viewer):

@@ -73,20 +73,30 @@ def cursor_report(viewer: napari.Viewer, world) -> str | None:
 
 
 def install_status(viewer: napari.Viewer) -> None:
-    """Show :func:`cursor_report` in the status bar whenever the cursor is over a frame (once per viewer)."""
+    """Show :func:`cursor_report` in the status bar whenever the cursor is over a frame (once per viewer).
+
+    napari computes the status in ``ViewerModel._calc_status_from_cursor``, from a background
+    thread when a Qt window exists (napari >= 0.5), on the cursor event otherwise; this wraps that
+    method of this viewer, so both paths show the report, and napari's own status elsewhere.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugin widgets a public-only proxy
     if viewer in _INSTALLED:
         return
     _INSTALLED.add(viewer)
     ref = weakref.ref(viewer)
+    napari_status = viewer._calc_status_from_cursor
 
-    def on_move(event=None) -> None:
+    def status_from_cursor():
+        result = napari_status()
         current = ref()
-        if current is None:
-            return
-        text = cursor_report(current, current.cursor.position)
-        if text is not None:
-            current.status = text
+        if current is None or result is None:  # None: the mouse is off the canvas, nothing to update
+            return result
+        try:
+            text = cursor_report(current, current.cursor.position)
+        except (IndexError, ValueError, RuntimeError):  # layers changed while the status thread read them
+            return result
+        if text is None:
+            return result
+        return text, result[1]
 
-    # after napari's own status update, which would otherwise overwrite ours
-    viewer.cursor.events.position.connect(on_move, position="last")
-
+    object.__setattr__(viewer, "_calc_status_from_cursor", status_from_cursor)
