@@ -336,3 +336,12 @@ def test_cli_catalogue_takes_the_gain_of_a_calibration_file_for_unresolved_frame
     with pytest.raises(SystemExit):  # one source of gain, not two
         main(args + ["--calibration", calibration, "--gain", "4"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_instance_maps_written_beside_frames_are_not_read_as_frames(tmp_path, simulated):
+    from napari_ccdseg.io import find_dataset
+
+    np.save(tmp_path / "run.npy", simulated.image)
+    _, instances = cluster_table((simulated.image - PEDESTAL) / GAIN, simulated.labels, frame="run.npy", hdu=0)
+    write_instances(tmp_path / "run_clusters.tif", instances)
+    assert [frame.name for frame, _ in find_dataset(tmp_path)] == ["run.npy"]

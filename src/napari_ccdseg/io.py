@@ -6,8 +6,8 @@ Every failure a user can cause raises :class:`~napari_ccdseg.errors.InputError` 
 so the CLI and the napari reader can show it as is.
 
 A dataset folder holds frames ``X.<ext>`` with optional class label maps
-``X_labels.<png|tif|tiff|npy>`` beside them (and possibly ``X_instances.*`` maps, which are not
-frames).
+``X_labels.<png|tif|tiff|npy>`` beside them (and possibly ``X_instances.*`` and ``X_clusters.tif``
+maps, which are not frames).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ FITS_SUFFIXES: tuple[str, ...] = (".fits.fz", ".fits", ".fit", ".fts", ".fz", ".
 FRAME_SUFFIXES: tuple[str, ...] = (*FITS_SUFFIXES, ".npy", ".tif", ".tiff", ".png")
 LABEL_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".npy")
 LABEL_VALUES: frozenset[int] = frozenset({BACKGROUND, GLOWING, HOT_PIXEL, CLUSTER, UNLABELLED})
-_COMPANION_TAGS: tuple[str, ...] = ("_labels", "_instances")
+_COMPANION_TAGS: tuple[str, ...] = ("_labels", "_instances", "_clusters")  # _clusters: ccdseg catalogue's instance maps
 # Keys that describe a FITS file's layout, not the frame: never copied between headers.
 _STRUCTURAL_KEYS = frozenset(
     {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "BLANK",
