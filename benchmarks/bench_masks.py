@@ -9,7 +9,9 @@ column bands), calibrated by ``calibrate_frame`` (class map's clusters and hot p
 ``physical`` auto-label preset. λ is then fitted (``masks.rates``) in the unmasked pixels, and in
 the whole active area without masks. The markdown table gives, per λ, the inverse-variance mean over
 the frames ± its error, the pull (mean − injected) / error, and the unmasked share of the active area.
-``--quick``: 160 × 320 frames, one seed, three values of λ.
+``--quick``: 160 × 320 frames, one seed, three values of λ. ``--components N``: instead, at λ = 0.01
+and 0.3, N frames each of the full frame and of frames with glow, events or hot defects switched
+off in turn (truth class map): the mean pull and its error show whether any of them leaks.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ BASE = SimConfig(
     amp_glow_e=2.0, glow_band_probability=0.3, glow_band_position="random", hot_columns=(1.0, 2.0),
 )
 SOURCES = ("truth", "physical", "no mask")
+COMPONENTS = {
+    "full frame": {},
+    "no glow": dict(amp_glow_e=0.0, glow_band_probability=0.0),
+    "no clusters or tracks": dict(cluster_rate=0.0, muon_rate=0.0, electron_track_rate=0.0),
+    "no hot pixels or columns": dict(hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0), hot_columns=(0.0, 0.0)),
+}
+"""What the component check switches off (SimConfig changes)."""
 
 
 @dataclasses.dataclass
@@ -59,7 +68,9 @@ class Measured:
         return float((weights * values).sum() / weights.sum()), float(weights.sum() ** -0.5)
 
 
-def measure_frame(config: SimConfig, seed: int, results: dict[str, Measured]) -> None:
+def measure_frame(
+    config: SimConfig, seed: int, results: dict[str, Measured], sources: tuple[str, ...] = SOURCES
+) -> None:
     """Simulate, calibrate, mask and fit one frame; append to ``results`` per source."""
     sim = simulate_frame(config, seed)
     region = active_region(sim.image.shape, metadata=sim.metadata)
@@ -67,7 +78,9 @@ def measure_frame(config: SimConfig, seed: int, results: dict[str, Measured]) ->
     active = np.zeros(sim.image.shape, dtype=bool)
     active[r0:r1, c0:c1] = True
     header = {"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols, "OVERSCNR": config.overscan_rows}
-    maps = {"truth": sim.labels, "physical": label_frame(sim.image, "physical")}
+    maps = {"truth": sim.labels}
+    if "physical" in sources:
+        maps["physical"] = label_frame(sim.image, "physical")
     calibrations = {}
     for source, labels in maps.items():
         try:
@@ -75,7 +88,7 @@ def measure_frame(config: SimConfig, seed: int, results: dict[str, Measured]) ->
         except InputError:
             calibrations[source] = None
     calibrations["no mask"] = calibrations["truth"]  # gain and pedestals only: the mask is the active area
-    for source in SOURCES:
+    for source in sources:
         calibration = calibrations[source]
         if calibration is None:
             results[source].lam.append(math.nan)
@@ -133,12 +146,33 @@ def plot_check(rows: list[tuple[float, dict[str, Measured]]], path: Path) -> Pat
     return path
 
 
+def components(seeds: int) -> None:
+    """Mean pull ± its error (truth class map) with each source of leaking charge switched off in turn."""
+    print(f"component check: {BASE.rows} × {BASE.cols} active pixels, {seeds} frames per cell, truth class map\n")
+    print("| injected λ [e⁻/px] | frame | mean pull ± error | mean (measured − injected) [e⁻/px] |")
+    print("|---|---|---|---|")
+    for dark in (0.01, 0.3):
+        for name, changes in COMPONENTS.items():
+            results = {source: Measured() for source in SOURCES}
+            for seed in range(seeds):
+                measure_frame(dataclasses.replace(BASE, dark_current_e=dark, **changes), 100 + seed, results,
+                              sources=("truth",))
+            lam, err = np.array(results["truth"].lam), np.array(results["truth"].err)
+            pulls = (lam - dark) / err
+            print(f"| {dark:g} | {name} | {pulls.mean():+.2f} ± {pulls.std(ddof=1) / np.sqrt(pulls.size):.2f} | "
+                  f"{(lam - dark).mean():+.2g} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="160 × 320 frames, 1 seed, 3 values of λ")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--figure", type=Path, help="write the measured/injected figure here (PNG)")
+    parser.add_argument("--components", type=int, metavar="N", help="the component check with N frames per cell")
     args = parser.parse_args()
+    if args.components:
+        components(args.components)
+        return
     config = dataclasses.replace(BASE, rows=160, cols=320) if args.quick else BASE
     seeds = 1 if args.quick else args.seeds
     darks = QUICK_DARKS_E if args.quick else DARKS_E
