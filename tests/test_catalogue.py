@@ -302,6 +302,14 @@ def test_cli_catalogue_bad_inputs_are_one_line_errors(tmp_path, two_amplifier_fi
     assert main(["catalogue", str(path), "--labels", str(empty), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "sim_000[AMP1]: no label map sim_000_AMP1_labels" in err and "Traceback" not in err
+    from napari_ccdseg.io import write_label_map
+
+    no_clusters = tmp_path / "no_clusters"
+    no_clusters.mkdir()
+    for stem in ("sim_000_AMP1", "sim_000_AMP2"):
+        write_label_map(no_clusters / f"{stem}_labels.png", np.zeros((200, 240), np.uint8))
+    assert main(["catalogue", str(path), "--labels", str(no_clusters), "--out", str(tmp_path / "o")]) == 2
+    assert "no cluster pixel in the class map of any frame (sim_000_AMP1, sim_000_AMP2)" in capsys.readouterr().err
     noisy = tmp_path / "noisy.npy"
     np.save(noisy, simulate_frame(_quiet_config(rows=64, cols=64, read_noise_e=2.0), seed=2).image)
     assert main(["catalogue", str(noisy), "--preset", "physical", "--out", str(tmp_path / "o")]) == 2
