@@ -245,3 +245,27 @@ def test_fits_can_open_without_the_reader_dialog(make_napari_viewer, ccd_file, m
     assert get_settings().plugins.extension2reader["*.fits"] == "napari-ccdseg"
     viewer.open(str(ccd_file), plugin=None)  # as File > Open: napari takes the saved preference, asks nothing
     assert [layer.name for layer in viewer.layers if isinstance(layer, Image)][0] == "AMP1 · sim_000"
+
+
+def test_auto_labels_and_a_loaded_folder_sit_on_their_amplifiers(qtbot, make_napari_viewer, viewer, ccd_file):
+    from napari_ccdseg.widgets.autolabel import AutolabelWidget
+    from napari_ccdseg.widgets.dataset import DatasetWidget
+
+    amp3 = images(viewer)[2]
+    widget = AutolabelWidget(viewer)
+    widget.live.setChecked(False)
+    widget.image.setCurrentText(amp3.name)
+    widget.apply()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    labels = viewer.layers[f"{amp3.name} labels"]
+    assert placement_of(labels) == placement_of(amp3) != placement_of(images(viewer)[0])
+    assert labels.metadata["ccdseg_reference"] == "auto-label"  # no longer the simulation's truth
+
+    other = make_napari_viewer()
+    loader = DatasetWidget(other)
+    loader.folder.setText(str(ccd_file.parent))
+    loader.load()
+    qtbot.waitUntil(lambda: not loader.busy, timeout=TIMEOUT_MS)
+    for image in images(other):
+        assert placement_of(image) == placement_of(viewer.layers[image.name])
+        assert placement_of(other.layers[f"{image.name} labels"]) == placement_of(image)
