@@ -158,11 +158,16 @@ def noise_contrast(image: np.ndarray) -> tuple[float, float]:
     pedestal, sigma = pedestal_noise(image)
     low, high = pedestal - NOISE_BELOW * sigma, pedestal + NOISE_ABOVE * sigma
     values = np.asarray(image)
-    finite = values[np.isfinite(values)] if values.size else values
-    if finite.size:  # no range beyond the frame's own values (a blank frame keeps a visible scale)
-        step = max(1, finite.size // 4_000_000)  # a strided sample: the percentile of a 6k² frame in ~0.1 s
-        low = max(low, float(np.percentile(finite[::step], LOW_PERCENTILE)))
-        high = min(high, float(finite.max()))
+    if values.size:  # no range beyond the frame's own values (a blank frame keeps a visible scale)
+        step = max(1, max(values.shape[:2]) // 2048)  # a strided sample: the percentile of a 6k² frame fast
+        sample = values[::step, ::step]
+        sample = sample[np.isfinite(sample)]
+        if sample.size:
+            low = max(low, float(np.percentile(sample, LOW_PERCENTILE)))
+        with np.errstate(invalid="ignore"):
+            top = float(np.nanmax(values))  # the brightest pixel itself, not a sample's
+        if np.isfinite(top):
+            high = min(high, top)
     return (low, high) if high > low else (low, low + max(sigma, 1e-6))
 
 
