@@ -140,6 +140,8 @@ def test_unresolved_frame_takes_the_gain_given_from_a_file_or_the_header():
     assert math.isnan(given.dark_current_e_per_px) and given.dark_bands == []
     assert given.row_pedestal_adu.shape == (200,)
     assert calibrate_frame(sim.image, header={"GAIN": "6.5"}).method == "header"
+    in_electrons = calibrate_frame(sim.image / 6.0, header={"BUNIT": "electron"})  # `simulate --units e` writes it
+    assert in_electrons.method == "header" and in_electrons.gain_adu_per_e == 1.0
     from_file = calibrate_frame(sim.image, previous=dataclasses.replace(given, gain_adu_per_e=5.5))
     assert from_file.method == "file" and from_file.gain_adu_per_e == 5.5
     # what the user passes wins over what the header says

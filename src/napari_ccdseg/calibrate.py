@@ -688,7 +688,8 @@ def calibrate_frame(
     ``exclude`` marks pixels to leave out (clusters, hot pixels); bright pixels and their
     neighbours are left out as well. When the comb is not resolved (σ ≳ 0.5 e⁻, or no second
     peak) the gain comes from ``gain`` ("given"), else ``previous`` ("file"), else the header's GAIN
-    keyword in ADU/e⁻ ("header"): what the user passes wins over what the file says. Without any,
+    keyword in ADU/e⁻, or 1 when its BUNIT says electrons ("header"): what the user passes wins over
+    what the file says. Without any,
     InputError naming the frame and how to give a gain.
     """
     where = frame if hdu == 0 and extname is None else f"{frame} HDU {hdu}" + (f" ({extname})" if extname else "")
@@ -760,10 +761,15 @@ def _grid_step(image: np.ndarray) -> float:
     return step if np.all(np.abs(ratio - np.round(ratio)) < 0.01) else 0.0
 
 
+_ELECTRON_UNITS = frozenset({"electron", "electrons", "e-", "e"})
+
+
 def _header_gain(header: dict | None, where: str) -> float | None:
-    value = (header or {}).get("GAIN")
+    """The header's GAIN in ADU per electron; 1 for a frame whose BUNIT says it is in electrons."""
+    header = header or {}
+    value = header.get("GAIN")
     if value is None:
-        return None
+        return 1.0 if str(header.get("BUNIT", "")).strip().lower() in _ELECTRON_UNITS else None
     try:
         gain = float(str(value).strip())
     except ValueError:
