@@ -269,3 +269,17 @@ def test_auto_labels_and_a_loaded_folder_sit_on_their_amplifiers(qtbot, make_nap
     for image in images(other):
         assert placement_of(image) == placement_of(viewer.layers[image.name])
         assert placement_of(other.layers[f"{image.name} labels"]) == placement_of(image)
+
+
+def test_every_widget_lists_the_short_names_with_the_full_name_as_tooltip(viewer):
+    from napari_ccdseg.widgets.autolabel import AutolabelWidget
+    from napari_ccdseg.widgets.train import TrainWidget
+
+    train = TrainWidget(viewer)
+    pairs = [train.pairs.item(i) for i in range(train.pairs.count())]
+    assert [item.toolTip() for item in pairs] == [f"sim_000[AMP{k}]" for k in range(1, AMPS + 1)]
+    assert len({item.text() for item in pairs}) == AMPS
+    autolabel = AutolabelWidget(viewer)
+    combo = autolabel.image
+    assert [combo.itemText(i) for i in range(combo.count())] == [f"AMP{k} · sim_000" for k in range(1, AMPS + 1)]
+    assert combo.itemData(1, Qt.ToolTipRole) == "sim_000[AMP2]"

@@ -36,7 +36,7 @@ from ..train import OPTIMISERS, TrainConfig, TrainResult
 from ..unet import UNET_CONFIGS
 from ..updates import EpochUpdate, LogUpdate, StepUpdate
 from ._common import PathEdit, WorkerWidget, combo, dspin, report_error, session, spin, user_folder, wrapped_label
-from ._layers import LABEL_KINDS, image_layers, labels_name, paired_labels, watch_layers
+from ._layers import LABEL_KINDS, full_name, image_layers, labels_name, paired_labels, watch_layers
 from .workers import train_worker
 
 _PAIR_ROLE = Qt.UserRole
@@ -222,6 +222,7 @@ class TrainWidget(WorkerWidget):
                 key = (image.name, found[kind].name)
                 item = QListWidgetItem(f"{image.name}  ⟵  {found[kind].name}")
                 item.setData(_PAIR_ROLE, key)
+                item.setToolTip(full_name(image))
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 item.setCheckState(Qt.Checked if self._checked.get(key, rank == 0) else Qt.Unchecked)
                 self.pairs.addItem(item)
