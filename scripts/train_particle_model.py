@@ -44,7 +44,10 @@ TRAIN_RANGES = dataclasses.replace(
 )
 """The default model's detector ranges (noise 0.1–3.5 e⁻, gains, dark currents …) with every
 event type present in most frames."""
-BOOST = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10, "l2_regularization": 1.0}
+BOOST = {"max_iter": 40, "learning_rate": 0.1, "max_leaf_nodes": 15, "max_depth": 5, "min_samples_leaf": 10,
+         "l2_regularization": 1.0}
+"""Validation accuracy peaks at 20–40 rounds (0.984; 0.982 at 100, 0.981 at 150), and depth 5 costs
+nothing: 240 shallow trees keep typing 25,000 clusters to about a second."""
 BALANCE_POWER = 0.5
 """Class weight (largest class count / class count)^0.5: rare types count more without the
 commonest (points) losing precision to them."""
@@ -63,9 +66,9 @@ def training_clusters(frames: int, seed: int, rows: int = 512) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def class_weights(kinds: pd.Series) -> np.ndarray:
+def class_weights(kinds: pd.Series, power: float = BALANCE_POWER) -> np.ndarray:
     counts = kinds.value_counts()
-    return (counts.max() / counts[kinds].to_numpy()) ** BALANCE_POWER
+    return (counts.max() / counts[kinds].to_numpy()) ** power
 
 
 def export(model: HistGradientBoostingClassifier, card: dict) -> particles.TreeEnsemble:
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--validation-frames", type=int, default=40)
     parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames per benchmark set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--balance-power", type=float, default=BALANCE_POWER, help="class weight (max count / count)^power")
     parser.add_argument("--out", type=Path, default=particles.MODEL_DIR)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -121,7 +125,7 @@ def main() -> None:
     print(f"{len(train)} training clusters {train['kind'].value_counts().to_dict()}, "
           f"{len(valid)} validation ({time.perf_counter() - start:.0f} s)", flush=True)
     x, xv = (t[list(particles.FEATURE_NAMES)].to_numpy(np.float64) for t in (train, valid))
-    weights = class_weights(train["kind"])
+    weights = class_weights(train["kind"], args.balance_power)
     boosted = HistGradientBoostingClassifier(**BOOST, random_state=args.seed, early_stopping=False)
     boosted.fit(x, train["kind"].to_numpy(), sample_weight=weights)
     forest = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=2, random_state=args.seed)
@@ -134,13 +138,14 @@ def main() -> None:
     print(f"validation ({time.perf_counter() - start:.0f} s): {comparison}", flush=True)
     card = {
         "description": "particle type per cluster: gradient-boosted trees on shape features",
-        "trained_by": f"python scripts/train_particle_model.py --frames {args.frames} --seed {args.seed}",
+        "trained_by": f"python scripts/train_particle_model.py --frames {args.frames} --seed {args.seed} "
+                      f"--balance-power {args.balance_power}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seed": args.seed,
         "training": {"frames": args.frames, "size": 512, "clusters": int(len(train)),
                      "per_kind": {k: int(v) for k, v in train["kind"].value_counts().items()},
                      "found_by": list(particles.FOUND_BY), "ranges": dataclasses.asdict(TRAIN_RANGES),
-                     "boosting": BOOST, "class_weight_power": BALANCE_POWER},
+                     "boosting": BOOST, "class_weight_power": args.balance_power},
         "validation_comparison": comparison,
         "software": {"python": platform.python_version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__},
     }

@@ -80,17 +80,20 @@ def test_bundled_model_loads_without_pickle_and_types_held_out_clusters(held_out
     model = particles.load_particle_model()
     assert set(model.classes) == set(particles.PARTICLE_TYPES)
     assert particles.MODEL_FILE.stat().st_size < 1_000_000
-    kinds, predicted = [], []
+    kinds, predicted, single = [], [], []
     for table, electrons, found in held_out_clusters:
         types, scores = particles.classify(electrons, found, model)
         assert len(types) == len(table) and ((scores > 0) & (scores <= 1)).all()
         known = table["kind"].isin(particles.PARTICLE_TYPES).to_numpy()
         kinds += list(table["kind"][known])
         predicted += list(types[known])
+        single += list(table["merged"][known] == 1)
     confusion = particles.particle_confusion(kinds, predicted)
     assert particles.accuracy(confusion) >= 0.95
-    scores = particles.type_scores(confusion)
-    assert (scores["clusters"] >= 5).all() and (scores["recall"] >= 0.75).all(), scores
+    # per type on clusters of one event: a muon crossing an electron track is either
+    single = np.array(single)
+    scores = particles.type_scores(particles.particle_confusion(np.array(kinds)[single], np.array(predicted)[single]))
+    assert (scores["clusters"] >= 5).all() and (scores["recall"] >= 0.8).all(), scores
 
 
 def test_learned_model_beats_the_hand_cuts(held_out_clusters):
@@ -150,6 +153,25 @@ def test_spread_fit_recovers_the_diffusion_of_simulated_points():
     for fit, depth in zip(fits, truths):
         assert abs(fit["depth_um"] - depth) < max(4 * fit["depth_err_um"], 25.0)
     assert fits[0]["sigma_px"] < fits[1]["sigma_px"] < fits[2]["sigma_px"]
+
+
+def test_serial_cti_widens_only_the_column_spread_and_the_row_depth_ignores_it():
+    rng = np.random.default_rng(5)
+    depth = 400.0
+    sigma = float(diffusion_sigma_um(depth)) / 15.0
+    image = rng.normal(0, 0.16, (32, 32))
+    r = rng.normal(16.2, sigma, 3000)
+    c = np.floor(rng.normal(12.7, sigma, 3000)) + rng.geometric(0.85, 3000) - 1  # 15 % deferred per transfer
+    np.add.at(image, (r.astype(int), c.astype(int)), 1.0)
+    instances = cluster_instances(np.where(image > 0.5, CLUSTER, 0))
+    instances = np.where(instances == np.bincount(instances.ravel())[1:].argmax() + 1, 1, 0)
+    row = particles.point_depths(image, instances, noise_e=0.16).iloc[0]
+    both = particles.point_depths(image, instances, noise_e=0.16, axis="both").iloc[0]
+    assert row["sigma_col_px"] > row["sigma_row_px"] + 0.1
+    assert abs(row["depth_um"] - depth) < max(3 * row["depth_err_um"], 20.0)
+    assert both["depth_um"] > row["depth_um"] + 20.0
+    with pytest.raises(InputError, match="axis"):
+        particles.point_depths(image, instances, noise_e=0.16, axis="col")
 
 
 def test_confusion_counts_and_formats():

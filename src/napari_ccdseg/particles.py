@@ -263,22 +263,22 @@ class TreeEnsemble:
     ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "nan_left", "roots", "tree_class", "baseline")
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
-        """Summed leaf values per (sample, class), all trees descended together."""
+        """Summed leaf values per (sample, class). Every (sample, tree) pair descends at once, and
+        pairs that reached a leaf drop out, so deep trees cost only where they are deep."""
         x = np.asarray(x, dtype=np.float64)
-        node = np.broadcast_to(self.roots, (x.shape[0], self.roots.size)).copy()
-        rows = np.arange(x.shape[0])[:, None]
-        while True:
-            inner = ~self.is_leaf[node]
-            if not inner.any():
-                break
-            value = x[rows, self.feature[node]]
-            go_left = np.where(np.isnan(value), self.nan_left[node], value <= self.threshold[node])
-            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
-        scores = np.tile(self.baseline, (x.shape[0], 1))
-        leaf = self.value[node]
-        for cls in range(len(self.classes)):
-            scores[:, cls] += leaf[:, self.tree_class == cls].sum(axis=1)
-        return scores
+        n, trees = x.shape[0], self.roots.size
+        node = np.tile(self.roots, n)
+        sample = np.repeat(np.arange(n), trees)
+        active = np.arange(node.size)
+        while active.size:
+            current = node[active]
+            inner = ~self.is_leaf[current]
+            active, current = active[inner], current[inner]
+            value = x[sample[active], self.feature[current]]
+            go_left = np.where(np.isnan(value), self.nan_left[current], value <= self.threshold[current])
+            node[active] = np.where(go_left, self.left[current], self.right[current])
+        one_hot = self.tree_class[:, None] == np.arange(len(self.classes))[None, :]
+        return self.baseline[None, :] + self.value[node].reshape(n, trees) @ one_hot
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax of the raw scores), columns in ``classes`` order."""
@@ -527,6 +527,21 @@ def fit_point_spread(
     # parameters: N, row, col, σ_row, σ_col
     params = np.stack([np.maximum(wsum, 1.0), centre_r, centre_c, np.full(n, 0.5), np.full(n, 0.5)], axis=1)
     var_floor = max(noise, 0.05) ** 2
+    with np.errstate(all="ignore"):  # stamps that pin no parameter give inf/NaN steps, dropped below
+        params, use = _gauss_newton(params, data, use, rr, cc, var_floor, half)
+        model, jac = _gaussian_stamp(params, rr, cc)
+        weight = use / (var_floor + np.maximum(model, 0.0))
+        normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac)
+        err = np.sqrt(np.maximum(np.diagonal(np.linalg.pinv(normal), axis1=1, axis2=2), 0.0))
+    err[use.sum(axis=(1, 2)) < 6] = np.nan  # fewer pixels than parameters + 1: no spread to speak of
+    return SpreadFit(params[:, 0], params[:, 1], params[:, 2], params[:, 3], err[:, 3], params[:, 4], err[:, 4])
+
+
+def _gauss_newton(
+    params: np.ndarray, data: np.ndarray, use: np.ndarray, rr: np.ndarray, cc: np.ndarray, var_floor: float, half: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batched weighted Gauss–Newton of N, row, col, σ_row, σ_col; returns them and the pixels kept."""
+    use = use.copy()
     for iteration in range(_FIT_ITERATIONS):
         model, jac = _gaussian_stamp(params, rr, cc)
         weight = use / (var_floor + np.maximum(model, 0.0))
@@ -536,17 +551,14 @@ def fit_point_spread(
         resid = (data - model) * weight
         normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac)
         grad = np.einsum("nrcp,nrc->np", jac, resid)
-        normal += np.eye(5)[None] * 1e-9
-        step = np.linalg.solve(normal, grad[..., None])[..., 0]
+        step = (np.linalg.pinv(normal) @ grad[..., None])[..., 0]  # pinv: a stamp may pin no parameter
+        step[~np.isfinite(step).all(axis=1)] = 0.0
+        step[:, 0] = np.maximum(step[:, 0], -0.5 * params[:, 0])
         step[:, 1:3] = np.clip(step[:, 1:3], -1.0, 1.0)
         step[:, 3:] = np.clip(step[:, 3:], -0.5 * params[:, 3:], 0.5 * params[:, 3:])
         params = params + step
         params[:, 3:] = np.clip(params[:, 3:], _MIN_SIGMA_PX, half)
-    model, jac = _gaussian_stamp(params, rr, cc)
-    weight = use / (var_floor + np.maximum(model, 0.0))
-    normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac) + np.eye(5)[None] * 1e-9
-    err = np.sqrt(np.maximum(np.diagonal(np.linalg.inv(normal), axis1=1, axis2=2), 0.0))
-    return SpreadFit(params[:, 0], params[:, 1], params[:, 2], params[:, 3], err[:, 3], params[:, 4], err[:, 4])
+    return params, use
 
 
 def _pixel_integrals(centre: np.ndarray, sigma: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -594,13 +606,16 @@ def point_depths(
     """Depth (µm) ± error and the fitted spreads of the given clusters (all by default), by id.
 
     Meant for point-like clusters; a track's spread says nothing about one depth. ``axis``: which
-    spread gives the depth (:data:`SPREAD_AXES`; ``row`` is immune to serial CTI).
+    spread gives the depth (:data:`SPREAD_AXES`; ``row`` is immune to serial CTI). Clusters whose
+    stamp holds fewer than 6 usable pixels get NaN (no spread can be fitted).
     """
     image, labels = _check_inputs(electrons, instances)
     ids = cluster_ids(labels) if ids is None else np.asarray(ids, dtype=np.int64)
     fit = fit_point_spread(image, labels, ids, noise_e=noise_e)
     sigma, sigma_err = fit.spread(axis)
-    depth, err = depth_um(sigma, sigma_err, diffusion)
+    fitted = np.isfinite(sigma) & np.isfinite(sigma_err)
+    depth, err = np.full(ids.size, np.nan), np.full(ids.size, np.nan)
+    depth[fitted], err[fitted] = depth_um(sigma[fitted], sigma_err[fitted], diffusion)
     return pd.DataFrame(
         {"sigma_row_px": fit.sigma_row, "sigma_col_px": fit.sigma_col, "sigma_px": sigma, "sigma_err_px": sigma_err,
          "depth_um": depth, "depth_err_um": err},
