@@ -8,7 +8,8 @@ and prints a markdown table: how many frames resolved their peaks, the relative 
 (standard deviation over seeds) of gain, σ and λ, the mean and spread of λ's pulls
 (λ − truth)/error, and the time per frame. Then the damic-m preset as it is, without a class map
 and with its true clusters left out, at 320 × 640 and at one 1536 × 6144 amplifier (time to
-calibrate), and a 1536 × 3072 frame of the grid's physics for comparison. ``--quick``: 200 × 300 frames, 2 seeds, a sub-grid, the 320 × 640 preset once.
+calibrate), and a 1536 × 3072 frame of the grid's physics for comparison. ``--quick``: 200 × 300
+frames, 2 seeds, a sub-grid, the 320 × 640 preset once.
 """
 
 from __future__ import annotations

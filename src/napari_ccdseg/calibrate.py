@@ -54,16 +54,20 @@ class Calibration:
     row_pedestal_adu: np.ndarray
     """(rows,) zero-electron peak of each row, ADU (robust row pedestal when not resolved)."""
     dark_bands: list[dict] = field(default_factory=list)
-    """λ per band of rows: [{"row_start", "row_stop", "dark_current_e_per_px", "dark_err"}] (empty when not resolved)."""
+    """λ per band of rows: [{"row_start", "row_stop", "dark_current_e_per_px", "dark_err"}]; empty when not resolved."""
     fit: dict = field(default_factory=dict)
     """How the comb fit went (peaks only): pixels, peaks, bins, range, χ²/ndof; empty otherwise."""
 
     def __post_init__(self) -> None:
         self.row_pedestal_adu = np.asarray(self.row_pedestal_adu, dtype=np.float64).ravel()
         if self.method not in METHODS:
-            raise InputError(f"{self.frame}: calibration method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise InputError(
+                f"{self.frame}: calibration method must be one of {', '.join(METHODS)}, got {self.method!r}"
+            )
         if not (math.isfinite(self.gain_adu_per_e) and self.gain_adu_per_e > 0):
-            raise InputError(f"{self.frame}: gain must be a positive number of ADU per electron, got {self.gain_adu_per_e!r}")
+            raise InputError(
+                f"{self.frame}: gain must be a positive number of ADU per electron, got {self.gain_adu_per_e!r}"
+            )
 
     @property
     def resolves_electrons(self) -> bool:
@@ -388,7 +392,8 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
     if below.size > 10:
         sigma_adu = float(np.sqrt(np.mean(below**2)))
     width = float(centres[1] - centres[0])
-    zero_peak = 2 * below.size * np.diff(ndtr((np.append(centres - width / 2, centres[-1] + width / 2) - mu0) / sigma_adu))
+    edges = np.append(centres - width / 2, centres[-1] + width / 2)
+    zero_peak = 2 * below.size * np.diff(ndtr((edges - mu0) / sigma_adu))
     rest = smooth - np.convolve(zero_peak, [0.25, 0.5, 0.25], mode="same")
     above = centres > mu0 + 2 * sigma_adu
     found = [centre for centre, _ in _peaks(centres[above], rest[above], smooth[above])]
@@ -551,7 +556,8 @@ def _charge_outside_the_dark_current(aligned: np.ndarray, usable: np.ndarray, co
         if measured.size < 3:
             continue
         baseline = np.interp(np.arange(mean.size), measured, _robust_line(measured.astype(np.float64), mean[measured]))
-        hot = (n >= _MIN_ROW_PIXELS) & (mean - baseline > 5 * np.sqrt(np.maximum(baseline, 1e-6) / np.maximum(n, 1)) + 0.01)
+        poisson_sigma = np.sqrt(np.maximum(baseline, 1e-6) / np.maximum(n, 1))
+        hot = (n >= _MIN_ROW_PIXELS) & (mean - baseline > 5 * poisson_sigma + 0.01)
         out |= hot[None, :] if axis == 0 else hot[:, None]
     return out & usable
 
@@ -811,11 +817,12 @@ def calibrate_file(path: str | Path, *, gain: float | None = None,
 
 def calibration_table(calibrations: list[Calibration]) -> str:
     """A plain-text table, one line per amplifier: gain, noise, dark current, pedestal and method."""
-    header = f"{'frame':<28} {'hdu':>3} {'gain ADU/e-':>18} {'noise e-':>16} {'dark e-/px':>20} {'pedestal ADU':>13} method"
+    header = (f"{'frame':<28} {'hdu':>3} {'gain ADU/e-':>18} {'noise e-':>16} {'dark e-/px':>20} "
+              f"{'pedestal ADU':>13} method")
     lines = [header]
     for cal in calibrations:
         name = cal.frame if cal.extname is None else f"{cal.frame}[{cal.extname}]"
-        dark = "-" if not math.isfinite(cal.dark_current_e_per_px) else f"{cal.dark_current_e_per_px:.4g} ± {cal.dark_err:.2g}"
+        dark = f"{cal.dark_current_e_per_px:.4g} ± {cal.dark_err:.2g}" if math.isfinite(cal.dark_current_e_per_px) else "-"
         lines.append(
             f"{name:<28} {cal.hdu:>3} {f'{cal.gain_adu_per_e:.4f} ± {cal.gain_err:.2g}':>18} "
             f"{f'{cal.noise_e:.4f} ± {cal.noise_err:.2g}':>16} {dark:>20} {cal.pedestal_adu:>13.2f} {cal.method}"
@@ -882,11 +889,12 @@ def _draw_comb(cal: Calibration, aligned: np.ndarray, usable: np.ndarray, histog
     active = np.zeros(aligned.shape, bool)
     active[r0:r1, c0:c1] = True
     peaks = int(fit.get("peaks", 4)) - 1
-    lams = np.array([b["dark_current_e_per_px"] for b in cal.dark_bands]) if cal.dark_bands else np.array([cal.dark_current_e_per_px])
+    lams = np.array([b["dark_current_e_per_px"] for b in cal.dark_bands] or [cal.dark_current_e_per_px])
     comb = _Comb(cal.pedestal_adu, cal.gain_adu_per_e, cal.noise_e, lams, lams * 0, cal.dark_current_e_per_px,
                  {}, np.zeros(2), peaks, True, 0.0, 0)
     keep = usable & active & ~_charge_outside_the_dark_current(aligned, usable & active, comb)
-    lo, hi = fit.get("range_adu", [cal.pedestal_adu - 5 * cal.noise_adu, cal.pedestal_adu + (peaks + 0.5) * cal.gain_adu_per_e])
+    lo, hi = fit.get("range_adu", [cal.pedestal_adu - _LOW_SIGMAS * cal.noise_adu,
+                                   cal.pedestal_adu + (peaks + 0.5) * cal.gain_adu_per_e])
     edges = np.linspace(lo, hi, int(fit.get("bins", 200)) + 1)
     bands = [(b["row_start"], b["row_stop"]) for b in cal.dark_bands] or [(r0, r1)]
     counts = np.stack([np.histogram(v, edges)[0] for v in _grouped(aligned, keep, bands)]).astype(np.float64)
