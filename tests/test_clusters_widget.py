@@ -103,6 +103,17 @@ def test_run_puts_a_point_on_every_truth_cluster_with_the_catalogue_as_features(
     np.testing.assert_allclose(layer.data, table[["y", "x"]].to_numpy())
     np.testing.assert_allclose(layer.features["energy_kev"], table["energy_kev"])
     assert (layer.features["npix"].to_numpy() >= 1).all()
+    # hovering a ring: the status bar starts with its type, energy and size
+    position = layer.data_to_world(layer.data[3])
+    row = table.iloc[layer.get_value(position, world=True)]  # the ring on top there
+    status = layer.get_status(position, world=True)["coordinates"]
+    assert f"particle: {row['particle']}, energy_kev: " in status and f"npix: {row['npix']}," in status
+    assert status.index("particle") < status.index("energy_kev") < status.index("npix") < status.index("sigma_x")
+    # ... and so does napari's tooltip in the viewer, the clusters layer being the active one
+    viewer.cursor.position = position
+    viewer.mouse_over_canvas = True
+    _, tooltip = viewer._calc_status_from_cursor()
+    assert viewer.tooltip.visible and tooltip.startswith(f"particle: {row['particle']}\nenergy_kev: ")
     # the calibration is the simulator's gain, stored for other widgets
     calibration = viewer.layers[IMAGE].metadata["calibration"]
     assert calibration["method"] == "peaks"

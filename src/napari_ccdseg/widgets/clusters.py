@@ -49,6 +49,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..calibrate import EV_PER_E_DEFAULT, Calibration
+from ..catalogue_report import _plus_minus as plus_minus  # summary.md's rounding: one rule for both
 from ..classes import CLUSTER, HOT_PIXEL
 from ..errors import InputError
 from ..io import Frame
@@ -95,6 +96,9 @@ PLOT_BACKGROUND, PLOT_INK = "#262930", "#d0d3d8"
 
 CLASS_MAP_KINDS = ("prediction", "labels", "truth")
 """Which ``<image> <kind>`` Labels layer the class-map picker proposes first for a chosen image."""
+
+HOVER_FIRST = ("particle", "energy_kev", "npix", "charge_e", "cluster_id")
+"""Feature columns the status bar shows first when the cursor is on a ring (it shows them all, in order)."""
 
 RESIZE_ROWS = 50
 """Column widths are fitted to this many rows: fitting all of a big frame's clusters takes seconds."""
@@ -355,7 +359,9 @@ class SpectrumPlot:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(4.2, 2.8), tight_layout=True, facecolor=PLOT_BACKGROUND)
+        # Fixed margins: tight_layout measures every tick label on each redraw (a second with a big frame).
+        self.figure = Figure(figsize=(4.2, 2.8), facecolor=PLOT_BACKGROUND)
+        self.figure.subplots_adjust(left=0.17, right=0.97, bottom=0.16, top=0.9)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
         self.axes = self.figure.subplots()
@@ -399,7 +405,7 @@ class SpectrumPlot:
         note = f" ({off_axis} with E ≤ 0 off the log axis)" if off_axis else ""
         axes.set_title(f"{len(table)} clusters shown{note}; 68 % Poisson intervals", fontsize=8, color=PLOT_INK)
         axes.grid(True, which="major", alpha=0.2)
-        legend = axes.legend(fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK)
+        legend = axes.legend(loc="upper right", fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK)
         for text in legend.get_texts():
             text.set_color(PLOT_INK)
         self.canvas.draw_idle()
@@ -407,16 +413,14 @@ class SpectrumPlot:
 
 def calibration_text(cal: Calibration) -> str:
     """The fitted (or given) numbers with their uncertainties and units, one per line."""
-    from ..catalogue_report import _plus_minus as pm  # the summary.md's rounding, one rule
-
     lines = [f"<b>{cal.frame}</b> HDU {cal.hdu}{' ' + cal.extname if cal.extname else ''} — method: {cal.method}"]
-    lines.append(f"gain {pm(cal.gain_adu_per_e, cal.gain_err)} ADU/e⁻")
-    lines.append(f"read noise σ {pm(cal.noise_e, cal.noise_err)} e⁻ ({cal.noise_adu:.3g} ADU)")
+    lines.append(f"gain {plus_minus(cal.gain_adu_per_e, cal.gain_err)} ADU/e⁻")
+    lines.append(f"read noise σ {plus_minus(cal.noise_e, cal.noise_err)} e⁻ ({cal.noise_adu:.3g} ADU)")
     if np.isfinite(cal.dark_current_e_per_px):
-        lines.append(f"dark current λ {pm(cal.dark_current_e_per_px, cal.dark_err)} e⁻/px")
+        lines.append(f"dark current λ {plus_minus(cal.dark_current_e_per_px, cal.dark_err)} e⁻/px")
     else:
         lines.append("dark current λ: not measured (electron peaks not resolved)")
-    lines.append(f"zero-electron pedestal {pm(cal.pedestal_adu, cal.pedestal_err)} ADU")
+    lines.append(f"zero-electron pedestal {plus_minus(cal.pedestal_adu, cal.pedestal_err)} ADU")
     return "<br>".join(lines)
 
 
@@ -463,6 +467,10 @@ class ClustersWidget(WorkerWidget):
             box.setMinimumWidth(FILTER_BOX_PX)  # the dock stays narrow; their text scrolls
         self.legend = TypeLegend()
         self.shown_line = wrapped_label("")
+        self.tooltips = QCheckBox("Hovering a ring shows its catalogue row")
+        self.tooltips.setToolTip("napari's layer tooltips, for the selected layer (the status bar reports the frame)")
+        self.tooltips.setChecked(True)
+        self.tooltips.toggled.connect(self._tooltips_toggled)
 
         # results
         self.model = CatalogueModel()
@@ -525,6 +533,7 @@ class ClustersWidget(WorkerWidget):
         filters.addWidget(self.npix_max, 1, 3)
         filters.addWidget(self.legend, 2, 0, 1, 4)
         filters.addWidget(self.shown_line, 3, 0, 1, 4)
+        filters.addWidget(self.tooltips, 4, 0, 1, 4)
         export_box = QGroupBox("Export")
         export = QFormLayout(export_box)
         export.addRow("Folder", self.export_folder)
@@ -647,8 +656,8 @@ class ClustersWidget(WorkerWidget):
         self.show_result(update)
         cal = update.calibration
         self.status.setText(
-            f"{update.name}: {len(update.table)} clusters; gain {cal.gain_adu_per_e:.4g} ADU/e⁻ ({cal.method}), "
-            f"noise {cal.noise_e:.3g} e⁻"
+            f"{update.name}: {len(update.table)} clusters; gain {plus_minus(cal.gain_adu_per_e, cal.gain_err)} ADU/e⁻ "
+            f"({cal.method}), noise {plus_minus(cal.noise_e, cal.noise_err)} e⁻"
         )
 
     # ------------------------------------------------------------ results
@@ -665,22 +674,28 @@ class ClustersWidget(WorkerWidget):
             "size": np.maximum(extent + 4, 7) if len(table) else 7,
         }
         data = table[["y", "x"]].to_numpy(float).reshape(-1, 2)
+        first = [name for name in HOVER_FIRST if name in table.columns]
+        features = table[first + [name for name in table.columns if name not in first]]
         layer = self.points_layer(update.name)
         if layer is None:
             layer = self.viewer.add_points(
-                data, ndim=2, name=self.points_name(update.name), features=table, face_color="transparent",
+                data, ndim=2, name=self.points_name(update.name), features=features, face_color="transparent",
                 border_width=0.15, border_width_is_relative=True, metadata={"ccdseg_source": update.name}, **style,
             )
         else:  # in place: removing a layer makes napari collect garbage (0.5 s with a big frame open)
             layer.selected_data = set()
             layer.data = data
-            layer.features = table
+            layer.features = features
             layer.shown = np.ones(len(table), dtype=bool)
             for name, value in style.items():
                 setattr(layer, name, value)
         if image is not None:
             place_like(layer, image)  # on its amplifier, wherever the mosaic put it
+        self._tooltips_toggled(self.tooltips.isChecked())
         return layer
+
+    def _tooltips_toggled(self, on: bool) -> None:
+        self.viewer.tooltip.visible = on
 
     def points_layer(self, name: str) -> Points | None:
         layer_name = self.points_name(name)
@@ -754,6 +769,7 @@ class ClustersWidget(WorkerWidget):
         camera.center = tuple(float(c) for c in np.asarray(centre)[-2:])
         camera.zoom = min(canvas) / window
         if layer is not None:
+            self.viewer.layers.selection.active = layer  # its tooltips and highlight show
             layer.selected_data = {row}
 
     # ------------------------------------------------------------ export
