@@ -163,12 +163,25 @@ def components(seeds: int) -> None:
                   f"{(lam - dark).mean():+.2g} |", flush=True)
 
 
+def time_mask(side: int) -> float:
+    """Seconds ``build_mask`` takes on one side × side frame of the check's detector (truth class map)."""
+    config = dataclasses.replace(BASE, rows=side, cols=side, dark_current_e=0.01)
+    sim = simulate_frame(config, 0)
+    calibration = calibrate_frame(sim.image, exclude=np.isin(sim.labels, (CLUSTER, HOT_PIXEL)),
+                                  header={"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols,
+                                          "OVERSCNR": config.overscan_rows})
+    start = time.perf_counter()
+    build_mask(sim.image, sim.labels, calibration, region=active_region(sim.image.shape, metadata=sim.metadata))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="160 × 320 frames, 1 seed, 3 values of λ")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--figure", type=Path, help="write the measured/injected figure here (PNG)")
     parser.add_argument("--components", type=int, metavar="N", help="the component check with N frames per cell")
+    parser.add_argument("--time-side", type=int, default=4096, help="time build_mask on one frame this big (0: skip)")
     args = parser.parse_args()
     if args.components:
         components(args.components)
@@ -197,6 +210,9 @@ def main() -> None:
                 cells.append(f"{100 * np.mean(shares):.0f} %" if shares else "–")
         print(f"| {dark:g} | " + " | ".join(cells) + f" | {seconds:.1f} |", flush=True)
         rows.append((dark, results))
+    side = min(args.time_side, 1024) if args.quick else args.time_side
+    if side:
+        print(f"\nbuild_mask on a {side}² frame: {time_mask(side):.1f} s")
     if args.figure:
         print(f"\nfigure: {plot_check(rows, args.figure)}")
 

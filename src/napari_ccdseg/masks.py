@@ -57,9 +57,9 @@ BITS: tuple[Bit, ...] = (
     Bit("hot_pixel", 1 << 3, "pixel of the class map's hot-pixel class"),
     Bit("hot_column", 1 << 4, "column whose charge in 1–10 e⁻ pixels exceeds its neighbouring columns' "
         "by more than excess_sigma (one-sided Poisson)"),
-    Bit("glowing", 1 << 5, "pixel of the class map's glowing class, or centre of a window "
-        "(excess_windows_px) whose charge in 1–10 e⁻ pixels exceeds the rate of its rows by more than "
-        "excess_sigma: the faint tail of amplifier glow that no class map labels"),
+    Bit("glowing", 1 << 5, "pixel of the class map's glowing class, or in the centre block of a window of "
+        "excess_windows_blocks blocks of excess_block_px pixels whose charge in 1–10 e⁻ pixels exceeds the "
+        "rate of its rows by more than excess_sigma: the faint tail of amplifier glow that no class map labels"),
     Bit("serial_row", 1 << 6, "row holding a serial-register event: a cluster one row high and at least "
         "serial_min_length pixels long, or charge in 1–10 e⁻ pixels exceeding the neighbouring rows' by "
         "more than excess_sigma"),
@@ -89,7 +89,10 @@ class MaskParams:
     bleed_min_e: float = 100.0
     edge_px: int = 2
     excess_sigma: float = 5.0
-    excess_windows_px: tuple[int, ...] = (33, 129)
+    excess_block_px: int = 8
+    """Side of the blocks the window test sums pixels in (a 4096² frame has 262 144 of them)."""
+    excess_windows_blocks: tuple[int, ...] = (5, 17)
+    """Window sides in blocks, odd: 40 and 136 pixels with 8-pixel blocks."""
     line_window: int = 16
     """Neighbouring lines on each side a column or row is compared with."""
     reference_rows: int = 129
@@ -111,9 +114,9 @@ class MaskParams:
                 bad(f"{name} must be a whole number of pixels >= 0, got {getattr(self, name)!r}")
         if not self.excess_sigma > 0:
             bad(f"excess_sigma must be > 0, got {self.excess_sigma!r}")
-        if any(int(w) != w or w < 3 for w in self.excess_windows_px):
-            bad(f"excess_windows_px must be whole numbers >= 3, got {self.excess_windows_px!r}")
-        for name in ("line_window", "reference_rows", "serial_min_length"):
+        if not self.excess_windows_blocks or any(int(w) != w or w < 1 or w % 2 == 0 for w in self.excess_windows_blocks):
+            bad(f"excess_windows_blocks must be odd whole numbers >= 1, got {self.excess_windows_blocks!r}")
+        for name in ("line_window", "reference_rows", "serial_min_length", "excess_block_px"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 bad(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
 
@@ -304,27 +307,40 @@ def _row_rate(charge: np.ndarray, usable: np.ndarray, rows: int) -> np.ndarray:
     return np.where(a > 0, s / np.maximum(a, 1e-12), overall)
 
 
-def _region_excess(charge: np.ndarray, usable: np.ndarray, params: MaskParams) -> np.ndarray:
-    """Centres of square windows whose charge exceeds the rate of their rows (faint glow).
+def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
+    """Sums over block × block tiles (the last row and column of tiles padded with zeros)."""
+    rows, cols = values.shape
+    padded = np.zeros((-(-rows // block) * block, -(-cols // block) * block), dtype=np.float64)
+    padded[:rows, :cols] = values
+    return padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).sum(axis=(1, 3))
 
-    The test is exact for small counts, so windows with few usable pixels (near the frame's edge
-    or a glowing region) are tested too. Flagged pixels leave the rate and the test repeats, so a
-    large glowing corner does not raise the rate it is compared with.
+
+def _region_excess(charge: np.ndarray, usable: np.ndarray, params: MaskParams) -> np.ndarray:
+    """Blocks at the centre of square windows whose charge exceeds the rate of their rows (faint glow).
+
+    Pixels are summed in blocks first, and windows of whole blocks are tested around every block:
+    the test then costs a few operations per pixel on any frame. It is exact for small counts, so
+    windows with few usable pixels (near the frame's edge or a glowing region) are tested too.
+    Flagged blocks leave the rate and the test repeats, so a large glowing corner does not raise
+    the rate it is compared with.
     """
-    flagged = np.zeros(charge.shape, dtype=bool)
-    observed = {}
+    block = params.excess_block_px
+    observed = _block_sums(charge * usable, block)
+    flagged = np.zeros(observed.shape, dtype=bool)
+    pixels = np.zeros(charge.shape, dtype=bool)
+    windows = {w: ndi.uniform_filter(observed, w, mode="constant") * w * w for w in params.excess_windows_blocks}
     for _ in range(10):
-        rate = _row_rate(charge, usable & ~flagged, params.reference_rows)
+        rate = _row_rate(charge, usable & ~pixels, params.reference_rows)
+        expected = _block_sums(usable * rate[:, None], block)
         new = np.zeros_like(flagged)
-        for w in params.excess_windows_px:
-            if w not in observed:
-                observed[w] = ndi.uniform_filter(charge * usable, w, mode="constant") * w * w
-            expected = ndi.uniform_filter(usable * rate[:, None], w, mode="constant") * w * w
-            new |= _poisson_excess(observed[w], expected, params.excess_p_value)
-        if np.array_equal(new | flagged, flagged):
+        for w, window_observed in windows.items():
+            window_expected = ndi.uniform_filter(expected, w, mode="constant") * w * w
+            new |= _poisson_excess(window_observed, window_expected, params.excess_p_value)
+        if not (new & ~flagged).any():
             break
         flagged |= new
-    return flagged
+        pixels = np.repeat(np.repeat(flagged, block, axis=0), block, axis=1)[: charge.shape[0], : charge.shape[1]]
+    return pixels
 
 
 # ---------------------------------------------------------------- the mask
