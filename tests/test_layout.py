@@ -9,6 +9,7 @@ import pytest
 
 from napari_ccdseg.layout import (
     Placement,
+    detector_pixel,
     display_name,
     electron_contrast,
     gap,
@@ -121,3 +122,14 @@ def test_noise_contrast_shows_single_electrons_of_a_skipper_frame():
 def test_electron_contrast_goes_from_the_pedestal_to_n_electrons():
     low, high = electron_contrast({"gain_adu_per_e": 10.0, "pedestal_adu": 1000.0}, 5)
     assert (low, high) == (995.0, 1050.0)
+
+
+def test_detector_pixel_follows_detsec_and_datasec_and_their_readout_direction():
+    shape = (64, 96 + 8)  # 8 overscan columns right of the data
+    header = {"DETSEC": "[192:97,1:64]", "DATASEC": "[1:96,1:64]"}
+    assert detector_pixel(header, shape, 0, 0) == (192, 1)  # read out right to left
+    assert detector_pixel(header, shape, 63, 95) == (97, 64)
+    assert detector_pixel(header, shape, 0, 100) is None  # overscan is on no detector pixel
+    assert detector_pixel({"DETSEC": "[1:96,65:128]"}, (64, 96), 2, 3) == (4, 67)  # DATASEC: the whole frame
+    assert detector_pixel({"DETSEC": "[1:192,1:128]"}, (64, 96), 0, 0) is None  # binned 2 x 2
+    assert detector_pixel({}, (64, 96), 0, 0) is None

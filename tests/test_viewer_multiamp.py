@@ -283,3 +283,24 @@ def test_every_widget_lists_the_short_names_with_the_full_name_as_tooltip(viewer
     combo = autolabel.image
     assert [combo.itemText(i) for i in range(combo.count())] == [f"AMP{k} · sim_000" for k in range(1, AMPS + 1)]
     assert combo.itemData(1, Qt.ToolTipRole) == "sim_000[AMP2]"
+
+
+def test_detsec_mirrors_an_amplifier_and_the_status_bar_gives_detector_pixels(make_napari_viewer, tmp_path):
+    from astropy.io import fits
+
+    frame = np.arange(ROWS * COLS, dtype=np.float32).reshape(ROWS, COLS)
+    hdus = [fits.PrimaryHDU()]
+    for name, detsec in (("AMP_L", "[1:96,1:64]"), ("AMP_R", "[192:97,1:64]")):
+        hdu = fits.ImageHDU(frame, name=name)
+        hdu.header["DETSEC"] = detsec
+        hdus.append(hdu)
+    path = tmp_path / "ccd.fits"
+    fits.HDUList(hdus).writeto(path)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-ccdseg")
+    left, right = images(viewer)
+    assert tuple(right.scale) == (1.0, -1.0)
+    # pixel 0 of the right amplifier is at the far right: the two meet at their last columns
+    assert right.data_to_world((0, 0))[1] > right.data_to_world((0, COLS - 1))[1] > left.data_to_world((0, COLS - 1))[1]
+    text = cursor_report(viewer, right.data_to_world((5, 0)))
+    assert text.startswith("AMP_R · ccd [5, 0] (detector x 192, y 6): ")

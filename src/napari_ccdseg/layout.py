@@ -139,6 +139,29 @@ def place_frames(shapes: Sequence[tuple[int, int]], headers: Sequence[dict] | No
     return placements
 
 
+def detector_pixel(header: dict, shape: tuple[int, int], row: int, col: int) -> tuple[int, int] | None:
+    """(x, y) on the detector, 1-based as ds9 and ``DETSEC`` count, of pixel (row, col) of a frame.
+
+    From ``DETSEC`` and ``DATASEC`` (the whole frame of ``shape`` when absent), either read out in
+    reverse. None without a ``DETSEC``, for a pixel outside the data section (prescan, overscan),
+    and with binning (sections of different lengths), where a pixel covers several detector pixels.
+    """
+    det = parse_section(header.get("DETSEC"))
+    if det is None:
+        return None
+    data = parse_section(header.get("DATASEC")) or (1, shape[1], 1, shape[0])
+    (dx1, dx2), (dy1, dy2) = sorted(data[:2]), sorted(data[2:])
+    x, y = col + 1, row + 1  # FITS pixel numbers within the frame
+    if not (dx1 <= x <= dx2 and dy1 <= y <= dy2):
+        return None
+    if abs(det[1] - det[0]) != dx2 - dx1 or abs(det[3] - det[2]) != dy2 - dy1:
+        return None
+    return (
+        det[0] + (x - dx1) * (1 if det[1] >= det[0] else -1),
+        det[2] + (y - dy1) * (1 if det[3] >= det[2] else -1),
+    )
+
+
 def short_stem(stem: str) -> str:
     """A file stem short enough for the layer list: its last characters, where run and image numbers are."""
     return stem if len(stem) <= SHORT_STEM else "…" + stem[-(SHORT_STEM - 1):].lstrip("_-. ")

@@ -14,6 +14,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from ..classes import CLASS_NAMES, CLUSTER
+from ..layout import detector_pixel
 from ..metrics import cluster_instances
 from ._layers import frame_layers, paired_labels
 
@@ -48,8 +49,9 @@ def cluster_id(layer: Labels, row: int, col: int) -> int:
 
 
 def cursor_report(viewer: napari.Viewer, world) -> str | None:
-    """``AMP2 · run15 [r, c]: 25043.0 ADU = 1.02 e⁻ · prediction: cluster #7`` for the frame under
-    ``world`` (a viewer position), or None when no frame is there."""
+    """``AMP2 · run15 [r, c] (detector x 2049, y 17): 25043.0 ADU = 1.02 e⁻ · prediction: cluster #7``
+    for the frame under ``world`` (a viewer position), or None when no frame is there. The detector
+    position (ds9's, 1-based) comes from DETSEC where the header has one."""
     for layer in reversed(frame_layers(viewer)):
         if not layer.visible:
             continue
@@ -58,7 +60,11 @@ def cursor_report(viewer: napari.Viewer, world) -> str | None:
         if not (0 <= row < rows and 0 <= col < cols):
             continue
         adu = float(layer.data[row, col])
-        text = f"{layer.name} [{row}, {col}]: {adu:.1f} ADU"
+        text = f"{layer.name} [{row}, {col}]"
+        detector = detector_pixel(layer.metadata.get("header") or {}, (rows, cols), row, col)
+        if detector is not None:
+            text += f" (detector x {detector[0]}, y {detector[1]})"
+        text += f": {adu:.1f} ADU"
         calibration = layer.metadata.get("calibration")
         if calibration:
             text += f" = {electrons_at(calibration, row, adu):.2f} e⁻"
