@@ -131,6 +131,12 @@ def test_unresolved_frame_without_a_gain_is_refused_naming_the_frame():
         calibrate_frame(sim.image, frame="run7.fits", hdu=2, extname="AMP2")
 
 
+def test_a_frame_without_electrons_gives_no_gain():
+    """Without dark current only the clusters' pixels hold electrons, and they are left out."""
+    with pytest.raises(InputError, match="too few pixels hold an electron|no second electron peak"):
+        calibrate_frame(_sim(dark_current_e=0.0).image, frame="dark.fits")
+
+
 def test_unresolved_frame_takes_the_gain_given_from_a_file_or_the_header():
     sim = _sim(read_noise_e=2.0)
     given = calibrate_frame(sim.image, frame="a.fits", gain=6.0)

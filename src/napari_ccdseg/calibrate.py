@@ -192,6 +192,8 @@ RESOLVED_MAX_NOISE_E = 0.5
 """Read noise (e⁻) from which the comb counts as unresolved: peaks 2σ apart merge."""
 MAX_GAIN_REL_ERR = 0.05
 """A comb whose gain is known worse than this (too few electrons to see a second peak) is not used."""
+MIN_ELECTRON_PIXELS = 20
+"""…nor one whose fitted pixels hold fewer electrons than this (no one-electron peak to measure g on)."""
 MAX_CHI2_NDOF = 10.0
 """A comb fitting worse than this (a wrong spacing, peaks blurred by a drift) is not used."""
 _POISSON_TAIL = 1e-4
@@ -229,6 +231,7 @@ class _Comb:
     lam_errs: np.ndarray
     lam: float
     """λ of the whole frame: the bands' λ weighted by their pixels."""
+    pixels: int
     errors: dict[str, float]
     edges: np.ndarray
     peaks: int
@@ -328,7 +331,7 @@ def _fit_comb(groups: list[np.ndarray], start: tuple[float, float, float, np.nda
         covariance = np.array([[m.covariance[a, b] for b in lam_names] for a in lam_names])
         comb = _Comb(
             mu0=mu0, gain=gain, sigma=sigma, lams=lams, lam_errs=np.array([m.errors[n] for n in lam_names]),
-            lam=float(share @ lams), edges=edges, peaks=peaks, valid=bool(m.valid), chi2=float(m.fval),
+            lam=float(share @ lams), pixels=int(pixels.sum()), edges=edges, peaks=peaks, valid=bool(m.valid), chi2=float(m.fval),
             ndof=int(counts.size - len(names) - len(groups)),
             errors={"mu0": float(m.errors["mu0"]), "gain": float(m.errors["gain"]), "sigma": float(m.errors["sigma"]),
                     "lam": float(math.sqrt(max(share @ covariance @ share, 0.0)))},
@@ -670,7 +673,7 @@ def _unresolved_reason(comb: _Comb, judge_fit: bool = True) -> str:
         return f"its read noise ({comb.sigma:.2f} e-) blurs the electron peaks together"
     if judge_fit and comb.chi2 > MAX_CHI2_NDOF * max(comb.ndof, 1):
         return f"the comb does not describe its histogram (χ²/ndof = {comb.chi2:.0f}/{comb.ndof})"
-    if not comb.errors["gain"] < MAX_GAIN_REL_ERR * comb.gain:
+    if comb.lam * comb.pixels < MIN_ELECTRON_PIXELS or not comb.errors["gain"] < MAX_GAIN_REL_ERR * comb.gain:
         return f"too few pixels hold an electron to measure the gain (λ = {comb.lam:.2g} e-/px)"
     return ""
 
@@ -890,8 +893,9 @@ def _draw_comb(cal: Calibration, aligned: np.ndarray, usable: np.ndarray, histog
     active[r0:r1, c0:c1] = True
     peaks = int(fit.get("peaks", 4)) - 1
     lams = np.array([b["dark_current_e_per_px"] for b in cal.dark_bands] or [cal.dark_current_e_per_px])
-    comb = _Comb(cal.pedestal_adu, cal.gain_adu_per_e, cal.noise_e, lams, lams * 0, cal.dark_current_e_per_px,
-                 {}, np.zeros(2), peaks, True, 0.0, 0)
+    comb = _Comb(mu0=cal.pedestal_adu, gain=cal.gain_adu_per_e, sigma=cal.noise_e, lams=lams, lam_errs=lams * 0,
+                 lam=cal.dark_current_e_per_px, pixels=0, errors={}, edges=np.zeros(2), peaks=peaks, valid=True,
+                 chi2=0.0, ndof=0)  # what the bright-pixel and hot-line cut needs, as the fit left it
     keep = usable & active & ~_charge_outside_the_dark_current(aligned, usable & active, comb)
     lo, hi = fit.get("range_adu", [cal.pedestal_adu - _LOW_SIGMAS * cal.noise_adu,
                                    cal.pedestal_adu + (peaks + 0.5) * cal.gain_adu_per_e])
