@@ -200,6 +200,14 @@ def test_saturated_pixels_from_setting_header_and_flat_top():
     assert bit(build_mask(image, labels, cal, params=MaskParams(saturation_adu=1e9)), "saturated").sum() == 0
 
 
+def test_pixels_at_full_well_are_saturated():
+    sim = simulate_frame(skipper(full_well_e=400.0, cluster_rate=300.0), seed=1)
+    saturated = bit(sim_mask(sim), "saturated")
+    assert sim.metadata["saturated_pixels"] > 3
+    assert saturated.sum() == sim.metadata["saturated_pixels"]
+    assert (truth_calibration(sim).electrons(sim.image)[saturated] > 398).all()
+
+
 def test_counts_follow_the_rounding_rule_and_the_rate_per_day():
     electrons = np.array([[-0.4, 0.49, 0.5, 1.49], [1.5, 2.6, 3.5, 4.4], [9.0, 0.0, 0.1, 0.2]], dtype=np.float32)
     mask = np.zeros(electrons.shape, dtype=np.uint16)

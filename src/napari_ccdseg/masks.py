@@ -65,7 +65,8 @@ BITS: tuple[Bit, ...] = (
         "more than excess_sigma"),
     Bit("edge", 1 << 7, "outside the active area (prescan, overscan columns, overscan rows), or within "
         "edge_px of its border"),
-    Bit("saturated", 1 << 8, "pixel at or above the saturation level (ADU)"),
+    Bit("saturated", 1 << 8, "pixel at or above the saturation level (ADU): the setting, the header's SATURATE, "
+        "or a plateau of at least three pixels at the frame's top (full well or the ADC's full scale)"),
 )
 """Every bit of the mask, in bit order; docs/masks.md explains each one."""
 
@@ -180,8 +181,9 @@ def _edge_mask(shape: tuple[int, int], region: Region | None, edge_px: int) -> n
 
 
 def saturation_level(image: np.ndarray, header: dict | None, params: MaskParams, noise_adu: float) -> float | None:
-    """Saturation in ADU: the setting, else the header's SATURATE, else the frame's maximum when at
-    least three pixels share it exactly and it lies 100 σ above the median (an ADC's full-scale code)."""
+    """Saturation in ADU: the setting, else the header's SATURATE, else a plateau at the top of the
+    frame: at least three pixels within 6 σ of its maximum, 100 σ above the median (an ADC's
+    full-scale code, or a full well read with noise); the level is then the plateau's median − 4 σ."""
     if params.saturation_adu is not None:
         return float(params.saturation_adu)
     if header and header.get("SATURATE") is not None:
@@ -190,8 +192,9 @@ def saturation_level(image: np.ndarray, header: dict | None, params: MaskParams,
         except (TypeError, ValueError):
             raise InputError(f"header keyword SATURATE = {header['SATURATE']!r} is not a number") from None
     top = float(np.max(image))
-    if np.count_nonzero(image == top) >= 3 and top - float(np.median(image)) > 100 * noise_adu:
-        return top
+    plateau = image[image >= top - 6 * noise_adu]
+    if plateau.size >= 3 and top - float(np.median(image)) > 100 * noise_adu:
+        return float(np.median(plateau)) - 4 * noise_adu
     return None
 
 
