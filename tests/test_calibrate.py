@@ -11,6 +11,7 @@ import pytest
 
 from napari_ccdseg.calibrate import (
     Calibration,
+    calibrate_file,
     calibrate_frame,
     find_calibration,
     plot_calibration,
@@ -254,6 +255,9 @@ def test_cli_calibrates_each_extension_of_a_fits_file(tmp_path, capsys):
         truth = json.loads((tmp_path / "data" / f"sim_000_{amp}_meta.json").read_text())["config"]
         assert entry["gain_adu_per_e"] == pytest.approx(truth["gain_adu_per_e"], rel=0.01)
         assert (tmp_path / "out" / f"sim_000_{amp}_calibration.png").stat().st_size > 10_000
+    in_python = calibrate_file(path)
+    assert [(c.frame, c.hdu, c.extname) for c in in_python] == [(e["frame"], e["hdu"], e["extname"]) for e in entries]
+    assert [c.gain_adu_per_e for c in in_python] == pytest.approx([e["gain_adu_per_e"] for e in entries])
 
 
 def test_cli_unresolved_frames_need_a_gain(tmp_path, capsys):
