@@ -443,3 +443,19 @@ def test_without_a_bundled_model_an_empty_model_field_says_to_choose_or_train_on
     assert len(errors) == 1 and "choose a model file (or train one first)" in errors[0]
     assert not widget.busy and widget.predict_button.isEnabled()
     assert "sim 0 prediction" not in viewer.layers
+
+
+def test_worker_updates_are_handled_in_order_when_handling_one_delivers_the_next():
+    from napari_ccdseg.widgets._common import in_order
+
+    seen = []
+
+    def handle(update) -> None:
+        seen.append(("start", update))
+        if update == 1:
+            relay(2)  # as when adding update 1's layer processes the queued update 2
+        seen.append(("end", update))
+
+    relay = in_order(handle)
+    relay(1)
+    assert seen == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]

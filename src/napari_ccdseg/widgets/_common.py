@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -85,6 +86,30 @@ def session(viewer) -> Session:
     return _SESSIONS[viewer]
 
 
+def in_order(handle: Callable) -> Callable:
+    """``handle`` for a worker's updates, one after another in the order they came.
+
+    Adding a layer can process queued events, so the next update would otherwise be handled
+    inside the handling of this one, and its layers added first.
+    """
+    pending: deque = deque()
+    busy = False
+
+    def relay(update) -> None:
+        nonlocal busy
+        pending.append(update)
+        if busy:
+            return  # the loop below, further up this call stack, handles it next
+        busy = True
+        try:
+            while pending:
+                handle(pending.popleft())
+        finally:
+            busy = False
+
+    return relay
+
+
 class WorkerWidget(QWidget):
     """A dock widget that runs one worker at a time.
 
@@ -136,7 +161,7 @@ class WorkerWidget(QWidget):
         except (AttributeError, TypeError, RuntimeError):
             pass
         if on_yield is not None:
-            worker.yielded.connect(on_yield)
+            worker.yielded.connect(in_order(on_yield))
         if on_return is not None:
             worker.returned.connect(on_return)
         worker.errored.connect(lambda error: self._errored(error, what))
