@@ -7,7 +7,8 @@ kind of the simulated event holding most of its charge. Prints, per set, the con
 (true kind × predicted type) and per-type recall / precision of the bundled model and of the
 hand-cut baseline, and the depth error of point-like clusters vs energy at 0.16 e⁻.
 
-Usage: python benchmarks/bench_particles.py [--quick] [--model PATH]
+Usage: python benchmarks/bench_particles.py [--quick] [--docs] [--model PATH]
+(--docs writes the tables into docs/particles.md)
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from napari_ccdseg import particles
+from napari_ccdseg.atomic import atomic_write_text
 from napari_ccdseg.simulate import SIM_PRESETS, SimConfig, simulate_frame
 
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "particles.md"
 EVAL_SEED = 7_000_000
 """Held-out seeds start here; training seeds stay below 1,000,000."""
 
@@ -113,17 +117,34 @@ def diffusion_of(config: SimConfig) -> particles.Diffusion:
 
 
 def score_table(results: dict[str, dict]) -> str:
-    """Markdown: per set, accuracy and the worst recall of the model and of the hand cuts."""
-    lines = ["| set | clusters | merged | model accuracy | model worst recall | hand-cut accuracy | hand-cut worst recall |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown: per set and method, accuracy, then recall / precision of each type."""
+    types = particles.PARTICLE_TYPES
+    lines = ["| set | method | clusters (merged) | accuracy | " + " | ".join(f"{t} R / P" for t in types) + " |",
+             "|" + "---|" * (4 + len(types))]
     for name, r in results.items():
-        cells = [name, str(r["clusters"]), str(r["merged"])]
         for method in ("learned", "hand cuts"):
-            recall = r[method]["scores"]["recall"].dropna()
-            worst = f"{recall.min():.3f} ({recall.idxmin()})" if len(recall) else "—"
-            cells += [f"{r[method]['accuracy']:.3f}", worst]
-        lines.append("| " + " | ".join(cells) + " |")
+            scores = r[method]["scores"]
+            cells = []
+            for t in types:
+                rec, prec, n = scores.loc[t, "recall"], scores.loc[t, "precision"], scores.loc[t, "clusters"]
+                precision = "—" if np.isnan(prec) else f"{prec:.2f}"
+                cells.append("—" if n == 0 else f"{rec:.2f} / {precision} ({n})")
+            lines.append(f"| {name} | {method} | {r['clusters']} ({r['merged']}) | {r[method]['accuracy']:.3f} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_docs(path: Path, blocks: dict[str, str]) -> None:
+    """Replace each ``<!-- bench_particles:NAME -->`` … ``<!-- /bench_particles:NAME -->`` block of a page."""
+    text = path.read_text()
+    for name, body in blocks.items():
+        start, end = f"<!-- bench_particles:{name} -->", f"<!-- /bench_particles:{name} -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"{path}: no {start} … {end} block")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+    atomic_write_text(path, text)
+    print(f"wrote {path}")
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -136,6 +157,7 @@ def markdown(table: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 frames per set instead of 12")
+    parser.add_argument("--docs", action="store_true", help="also write the tables into docs/particles.md")
     parser.add_argument("--model", default=None, help="particle model file (default: the bundled one)")
     args = parser.parse_args()
     frames = 2 if args.quick else 12
@@ -149,10 +171,15 @@ def main() -> None:
             print(particles.format_confusion(results[name][method]["confusion"]))
         print(f"\nfound clusters of no event, typed by the model: {results[name]['fakes']}")
         print(f"fragments of events found elsewhere, typed by the model: {results[name]['fragments']}")
-    print("\n" + score_table(results))
+    table = score_table(results)
+    depth = markdown(depth_table(held_out_sets()["0.16 e⁻"], frames))
+    print("\n" + table)
     print("\n### Depth of point-like clusters, 0.16 e⁻, 675 µm\n")
-    print(markdown(depth_table(held_out_sets()["0.16 e⁻"], frames)))
+    print(depth)
     print(f"\n({time.perf_counter() - start:.0f} s)")
+    if args.docs:
+        note = f"*{frames} held-out frames per set; R / P = recall / precision (clusters of that true kind).*"
+        write_docs(DOCS_PAGE, {"results": table + "\n\n" + note, "depth": depth})
 
 
 if __name__ == "__main__":
