@@ -743,7 +743,7 @@ class ClustersWidget(WorkerWidget):
         self.shown_line.setText(f"{int(mask.sum())} of {len(table)} clusters shown")
 
     def _table_reset(self) -> None:
-        """A new table, filter or sort: the current row is gone; fit the columns once per new table."""
+        """After a new table, filter or sort: fit the column widths, once per new table (the user may resize them)."""
         if self.shown is not None and self._fitted_columns is not self.shown:
             self._fitted_columns = self.shown
             self.table_view.resizeColumnsToContents()
