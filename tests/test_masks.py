@@ -90,6 +90,20 @@ def test_masked_rate_recovers_the_simulated_dark_current_and_the_unmasked_one_do
     assert masked.misassigned_fraction == pytest.approx(4.3e-4, rel=0.3)  # Φ(−0.5 / 0.15)
 
 
+def test_rate_follows_dark_current_growing_along_the_readout():
+    sim = simulate_frame(skipper(dark_current_e=0.5, dark_current_row_ramp=0.9), seed=2)
+    calibration = truth_calibration(sim)
+    mask = sim_mask(sim)
+    result = rates(calibration.electrons(sim.image), mask, calibration)
+    per_row = np.asarray(sim.metadata["dark_current_e_per_row"])
+    truth = per_row[np.nonzero(mask == 0)[0]].mean()  # the unmasked pixels' mean λ
+    assert abs(result.ser_e_per_px - truth) < 3.5 * result.ser_err
+    bands = result.fit.bands
+    assert len(bands) > 4 and bands[-1]["lam"] > 2 * bands[0]["lam"]  # 0.05 → 0.95 e⁻/px along the rows
+    no_glow = simulate_frame(skipper(dark_current_e=0.5, dark_current_row_ramp=0.9, amp_glow_e=0.0), seed=2)
+    assert bit(sim_mask(no_glow), "glowing").mean() < 0.01  # a ramp is not glow
+
+
 def test_masked_rate_with_the_real_calibration_and_the_physical_preset():
     from napari_ccdseg.autolabel import label_frame
     from napari_ccdseg.calibrate import calibrate_frame

@@ -96,8 +96,9 @@ class MaskParams:
     """Window sides in blocks, odd: 40 and 136 pixels with 8-pixel blocks."""
     line_window: int = 16
     """Neighbouring lines on each side a column or row is compared with."""
-    reference_rows: int = 129
-    """Rows over which the rate a window is compared with is averaged (dark current grows along the readout)."""
+    reference_degree: int = 2
+    """Degree of the polynomial in the row index fitted to the rows' rates that a window is compared
+    with: dark current grows along the readout (linearly with the time a row waits)."""
     serial_min_length: int = 10
     saturation_adu: float | None = None
 
@@ -117,7 +118,9 @@ class MaskParams:
             bad(f"excess_sigma must be > 0, got {self.excess_sigma!r}")
         if not self.excess_windows_blocks or any(int(w) != w or w < 1 or w % 2 == 0 for w in self.excess_windows_blocks):
             bad(f"excess_windows_blocks must be odd whole numbers >= 1, got {self.excess_windows_blocks!r}")
-        for name in ("line_window", "reference_rows", "serial_min_length", "excess_block_px"):
+        if int(self.reference_degree) != self.reference_degree or not 0 <= self.reference_degree <= 5:
+            bad(f"reference_degree must be a whole number from 0 to 5, got {self.reference_degree!r}")
+        for name in ("line_window", "serial_min_length", "excess_block_px"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 bad(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
 
@@ -302,12 +305,18 @@ def _line_excess(charge: np.ndarray, usable: np.ndarray, axis: int, params: Mask
     return flagged
 
 
-def _row_rate(charge: np.ndarray, usable: np.ndarray, rows: int) -> np.ndarray:
-    """Rate (e⁻ per pixel) of each row averaged over ``rows`` neighbouring rows' usable pixels."""
-    s = ndi.uniform_filter1d((charge * usable).sum(axis=1).astype(np.float64), rows, mode="nearest")
-    a = ndi.uniform_filter1d(usable.sum(axis=1).astype(np.float64), rows, mode="nearest")
-    overall = float((charge * usable).sum()) / max(float(usable.sum()), 1.0)
-    return np.where(a > 0, s / np.maximum(a, 1e-12), overall)
+def _row_rate(charge: np.ndarray, usable: np.ndarray, degree: int) -> np.ndarray:
+    """Rate (e⁻ per pixel) of each row: a polynomial of ``degree`` in the row index fitted by
+    weighted least squares to the rows' rates over their usable pixels (weights: pixel counts)."""
+    s = (charge * usable).sum(axis=1, dtype=np.float64)
+    a = usable.sum(axis=1).astype(np.float64)
+    rows = np.flatnonzero(a > 0)
+    if rows.size <= degree:
+        overall = float(s.sum()) / max(float(a.sum()), 1.0)
+        return np.full(charge.shape[0], overall)
+    x = np.arange(charge.shape[0]) / max(charge.shape[0] - 1, 1)  # well-conditioned on [0, 1]
+    coefficients = np.polynomial.polynomial.polyfit(x[rows], s[rows] / a[rows], degree, w=np.sqrt(a[rows]))
+    return np.maximum(np.polynomial.polynomial.polyval(x, coefficients), 0.0)
 
 
 def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
@@ -333,7 +342,7 @@ def _region_excess(charge: np.ndarray, usable: np.ndarray, params: MaskParams) -
     pixels = np.zeros(charge.shape, dtype=bool)
     windows = {w: ndi.uniform_filter(observed, w, mode="constant") * w * w for w in params.excess_windows_blocks}
     for _ in range(10):
-        rate = _row_rate(charge, usable & ~pixels, params.reference_rows)
+        rate = _row_rate(charge, usable & ~pixels, params.reference_degree)
         expected = _block_sums(usable * rate[:, None], block)
         new = np.zeros_like(flagged)
         for w, window_observed in windows.items():
@@ -430,62 +439,116 @@ COUNTED_PEAKS = 4
 """Pixels holding 1 … this many electrons are counted in the rate table."""
 
 
+BAND_MIN_PIXELS = 4000
+MAX_BANDS = 16
+"""λ is fitted in up to 16 bands of rows holding at least 4000 unmasked pixels each (calibrate's rule):
+dark current grows along the readout, and one Poisson λ fitted to a mixture of λs is biased."""
+
+
+def row_bands(usable: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of up to MAX_BANDS bands of rows of equal height, each of about
+    BAND_MIN_PIXELS usable pixels or more, over the rows that have any."""
+    rows = np.flatnonzero(np.asarray(usable).any(axis=1))
+    if rows.size == 0:
+        return []
+    first, last = int(rows[0]), int(rows[-1]) + 1
+    n = int(np.clip(np.count_nonzero(usable) // BAND_MIN_PIXELS, 1, min(MAX_BANDS, last - first)))
+    bounds = np.round(np.linspace(first, last, n + 1)).astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 @dataclass
 class CombFit:
-    """Binned maximum-likelihood fit of unmasked pixel charges with the Gauss ⊗ Poisson comb:
-    N · Σ_k Poisson(k; λ) · Gauss(q; offset + k · gain_scale, σ), q in electrons."""
+    """Binned maximum-likelihood fit of unmasked pixel charges with the Gauss ⊗ Poisson comb, one λ
+    per band of rows: in band b, Σ_k Poisson(k; λ_b) · Gauss(q; offset + k · gain_scale, σ), q in e⁻.
+
+    ``values``/``errors`` hold ``lam`` (the bands' λ weighted by their unmasked pixels), ``sigma``,
+    ``offset`` and ``gain_scale``; ``bands`` each band's rows, pixels and λ ± error.
+    """
 
     edges: np.ndarray
     counts: np.ndarray
+    """Pixels per bin, all bands together."""
+    band_counts: np.ndarray = field(repr=False)
     values: dict[str, float]
     errors: dict[str, float]
+    bands: list[dict]
     valid: bool
 
-    def expected(self, edges: np.ndarray | None = None) -> np.ndarray:
-        """Expected pixel counts of the fitted comb in the bins ``edges`` (default: the fitted ones)."""
-        cdf = _comb_cdf(self.edges if edges is None else edges, *(self.values[k] for k in _COMB_PARAMS))
-        return np.diff(cdf)
+    def expected(self) -> np.ndarray:
+        """Expected pixels per bin of the fitted comb, all bands together."""
+        lams = np.array([band["lam"] for band in self.bands])
+        shape = _band_shapes(self.edges, lams, self.values["sigma"], self.values["offset"], self.values["gain_scale"])
+        return (shape * self.band_counts.sum(axis=1, keepdims=True)).sum(axis=0)
 
 
-_COMB_PARAMS = ("pixels", "lam", "sigma", "offset", "gain_scale")
-
-
-def _comb_cdf(x: np.ndarray, pixels: float, lam: float, sigma: float, offset: float, gain_scale: float) -> np.ndarray:
+def _band_shapes(edges: np.ndarray, lams: np.ndarray, sigma: float, offset: float, gain_scale: float) -> np.ndarray:
+    """(bands, bins) probabilities of each bin given that a pixel lies in the fitted range."""
     k = np.arange(COUNTED_PEAKS + 8)
-    weights = stats.poisson.pmf(k, lam)
-    centres = offset + k * gain_scale
-    return pixels * (weights * special.ndtr((np.asarray(x)[..., None] - centres) / sigma)).sum(axis=-1)
+    weights = stats.poisson.pmf(k[None, :], np.asarray(lams)[:, None])
+    cdf = weights @ special.ndtr((edges[:, None] - (offset + k * gain_scale)[None, :]) / sigma).T
+    in_range = np.maximum(cdf[:, -1:] - cdf[:, :1], 1e-300)
+    return np.diff(cdf, axis=1) / in_range
 
 
-def fit_comb(charges_e: np.ndarray, noise_e: float) -> CombFit:
+def fit_comb(charges_e: np.ndarray, noise_e: float, rows: np.ndarray | None = None,
+             bands: list[tuple[int, int]] | None = None) -> CombFit:
     """Fit the comb to pixel charges (e⁻) from −0.5 to COUNTED_PEAKS + 0.5 e⁻ in bins of σ/4.
 
-    λ, σ, the zero-peak offset and the gain scale (1 = the calibration's gain) are free: σ is
-    measured on the unmasked pixels themselves (a tenth of σ moves the noise tail past 0.5 e⁻ by
-    more than λ at 10⁻³ e⁻/px), and the normalisation is free, so pixels outside the range do not
-    matter. Errors are the fit's (Hesse), i.e. the Poisson statistics of the counts.
+    ``rows`` (each charge's row) and ``bands`` split the pixels into bands of rows, each with its
+    own λ; σ, the zero-peak offset and the gain scale (1 = the calibration's gain) are shared and
+    free: σ is measured on the unmasked pixels themselves (1 % on σ moves the noise tail past
+    0.5 e⁻ by 5 % of λ at 10⁻³ e⁻/px). The likelihood is multinomial within the range in each band,
+    so pixels outside it do not matter. Errors are the fit's (Hesse): the Poisson statistics of the
+    counts; the combined λ's error comes from the λs' covariance.
     """
     from iminuit import Minuit
-    from iminuit.cost import ExtendedBinnedNLL
 
     q = np.asarray(charges_e, dtype=np.float64).ravel()
+    if rows is None or not bands:
+        rows, bands = np.zeros(q.size, dtype=np.int64), [(0, 1)]
     width = float(np.clip(noise_e / 4, 0.005, 0.05))
     edges = np.arange(-0.5, COUNTED_PEAKS + 0.5 + width / 2, width)
-    counts = np.histogram(q, edges)[0].astype(np.float64)
+    members = [(rows >= start) & (rows < stop) for start, stop in bands]
+    counts = np.stack([np.histogram(q[m], edges)[0] for m in members]).astype(np.float64)
+    shares = np.array([m.sum() for m in members], dtype=np.float64) / max(q.size, 1)
     k = electron_count(q)
     start_lam = max(float(np.count_nonzero(k == 1)) / max(np.count_nonzero(k == 0), 1), 1e-4)
-    cost = ExtendedBinnedNLL(counts, edges, _comb_cdf)
-    minuit = Minuit(cost, pixels=float(q.size), lam=start_lam, sigma=float(noise_e), offset=0.0, gain_scale=1.0)
-    minuit.limits["pixels"] = (1.0, None)
-    minuit.limits["lam"] = (0.0, 50.0)
+    names = ["sigma", "offset", "gain_scale", *(f"lam{b}" for b in range(len(bands)))]
+
+    def nll(*p: float) -> float:
+        shape = _band_shapes(edges, np.asarray(p[3:]), p[0], p[1], p[2])
+        return float(-(counts * np.log(np.maximum(shape, 1e-300))).sum())
+
+    minuit = Minuit(nll, float(noise_e), 0.0, 1.0, *([start_lam] * len(bands)), name=names)
+    minuit.errordef = Minuit.LIKELIHOOD
     minuit.limits["sigma"] = (0.02, 1.0)
     minuit.limits["offset"] = (-0.3, 0.3)
     minuit.limits["gain_scale"] = (0.8, 1.2)
+    for b in range(len(bands)):
+        minuit.limits[f"lam{b}"] = (0.0, 50.0)
     minuit.migrad()
     minuit.hesse()
-    values = {name: float(minuit.values[name]) for name in _COMB_PARAMS}
-    errors = {name: float(minuit.errors[name]) for name in _COMB_PARAMS}
-    return CombFit(edges=edges, counts=counts, values=values, errors=errors, valid=bool(minuit.valid))
+    lam_names = names[3:]
+    lams = np.array([minuit.values[n] for n in lam_names])
+    if minuit.covariance is not None:
+        covariance = np.array([[minuit.covariance[a, b] for b in lam_names] for a in lam_names])
+        lam_err = float(math.sqrt(max(shares @ covariance @ shares, 0.0)))
+        errors = {n: float(minuit.errors[n]) for n in names}
+    else:  # Hesse failed: no uncertainty to give
+        lam_err, errors = math.nan, {n: math.nan for n in names}
+    values = {n: float(minuit.values[n]) for n in names[:3]}
+    values["lam"] = float(shares @ lams)
+    band_rows = [
+        {"row_start": start, "row_stop": stop, "unmasked_pixels": int(m.sum()),
+         "lam": float(lams[b]), "err": errors[lam_names[b]]}
+        for b, ((start, stop), m) in enumerate(zip(bands, members))
+    ]
+    return CombFit(
+        edges=edges, counts=counts.sum(axis=0), band_counts=counts, bands=band_rows,
+        values=values, errors={**{n: errors[n] for n in names[:3]}, "lam": lam_err},
+        valid=bool(minuit.valid and minuit.covariance is not None),
+    )
 
 
 @dataclass
@@ -550,7 +613,8 @@ def rates(
     Counts: a pixel of charge q = (pixel − row pedestal) / gain holds k electrons when
     k − 0.5 ≤ q < k + 0.5. λ is not N1/N0 of those counts: at σ = 0.15 e⁻ the noise tail puts
     Φ(−0.5/σ) = 4·10⁻⁴ of the empty pixels above 0.5 e⁻, a 40 % bias at λ = 10⁻³; λ comes from
-    :func:`fit_comb`, which models that tail. Frames whose peaks are not resolved
+    :func:`fit_comb`, which models that tail, one λ per band of rows (:func:`row_bands`), combined
+    weighted by their unmasked pixels. Frames whose peaks are not resolved
     (``calibration.resolves_electrons`` false) get counts only and λ = NaN.
 
     Per day: λ · 86400 / t̄ with t̄ = exposure + readout · (row + 0.5) / rows averaged over the
@@ -567,7 +631,7 @@ def rates(
     sigma = float(calibration.noise_e)
     fit = None
     if calibration.resolves_electrons and q.size:
-        fit = fit_comb(q, calibration.noise_e)
+        fit = fit_comb(q, calibration.noise_e, rows=np.nonzero(usable)[0], bands=row_bands(usable))
         lam, err, sigma = fit.values["lam"], fit.errors["lam"], fit.values["sigma"]
     result = Rates(
         frame=calibration.frame, hdu=calibration.hdu, extname=calibration.extname,

@@ -51,7 +51,8 @@ def rates_csv(results: Sequence[Rates]) -> str:
 
 
 def plot_comb_fit(result: Rates, path: str | Path) -> Path | None:
-    """Histogram of the unmasked pixels' charge with the fitted comb and the fit's pulls; None without a fit."""
+    """Histogram of the unmasked pixels' charge with the fitted comb, the fit's pulls, and λ by band
+    of rows; None without a fit."""
     fit = result.fit
     if fit is None:
         return None
@@ -59,8 +60,9 @@ def plot_comb_fit(result: Rates, path: str | Path) -> Path | None:
     expected = fit.expected()
     pulls = (fit.counts - expected) / np.sqrt(np.maximum(expected, 1.0))
     with matplotlib.rc_context(_STYLE):
-        figure = Figure(figsize=(9, 6.5), layout="constrained")
-        top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        figure = Figure(figsize=(9, 9), layout="constrained")
+        top, middle, bottom = figure.subplots(3, 1, height_ratios=(3, 1, 1.6))
+        top.sharex(middle)
         top.stairs(fit.counts, fit.edges, color="black", label="unmasked pixels")
         top.plot(centres, expected, color="tab:red", label="fitted Gauss ⊗ Poisson comb")
         top.set_yscale("log")
@@ -69,13 +71,21 @@ def plot_comb_fit(result: Rates, path: str | Path) -> Path | None:
         v, e = fit.values, fit.errors
         top.set_title(
             f"{result.frame} (HDU {result.hdu}): λ = {v['lam']:.3g} ± {e['lam']:.2g} e⁻/pixel, "
-            f"σ = {v['sigma']:.3f} ± {e['sigma']:.3f} e⁻", fontsize=13,
+            f"σ = {v['sigma']:.4f} ± {e['sigma']:.1g} e⁻", fontsize=13,
         )
         top.legend()
-        bottom.plot(centres, pulls, ".", color="black")
-        bottom.axhline(0, color="tab:red")
-        bottom.set_xlabel("pixel charge q = (pixel − row pedestal) / gain [e⁻]")
-        bottom.set_ylabel("pull")
+        middle.plot(centres, pulls, ".", color="black")
+        middle.axhline(0, color="tab:red")
+        middle.set_xlabel("pixel charge q = (pixel − row pedestal) / gain [e⁻]")
+        middle.set_ylabel("pull")
+        rows = np.array([(b["row_start"] + b["row_stop"] - 1) / 2 for b in fit.bands])
+        half = np.array([(b["row_stop"] - b["row_start"]) / 2 for b in fit.bands])
+        bottom.errorbar(rows, [b["lam"] for b in fit.bands], yerr=[b["err"] for b in fit.bands], xerr=half,
+                        fmt="o", color="black", capsize=2)
+        bottom.axhline(v["lam"], color="tab:red", label="weighted by unmasked pixels")
+        bottom.set_xlabel("row (read-out order)")
+        bottom.set_ylabel("λ [e⁻/pixel]")
+        bottom.legend(fontsize=10)
         with atomic_path(path) as tmp:
             figure.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
@@ -100,9 +110,10 @@ def rates_markdown(
         "A pixel of charge q = (pixel − zero-electron pedestal of its row) / gain holds k electrons when "
         "k − 0.5 ≤ q < k + 0.5. λ (`ser_e_per_px`) is not taken from these counts but from a binned "
         "maximum-likelihood fit of the unmasked pixels' charge histogram with the Gauss ⊗ Poisson comb "
-        "(λ, σ, zero offset and gain scale free), which also models the noise tail that the rounding rule "
-        "counts as one electron: a share Φ(−0.5/σ) of empty pixels (`misassigned_fraction`). Errors are "
-        "the fit's (1σ, Poisson statistics of the pixel counts). Per day: λ · 86400 s / t̄, with "
+        "(one λ per band of rows, σ, zero offset and gain scale shared and free), which also models the "
+        "noise tail that the rounding rule counts as one electron: a share Φ(−0.5/σ) of empty pixels "
+        "(`misassigned_fraction`). λ is the bands' λ weighted by their unmasked pixels; errors are the "
+        "fit's (1σ, Poisson statistics of the pixel counts). Per day: λ · 86400 s / t̄, with "
         "t̄ = exposure + readout · (row + 0.5) / rows averaged over the unmasked pixels; exposure and "
         f"readout come from the options or the header ({' or '.join(EXPOSURE_KEYWORDS)}; "
         f"{' or '.join(READOUT_KEYWORDS)}).",
@@ -123,6 +134,12 @@ def rates_markdown(
               "|---|---|" + "---|" * len(BITS)]
     for r, counts in zip(results, bit_pixels):
         lines.append(f"| {r.frame} | {r.hdu} | " + " | ".join(str(counts[b.name]) for b in BITS) + " |")
+    lines += ["", "λ by band of rows (dark current grows along the readout):", "",
+              "| frame | HDU | rows | unmasked pixels | λ [e⁻/pixel] |", "|---|---|---|---|---|"]
+    for r in results:
+        for band in r.fit.bands if r.fit is not None else []:
+            lines.append(f"| {r.frame} | {r.hdu} | {band['row_start']}–{band['row_stop'] - 1} | "
+                         f"{band['unmasked_pixels']} | {_number(band['lam'], band['err'])} |")
     unresolved = [r.frame for r in results if math.isnan(r.ser_e_per_px)]
     if unresolved:
         lines += ["", f"No λ for {', '.join(unresolved)}: the calibration did not resolve single electrons "
