@@ -113,7 +113,9 @@ def _depth_errors(sel: pd.DataFrame) -> dict:
 
 def diffusion_of(config: SimConfig) -> particles.Diffusion:
     """The diffusion model of a simulated detector (what a physicist enters for a real one)."""
-    return particles.Diffusion(config.diffusion_a_um2, config.diffusion_b_per_um, config.thickness_um, config.pixel_size_um)
+    return particles.Diffusion(
+        config.diffusion_a_um2, config.diffusion_b_per_um, config.thickness_um, config.pixel_size_um
+    )
 
 
 def score_table(results: dict[str, dict]) -> str:

@@ -118,7 +118,8 @@ def depth_figure(frames: int) -> Path:
         frame = simulate_frame(config, bench_particles.EVAL_SEED + 50_000 + i)
         table, electrons, found = particles.simulated_clusters(frame)
         points = table[(table["kind"] == "point") & (table["merged"] == 1)]
-        fit = particles.point_depths(electrons, found, points.index.to_numpy(), diffusion=bench_particles.diffusion_of(config))
+        fit = particles.point_depths(electrons, found, points.index.to_numpy(),
+                                     diffusion=bench_particles.diffusion_of(config))
         rows.append(pd.DataFrame({"energy": points["energy_kev"].to_numpy(), "true": points["depth_um"].to_numpy(),
                                   "fit": fit["depth_um"].to_numpy(), "err": fit["depth_err_um"].to_numpy()}))
     data = pd.concat(rows)

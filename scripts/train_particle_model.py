@@ -62,7 +62,8 @@ def training_clusters(frames: int, seed: int, rows: int = 512) -> pd.DataFrame:
         frame = simulate_frame(random_config(rng, base, TRAIN_RANGES), frame_seed(seed + 1, i))
         found_by = particles.FOUND_BY[i % 2]
         table, _, _ = particles.simulated_clusters(frame, found_by)
-        tables.append(table[~table["kind"].isin((particles.NO_KIND, particles.FRAGMENT))].assign(frame=i, found_by=found_by))
+        of_events = ~table["kind"].isin((particles.NO_KIND, particles.FRAGMENT))
+        tables.append(table[of_events].assign(frame=i, found_by=found_by))
     return pd.concat(tables, ignore_index=True)
 
 
@@ -116,7 +117,8 @@ def main() -> None:
     parser.add_argument("--validation-frames", type=int, default=40)
     parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames per benchmark set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--balance-power", type=float, default=BALANCE_POWER, help="class weight (max count / count)^power")
+    parser.add_argument("--balance-power", type=float, default=BALANCE_POWER,
+                        help="class weight (max count / count)^power")
     parser.add_argument("--out", type=Path, default=particles.MODEL_DIR)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -156,9 +158,11 @@ def main() -> None:
     held_out = {}
     for name, config in bench_particles.held_out_sets().items():
         result = bench_particles.score(bench_particles.held_out_clusters(config, args.eval_frames), ensemble)
-        held_out[name] = {method: {"accuracy": round(result[method]["accuracy"], 4),
-                                   "recall": {k: round(float(v), 4) for k, v in result[method]["scores"]["recall"].dropna().items()}}
-                          for method in ("learned", "hand cuts")}
+        held_out[name] = {
+            method: {"accuracy": round(result[method]["accuracy"], 4),
+                     "recall": {k: round(float(v), 4) for k, v in result[method]["scores"]["recall"].dropna().items()}}
+            for method in ("learned", "hand cuts")
+        }
         held_out[name]["clusters"] = result["clusters"]
         print(f"{name}: {held_out[name]}", flush=True)
     card["held_out"] = {"frames_per_set": args.eval_frames, "seed": bench_particles.EVAL_SEED, "sets": held_out}

@@ -202,6 +202,17 @@ def test_bad_input_is_an_input_error(call):
         call()
 
 
+def test_a_damaged_model_is_an_input_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(particles.MODEL_FILE))
+    arrays["left"] = arrays["left"] + 10**6  # children beyond the last node
+    save_file(arrays, str(tmp_path / "damaged.trees"))
+    (tmp_path / "damaged.json").write_text(particles.MODEL_FILE.with_suffix(".json").read_text())
+    with pytest.raises(InputError, match="damaged"):
+        particles.load_particle_model(tmp_path / "damaged.trees")
+
+
 def test_a_file_that_is_not_a_model_is_an_input_error(tmp_path):
     bad = tmp_path / "bad.trees"
     bad.write_bytes(pickle.dumps({"not": "safetensors"}))

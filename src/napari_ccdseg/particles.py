@@ -42,7 +42,6 @@ MODEL_DIR = Path(__file__).parent / "models"
 MODEL_FILE = MODEL_DIR / "particles.trees"
 """The bundled classifier: safetensors format, named apart from the U-Net ``*.safetensors`` files
 so ``ccdseg models`` and ``resolve_model`` never mistake it for a segmentation model."""
-CARD_FILE = MODEL_DIR / "particles.json"
 
 FEATURE_NAMES = (
     "charge_e", "npix", "qmax_e", "qmax_share", "mean_e", "n_rows", "n_cols", "row_share",
@@ -50,9 +49,6 @@ FEATURE_NAMES = (
     "fill", "width_px", "horizontal", "sigma_row", "sigma_col", "skew_l", "kurt_l", "noise_e",
 )
 """Columns of :func:`cluster_features`, in the order the model reads them."""
-
-_SQRT12 = float(np.sqrt(12.0))
-
 
 # ---------------------------------------------------------------- input checks
 
@@ -267,7 +263,9 @@ class TreeEnsemble:
     feature_names: tuple[str, ...]
     card: dict
 
-    ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "nan_left", "roots", "tree_class", "baseline")
+    ARRAYS = (
+        "feature", "threshold", "left", "right", "value", "is_leaf", "nan_left", "roots", "tree_class", "baseline",
+    )
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Summed leaf values per (sample, class). Every (sample, tree) pair descends at once, and
@@ -325,10 +323,21 @@ def load_particle_model(path: str | Path | None = None) -> TreeEnsemble:
         raise InputError(f"{path}: cannot read the particle model or its card {card_path.name} ({error})") from None
     missing = [name for name in TreeEnsemble.ARRAYS if name not in arrays]
     if missing or "classes" not in card or "feature_names" not in card:
-        raise InputError(f"{path}: not a particle model (missing {', '.join(missing) or 'classes/feature_names in the card'})")
+        absent = ", ".join(missing) or "classes/feature_names in the card"
+        raise InputError(f"{path}: not a particle model (missing {absent})")
     unknown = [name for name in card["feature_names"] if name not in FEATURE_NAMES]
     if unknown:
         raise InputError(f"{path}: the model reads features this version does not compute: {', '.join(unknown)}")
+    nodes = arrays["left"].size
+    consistent = (
+        all(arrays[name].size == nodes for name in ("feature", "threshold", "right", "value", "is_leaf", "nan_left"))
+        and arrays["feature"].max(initial=0) < len(card["feature_names"])
+        and max(arrays["left"].max(initial=0), arrays["right"].max(initial=0), arrays["roots"].max(initial=0)) < nodes
+        and arrays["tree_class"].size == arrays["roots"].size
+        and arrays["tree_class"].max(initial=0) < len(card["classes"]) == arrays["baseline"].size
+    )
+    if not consistent:
+        raise InputError(f"{path}: the particle model's arrays do not fit together (damaged file?)")
     return TreeEnsemble(
         feature=arrays["feature"].astype(np.int64),
         threshold=arrays["threshold"].astype(np.float64),
@@ -700,7 +709,9 @@ def type_scores(confusion: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = diagonal / true_total.to_numpy()
         precision = diagonal / predicted_total.loc[counts.index].to_numpy()
-    return pd.DataFrame({"clusters": true_total.to_numpy(), "recall": recall, "precision": precision}, index=counts.index)
+    return pd.DataFrame(
+        {"clusters": true_total.to_numpy(), "recall": recall, "precision": precision}, index=counts.index
+    )
 
 
 def accuracy(confusion: pd.DataFrame) -> float:
@@ -744,7 +755,9 @@ def electrons_from_metadata(image: np.ndarray, metadata: dict) -> np.ndarray:
     return (image - row_pedestals(image)[:, None]) / np.float32(gain)
 
 
-def true_kinds(found: np.ndarray, truth_instances: np.ndarray, electrons: np.ndarray, clusters: list[dict]) -> pd.DataFrame:
+def true_kinds(
+    found: np.ndarray, truth_instances: np.ndarray, electrons: np.ndarray, clusters: list[dict]
+) -> pd.DataFrame:
     """True kind of every found cluster (ascending id) from the simulator's instances and cluster list.
 
     A found cluster takes the kind of the true event holding most of its charge when it is the
@@ -753,7 +766,9 @@ def true_kinds(found: np.ndarray, truth_instances: np.ndarray, electrons: np.nda
     ≥ 10 % of it, ``energy_kev``/``depth_um`` are the dominant event's truth.
     """
     best, share, merged, main = dominant_truth(found, truth_instances, electrons)
-    lookup = {key: np.array([c[key] for c in clusters] or [0], dtype=object) for key in ("kind", "energy_kev", "depth_um")}
+    lookup = {
+        key: np.array([c[key] for c in clusters] or [0], dtype=object) for key in ("kind", "energy_kev", "depth_um")
+    }
     has = best > 0
     index = np.maximum(best - 1, 0)
     return pd.DataFrame(
