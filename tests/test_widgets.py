@@ -445,17 +445,17 @@ def test_without_a_bundled_model_an_empty_model_field_says_to_choose_or_train_on
     assert "sim 0 prediction" not in viewer.layers
 
 
-def test_worker_updates_are_handled_in_order_when_handling_one_delivers_the_next():
-    from napari_ccdseg.widgets._common import in_order
+def test_worker_updates_are_handled_in_order_when_handling_one_delivers_the_next(viewer):
+    from napari_ccdseg.widgets._common import WorkerWidget
 
-    seen = []
+    widget, seen = WorkerWidget(viewer), []
 
     def handle(update) -> None:
         seen.append(("start", update))
         if update == 1:
-            relay(2)  # as when adding update 1's layer processes the queued update 2
+            widget._handle_in_order(2)  # as when adding update 1's layer processes the queued update 2
         seen.append(("end", update))
 
-    relay = in_order(handle)
-    relay(1)
+    widget._on_yield = handle
+    widget._handle_in_order(1)
     assert seen == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]

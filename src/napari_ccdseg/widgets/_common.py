@@ -86,30 +86,6 @@ def session(viewer) -> Session:
     return _SESSIONS[viewer]
 
 
-def in_order(handle: Callable) -> Callable:
-    """``handle`` for a worker's updates, one after another in the order they came.
-
-    Adding a layer can process queued events, so the next update would otherwise be handled
-    inside the handling of this one, and its layers added first.
-    """
-    pending: deque = deque()
-    busy = False
-
-    def relay(update) -> None:
-        nonlocal busy
-        pending.append(update)
-        if busy:
-            return  # the loop below, further up this call stack, handles it next
-        busy = True
-        try:
-            while pending:
-                handle(pending.popleft())
-        finally:
-            busy = False
-
-    return relay
-
-
 class WorkerWidget(QWidget):
     """A dock widget that runs one worker at a time.
 
@@ -129,6 +105,9 @@ class WorkerWidget(QWidget):
         self.busy_widgets: list[QWidget] = []
         self.stop_button: QPushButton | None = None
         self.pbar: progress | None = None
+        self._on_yield: Callable = lambda update: None
+        self._pending: deque = deque()
+        self._handling = False
         self.failed = False
         """True when the last run ended with an error."""
         from ._cursor import install_status  # the status bar then shows ADU, e⁻, class and cluster under the cursor
@@ -161,7 +140,8 @@ class WorkerWidget(QWidget):
         except (AttributeError, TypeError, RuntimeError):
             pass
         if on_yield is not None:
-            worker.yielded.connect(in_order(on_yield))
+            self._on_yield, self._pending = on_yield, deque()
+            worker.yielded.connect(self._handle_in_order)  # a method: disconnected when the dock goes
         if on_return is not None:
             worker.returned.connect(on_return)
         worker.errored.connect(lambda error: self._errored(error, what))
@@ -183,6 +163,22 @@ class WorkerWidget(QWidget):
         self.pbar = progress(total=total, desc=what)
         self._set_busy(True)
         worker.start()
+
+    def _handle_in_order(self, update) -> None:
+        """Handle the worker's updates one after another, in the order they came.
+
+        Adding a layer can process queued events, so the next update would otherwise be handled
+        inside the handling of this one, and its layers added first.
+        """
+        self._pending.append(update)
+        if self._handling:
+            return  # the loop below, further up this call stack, handles it next
+        self._handling = True
+        try:
+            while self._pending:
+                self._on_yield(self._pending.popleft())
+        finally:
+            self._handling = False
 
     def _errored(self, error: BaseException, what: str) -> None:
         self.failed = True
