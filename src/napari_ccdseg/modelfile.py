@@ -3,7 +3,8 @@
 safetensors holds raw tensors and a JSON header, nothing executable, so loading a model file
 someone sent you cannot run code (a pickled ``.pt`` checkpoint can). The metadata, under the
 header key ``ccdseg``, holds what prediction and fine-tuning need: classes and colours, the
-architecture, the input normalisation, the labelling preset and the training summary.
+architecture, the input normalisation, the labelling preset, the training summary and, when
+fitted, the decision rule (per-class logit offsets, :mod:`napari_ccdseg.decision`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import save as serialise
 from . import __version__
 from .atomic import atomic_path, jsonable
 from .classes import CLASS_COLOURS, CLASS_NAMES, N_CLASSES
+from .decision import DecisionRule
 from .errors import InputError
 from .normalise import INPUT_CHANNELS, NORMALISATIONS, normalisation_params
 from .unet import UNet, UNetConfig
@@ -167,6 +169,7 @@ def _checked_metadata(path: Path, raw: dict) -> dict:
     _check_classes(path, metadata.get("classes"))
     _check_architecture(path, metadata.get("architecture"))
     metadata["normalisation_params"] = _checked_normalisation(path, metadata)
+    _check_decision(path, metadata)
     _warn_on_other_version(path, metadata.get("package_version"))
     return metadata
 
@@ -218,6 +221,14 @@ def _checked_normalisation(path: Path, metadata: dict) -> dict:
         raise InputError(
             f"model file {path} has an invalid normalisation {method!r} {params}: {error}"
         ) from None
+
+
+def _check_decision(path: Path, metadata: dict) -> None:
+    """A malformed decision rule fails here rather than predicting with the wrong offsets."""
+    try:
+        DecisionRule.from_metadata(metadata)
+    except ValueError as error:
+        raise InputError(f"model file {path} has an invalid decision rule: {error}") from None
 
 
 def _warn_on_other_version(path: Path, version: object) -> None:

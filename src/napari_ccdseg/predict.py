@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .classes import CLUSTER
+from .decision import DecisionRule, decide, drop_small_clusters
 from .devices import resolve_precision
 from .errors import InputError
 from .io import write_label_map
@@ -111,9 +113,13 @@ def predict_normalised(
     precision: str = "auto",
     probabilities: bool = False,
     progress: Callable[[StepUpdate], None] | None = None,
+    offsets: np.ndarray | None = None,
+    min_cluster_pixels: int = 1,
 ) -> Prediction:
     """Predict a frame that is already normalised (2-D float32); ``batch_size`` None: per device;
-    ``precision``: one of ``devices.PRECISIONS`` (logits are blended in float32 either way)."""
+    ``precision``: one of ``devices.PRECISIONS`` (logits are blended in float32 either way);
+    ``offsets``: per-class logit offsets added before the argmax and the softmax (None: plain argmax);
+    cluster components smaller than ``min_cluster_pixels`` get their best other class."""
     model.eval()
     device = next(model.parameters()).device
     dtype = resolve_precision(precision, device)
@@ -126,6 +132,7 @@ def predict_normalised(
     n_classes = model.config.n_classes
 
     labels = np.empty((rows, cols), np.uint8)
+    fallback = np.empty((rows, cols), np.uint8) if min_cluster_pixels > 1 else None
     probs = np.empty((n_classes, rows, cols), np.float32) if probabilities else None
     strip = np.zeros((n_classes, tile_h, cols), np.float32)
     weight = np.zeros((tile_h, cols), np.float32)
@@ -134,7 +141,12 @@ def predict_normalised(
     def flush(n_rows: int) -> None:
         """Finish the first ``n_rows`` rows of the strip and move the strip down."""
         logits = strip[:, :n_rows] / weight[:n_rows]
-        labels[strip_top : strip_top + n_rows] = logits.argmax(0)
+        if offsets is not None:
+            logits = logits + np.asarray(offsets, np.float32)[:, None, None]
+        labels[strip_top : strip_top + n_rows] = decide(logits)
+        if fallback is not None:
+            best_other = decide(np.delete(logits, CLUSTER, axis=0))
+            fallback[strip_top : strip_top + n_rows] = best_other + (best_other >= CLUSTER)
         if probs is not None:
             shifted = np.exp(logits - logits.max(0, keepdims=True))
             probs[:, strip_top : strip_top + n_rows] = shifted / shifted.sum(0, keepdims=True)
@@ -155,6 +167,8 @@ def predict_normalised(
         if progress is not None:
             progress(StepUpdate(1, 1, row_index + 1, len(ys)))
     flush(tile_h)
+    if fallback is not None:
+        drop_small_clusters(labels, fallback, min_cluster_pixels)
     return Prediction(labels, probs)
 
 
@@ -167,8 +181,13 @@ def predict_frame(
     **kwargs,
 ) -> Prediction:
     """Normalise a whole raw frame as the model was trained (``meta``: the model file's
-    metadata), then predict it tile by tile; ``source`` names the frame in errors."""
+    metadata), then predict it tile by tile with the decision rule the metadata records
+    (:class:`~napari_ccdseg.decision.DecisionRule`; pass ``offsets=None, min_cluster_pixels=1``
+    for the plain argmax); ``source`` names the frame in errors."""
     normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source)
+    rule = DecisionRule.from_metadata(meta)
+    kwargs.setdefault("offsets", rule.offsets)
+    kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
     return predict_normalised(model, normalised, **kwargs)
 
 

@@ -1,0 +1,307 @@
+"""Mask boundary and fake clusters of a model, with its plain argmax and with its decision rule.
+
+Run from the repository root: ``python benchmarks/bench_boundary.py [--model default] [--quick] [--fit N]``.
+
+Test frames are simulated with seeds no training or fitting run uses: the default model's held-out
+single-amplifier detector (ADU, gain 5, row drift, CTI, trails, few-electron hits, glitches,
+overscan) at read noise 0.16, 1.6 and 3 e⁻, and the ``damic-m`` (electron-counting skipper
+amplifier, dark current 0.3–1.5 e⁻/px) and ``single-sample`` presets. Truth: a pixel is cluster
+when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables give:
+
+- *width bias*: per one-to-one matched cluster (one predicted component meets one true cluster),
+  predicted minus true pixels, and the same as an equivalent diameter 2√(A/π), mean ± error;
+- *ring*: the one-pixel band around each true cluster's edge (its outer ring, dilation minus
+  cluster, and its own edge pixels): cluster precision and recall there, and the share of outer-ring
+  pixels called cluster;
+- cluster pixel precision / recall / F1, detection efficiency of clusters of ≥ 10 px (≥ 50 % of
+  their pixels called cluster), fake clusters (predicted components touching no true cluster) per MPix;
+- what the fakes are: where (touching a true hot pixel or glitch, glowing, within 2 px of a true
+  cluster, outside the active area, or elsewhere: dark current and noise), their size and charge
+  (e⁻, from the simulator's pedestal and gain).
+
+Decision rules: ``argmax`` (no offsets), ``model file`` (the offsets stored in the model, if any)
+and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised validation frames
+of 256², seed ``VALIDATION_SEED``: never a training seed).
+``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from napari_ccdseg.bundled import resolve_model
+from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
+from napari_ccdseg.decision import DecisionRule, decide, drop_small_clusters, fit_model_offsets
+from napari_ccdseg.metrics import cluster_instances, match_clusters
+from napari_ccdseg.modelfile import load_model
+from napari_ccdseg.predict import predict_frame
+from napari_ccdseg.randomise import randomised_frames
+from napari_ccdseg.simulate import SIM_PRESETS, SimulatedFrame, frame_seed, simulate_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SEED = 910_000
+"""Seeds of the test frames: not the card's (900 000), not training's (0, 1), not fitting's."""
+VALIDATION_SEED = 700_000
+"""Seed of the validation frames offsets are fitted on (``scripts/train_default_model.py`` uses it too)."""
+MIN_SIZE_PX = 10
+EIGHT = np.ones((3, 3), bool)
+FAKE_PLACES = ("hot pixel / glitch", "glowing", "next to a cluster", "outside active area", "dark current / noise")
+
+
+def _card_script():
+    spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "scripts" / "train_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sets(quick: bool) -> dict[str, list[SimulatedFrame]]:
+    """Simulated test frames per set, with their metadata (pedestal, gain, active area)."""
+    card = _card_script()
+    n, side = (2, 256) if quick else (4, 512)
+    configs = {
+        f"held-out {noise} e⁻": dataclasses.replace(card.held_out_config(noise), rows=side, cols=side)
+        for noise in card.NOISE_LEVELS_E
+    }
+    configs["damic-m preset"] = SIM_PRESETS["damic-m"]
+    configs["single-sample preset"] = dataclasses.replace(SIM_PRESETS["single-sample"], rows=side, cols=side)
+    return {
+        name: [simulate_frame(config, frame_seed(TEST_SEED + k, i)) for i in range(n)]
+        for k, (name, config) in enumerate(configs.items())
+    }
+
+
+@dataclasses.dataclass
+class Tally:
+    """Sums over a test set's frames for one decision rule."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    band_tp: int = 0
+    band_called: int = 0
+    band_true: int = 0
+    ring: int = 0
+    ring_called: int = 0
+    big: int = 0
+    big_found: int = 0
+    small: int = 0
+    small_found: int = 0
+    megapixels: float = 0.0
+    delta_px: list = dataclasses.field(default_factory=list)
+    delta_diameter: list = dataclasses.field(default_factory=list)
+    fakes: list = dataclasses.field(default_factory=list)
+    """(place, size px, charge e⁻) per fake cluster."""
+
+
+def _one_to_one(truth_instances: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true id, predicted id) pairs where each meets only the other."""
+    both = (truth_instances > 0) & (components > 0)
+    pairs = np.unique(np.stack([truth_instances[both], components[both]]), axis=1)
+    true_ids, true_n = np.unique(pairs[0], return_counts=True)
+    pred_ids, pred_n = np.unique(pairs[1], return_counts=True)
+    single_true, single_pred = set(true_ids[true_n == 1]), set(pred_ids[pred_n == 1])
+    keep = [i for i in range(pairs.shape[1]) if pairs[0, i] in single_true and pairs[1, i] in single_pred]
+    return pairs[0, keep], pairs[1, keep]
+
+
+def _electrons(frame: SimulatedFrame) -> np.ndarray:
+    meta = frame.metadata
+    if meta["units"] == "e":
+        return frame.image.astype(np.float64)
+    return (frame.image.astype(np.float64) - meta["pedestal_adu"]) / meta["gain_adu_per_e"]
+
+
+def _fake_places(frame: SimulatedFrame, components: np.ndarray, fake_ids: np.ndarray) -> list[str]:
+    truth = frame.labels
+    near_hot = ndimage.binary_dilation(truth == HOT_PIXEL, EIGHT)
+    near_glow = ndimage.binary_dilation(truth == GLOWING, EIGHT)
+    near_cluster = ndimage.binary_dilation(truth == CLUSTER, EIGHT, iterations=2)
+    active = np.zeros(truth.shape, bool)
+    (r0, r1), (c0, c1) = frame.metadata["active_rows"], frame.metadata["active_cols"]
+    active[r0:r1, c0:c1] = True
+    places = []
+    for index in fake_ids:
+        pixels = components == index
+        for place, mask in zip(FAKE_PLACES, (near_hot, near_glow, near_cluster, ~active)):
+            if mask[pixels].any():
+                places.append(place)
+                break
+        else:
+            places.append(FAKE_PLACES[-1])
+    return places
+
+
+def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray) -> None:
+    """Add one frame's boundary, pixel, detection and fake figures to ``tally``."""
+    truth_cluster = frame.labels == CLUSTER
+    called = pred == CLUSTER
+    tally.tp += int((called & truth_cluster).sum())
+    tally.fp += int((called & ~truth_cluster).sum())
+    tally.fn += int((~called & truth_cluster).sum())
+    ring = ndimage.binary_dilation(truth_cluster, EIGHT) & ~truth_cluster
+    edge = truth_cluster & ~ndimage.binary_erosion(truth_cluster, EIGHT, border_value=1)
+    band = ring | edge
+    tally.band_tp += int((called & edge).sum())
+    tally.band_called += int((called & band).sum())
+    tally.band_true += int(edge.sum())
+    tally.ring += int(ring.sum())
+    tally.ring_called += int((called & ring).sum())
+    match = match_clusters(frame.instances, pred)
+    tally.big += int((match.sizes >= MIN_SIZE_PX).sum())
+    tally.big_found += int(match.found[match.sizes >= MIN_SIZE_PX].sum())
+    tally.small += int((match.sizes < MIN_SIZE_PX).sum())
+    tally.small_found += int(match.found[match.sizes < MIN_SIZE_PX].sum())
+    tally.megapixels += match.n_pixels / 1e6
+    components = cluster_instances(pred)
+    true_ids, pred_ids = _one_to_one(frame.instances, components)
+    true_sizes = np.bincount(frame.instances.ravel())
+    pred_sizes = np.bincount(components.ravel())
+    for t, p in zip(true_ids, pred_ids):
+        tally.delta_px.append(int(pred_sizes[p]) - int(true_sizes[t]))
+        tally.delta_diameter.append(2 * (math.sqrt(pred_sizes[p] / math.pi) - math.sqrt(true_sizes[t] / math.pi)))
+    touched = np.unique(components[truth_cluster & called])
+    fake_ids = np.setdiff1d(np.arange(1, components.max() + 1), touched)
+    if fake_ids.size:
+        charge = ndimage.sum_labels(_electrons(frame), components, fake_ids)
+        for place, size, q in zip(_fake_places(frame, components, fake_ids), pred_sizes[fake_ids], charge):
+            tally.fakes.append((place, int(size), float(q)))
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+def _mean_err(values: list) -> str:
+    if not values:
+        return "–"
+    v = np.asarray(values, np.float64)
+    err = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else float("nan")
+    return f"{v.mean():+.2f} ± {err:.2f}"
+
+
+def summary(tally: Tally) -> dict:
+    """The figures of one test set and rule, as numbers (the card stores these)."""
+    precision, recall = _ratio(tally.tp, tally.tp + tally.fp), _ratio(tally.tp, tally.tp + tally.fn)
+    fakes = len(tally.fakes)
+    return {
+        "width_bias_px": round(float(np.mean(tally.delta_px)), 2) if tally.delta_px else None,
+        "width_bias_diameter_px": round(float(np.mean(tally.delta_diameter)), 3) if tally.delta_diameter else None,
+        "matched_clusters": len(tally.delta_px),
+        "ring_precision": round(_ratio(tally.band_tp, tally.band_called), 4),
+        "ring_recall": round(_ratio(tally.band_tp, tally.band_true), 4),
+        "outer_ring_called": round(_ratio(tally.ring_called, tally.ring), 4),
+        "cluster_precision": round(precision, 4),
+        "cluster_recall": round(recall, 4),
+        "cluster_f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
+        "detection_10px": round(_ratio(tally.big_found, tally.big), 4),
+        "clusters_10px": tally.big,
+        "detection_below_10px": round(_ratio(tally.small_found, tally.small), 4),
+        "clusters_below_10px": tally.small,
+        "fakes_per_megapixel": round(fakes / tally.megapixels, 1),
+    }
+
+
+def boundary_table(results: dict[str, dict[str, Tally]]) -> str:
+    lines = [
+        "| test set | rule | width bias (px) | diameter bias (px) | ring precision | ring recall | outer ring called "
+        "| cluster precision | recall | F1 | detection ≥ 10 px | detection < 10 px | fakes/MPix |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rules in results.items():
+        for rule, tally in rules.items():
+            s = summary(tally)
+            lines.append(
+                f"| {name} | {rule} | {_mean_err(tally.delta_px)} | {_mean_err(tally.delta_diameter)} | "
+                f"{s['ring_precision']:.3f} | {s['ring_recall']:.3f} | {s['outer_ring_called']:.3f} | "
+                f"{s['cluster_precision']:.3f} | {s['cluster_recall']:.3f} | {s['cluster_f1']:.3f} | "
+                f"{s['detection_10px']:.3f} ({s['clusters_10px']}) | {s['detection_below_10px']:.3f} ({s['clusters_below_10px']}) | "
+                f"{s['fakes_per_megapixel']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def fakes_table(results: dict[str, dict[str, Tally]]) -> str:
+    lines = [
+        "| test set | rule | fakes/MPix | " + " | ".join(FAKE_PLACES) + " | 1 px | median size (px) | median charge (e⁻) | < 3 e⁻ |",
+        "|---|---|---|" + "---|" * len(FAKE_PLACES) + "---|---|---|---|",
+    ]
+    for name, rules in results.items():
+        for rule, tally in rules.items():
+            fakes = tally.fakes
+            per_place = [sum(f[0] == place for f in fakes) for place in FAKE_PLACES]
+            sizes = [f[1] for f in fakes]
+            charges = [f[2] for f in fakes]
+            lines.append(
+                f"| {name} | {rule} | {len(fakes) / tally.megapixels:.1f} | "
+                + " | ".join(str(n) for n in per_place)
+                + (
+                    f" | {np.mean(np.asarray(sizes) == 1):.0%} | {np.median(sizes):.0f} | {np.median(charges):.1f} | "
+                    f"{np.mean(np.asarray(charges) < 3):.0%} |"
+                    if fakes else " | – | – | – | – |"
+                )
+            )
+    return "\n".join(lines)
+
+
+def decide_frame(logits: np.ndarray, offsets: np.ndarray | None, min_pixels: int) -> np.ndarray:
+    """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would."""
+    shifted = logits if offsets is None else logits + offsets[:, None, None]
+    labels = decide(shifted).astype(np.uint8)
+    fallback = decide(np.delete(shifted, CLUSTER, axis=0)).astype(np.uint8)
+    fallback[fallback >= CLUSTER] += 1
+    return drop_small_clusters(labels, fallback, min_pixels)
+
+
+def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dict) -> dict[str, dict[str, Tally]]:
+    """Tallies per test set and rule (``rules``: name → (offsets or None, smallest cluster kept))."""
+    results: dict[str, dict[str, Tally]] = {}
+    for name, frames in sets.items():
+        results[name] = {rule: Tally() for rule in rules}
+        for frame in frames:
+            prediction = predict_frame(model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1)
+            logits = np.log(np.maximum(prediction.probabilities, 1e-30))
+            for rule, (offsets, min_pixels) in rules.items():
+                add_frame(results[name][rule], frame, decide_frame(logits, offsets, min_pixels))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="model file or bundled model name")
+    parser.add_argument("--quick", action="store_true", help="small frames, few of them")
+    parser.add_argument("--fit", type=int, default=0, help="also fit offsets on N validation frames")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.monotonic()
+    model, meta = load_model(resolve_model(args.model))
+    rules: dict = {"argmax": (None, 1)}
+    stored = DecisionRule.from_metadata(meta)
+    if stored.offsets is not None or stored.min_cluster_pixels > 1:
+        rules["model file"] = (stored.offsets, stored.min_cluster_pixels)
+    if args.fit:
+        frames = randomised_frames(min(args.fit, 8) if args.quick else args.fit, VALIDATION_SEED)
+        fit = fit_model_offsets(model, meta, frames)
+        rules["fitted"] = (np.asarray(fit.offsets, np.float32), 1)
+        print(f"fitted offsets {np.round(fit.offsets, 3).tolist()} on {len(frames)} frames: "
+              f"macro F1 {fit.score_before:.4f} -> {fit.score_after:.4f}")
+    results = measure(model, meta, test_sets(args.quick), rules)
+    print(boundary_table(results))
+    print()
+    print(fakes_table(results))
+    print(f"\n{time.monotonic() - started:.0f} s, torch {torch.__version__}, 1 thread", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The decision rule: class = argmax(logits + per-class offsets), offsets fitted on held-out frames.
+
+A network trained with class-weighted cross-entropy learns logits raised by the log of each class's
+weight, so the plain argmax over-calls the rare cluster class: masks come out about a pixel wider
+than the clusters and lone noise pixels become fake clusters. Adding a constant offset per class
+to the logits (a prior correction) undoes that without retraining. The offsets are fitted on
+frames with truth the network never trained on, stored in the model file's metadata under
+``decision`` and applied by :func:`napari_ccdseg.predict.predict_frame` for every caller (CLI,
+widgets, batch); a model file without them predicts with the plain argmax, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classes import N_CLASSES, UNLABELLED
+
+DECISION_KEY = "decision"
+"""Model-file metadata key of the decision rule."""
+OBJECTIVE = "macro F1"
+"""What the offsets maximise: the mean pixel F1 of the classes present in the truth, so the cluster
+offset cannot buy cluster F1 with hot-pixel or glowing pixels."""
+
+
+@dataclass(frozen=True)
+class OffsetFit:
+    """Fitted logit offsets (background fixed at 0) and the objective before and after."""
+
+    offsets: tuple[float, ...]
+    score_before: float
+    score_after: float
+    pixels: int
+
+    def to_metadata(self, fitted_on: str, min_cluster_pixels: int = 1) -> dict:
+        """The model file's ``decision`` entry: what :meth:`DecisionRule.from_metadata` reads back."""
+        return {
+            "logit_offsets": [round(v, 4) for v in self.offsets],
+            "min_cluster_pixels": min_cluster_pixels,
+            "objective": OBJECTIVE,
+            "score_before": round(self.score_before, 4),
+            "score_after": round(self.score_after, 4),
+            "pixels": self.pixels,
+            "fitted_on": fitted_on,
+        }
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How logits become classes: offsets added (None: plain argmax), then cluster components of
+    fewer than ``min_cluster_pixels`` pixels given their best other class (1: none dropped)."""
+
+    offsets: np.ndarray | None = None
+    min_cluster_pixels: int = 1
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> DecisionRule:
+        """The rule a model's metadata records; the plain argmax when it records none.
+
+        Raises ValueError on a malformed entry, so a model file cannot silently predict wrongly."""
+        entry = metadata.get(DECISION_KEY)
+        if entry is None:
+            return cls()
+        if not isinstance(entry, dict):
+            raise ValueError(f"'{DECISION_KEY}' must be an object, got {entry!r}")
+        values = entry.get("logit_offsets")
+        if values is not None and (
+            not isinstance(values, list)
+            or len(values) != N_CLASSES
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        ):
+            raise ValueError(f"'logit_offsets' must be {N_CLASSES} finite numbers, got {values!r}")
+        smallest = entry.get("min_cluster_pixels", 1)
+        if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 1:
+            raise ValueError(f"'min_cluster_pixels' must be an integer >= 1, got {smallest!r}")
+        return cls(None if values is None else np.asarray(values, np.float32), smallest)
+
+
+def decide(logits: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Class per pixel from logits (classes first); ``offsets`` None is the plain argmax."""
+    if offsets is None:
+        return logits.argmax(0)
+    shape = (-1,) + (1,) * (logits.ndim - 1)
+    return (logits + np.asarray(offsets, logits.dtype).reshape(shape)).argmax(0)
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in ``truth`` (1-D class indices, no unlabelled pixels)."""
+    confusion = np.bincount(truth * N_CLASSES + pred, minlength=N_CLASSES**2).reshape(N_CLASSES, N_CLASSES)
+    tp = np.diag(confusion).astype(np.float64)
+    support, called = confusion.sum(1), confusion.sum(0)
+    present = support > 0
+    f1 = 2 * tp[present] / (support[present] + called[present])
+    return float(f1.mean()) if f1.size else 0.0
+
+
+def fit_logit_offsets(
+    logits: np.ndarray,
+    truth: np.ndarray,
+    *,
+    start: np.ndarray | None = None,
+    span: float = 4.0,
+    step: float = 0.05,
+    rounds: int = 3,
+    classes: tuple[int, ...] = tuple(range(1, N_CLASSES)),
+) -> OffsetFit:
+    """Offsets maximising :data:`OBJECTIVE` of ``argmax(logits + offsets)`` against ``truth``.
+
+    ``logits``: (classes, pixels) (log-probabilities do as well: a per-pixel constant changes no
+    argmax); ``truth``: (pixels,) class indices, unlabelled pixels ignored. Coordinate ascent: each
+    round scans the offset of each of ``classes`` (not background: only differences matter) over
+    ``start`` ± ``span`` in steps of ``step`` with the others held, keeping the best.
+    ``start`` (e.g. minus the log class weights of training) defaults to zeros.
+    """
+    logits = np.asarray(logits, np.float32).reshape(N_CLASSES, -1)
+    truth = np.asarray(truth).reshape(-1)
+    keep = truth != UNLABELLED
+    logits, truth = logits[:, keep], truth[keep].astype(np.int64)
+    offsets = np.zeros(N_CLASSES) if start is None else np.asarray(start, np.float64).copy()
+    offsets -= offsets[0]
+    before = macro_f1(truth, logits.argmax(0))
+    grid = np.arange(-span, span + step / 2, step)
+    centre = offsets.copy()
+    best = macro_f1(truth, decide(logits, offsets))
+    for _ in range(rounds):
+        changed = False
+        for c in classes:
+            others = np.delete(np.arange(N_CLASSES), c)
+            shifted = logits[others] + offsets[others, None].astype(np.float32)
+            other_class, other_max = others[shifted.argmax(0)], shifted.max(0)
+            for value in centre[c] + grid:
+                pred = np.where(logits[c] + np.float32(value) > other_max, c, other_class)
+                score = macro_f1(truth, pred)
+                if score > best + 1e-9:
+                    best, offsets[c], changed = score, value, True
+        if not changed:
+            break
+    return OffsetFit(tuple(float(v) for v in offsets), before, best, int(truth.size))
+
+
+def prior_correction(metadata: dict) -> np.ndarray | None:
+    """Minus the log of the loss's class weights (background 0): the offsets that undo the
+    weighting if the network had learnt the weighted posteriors exactly; the fit's starting point."""
+    weights = metadata.get("class_weights")
+    if not isinstance(weights, list) or len(weights) != N_CLASSES or min(weights) <= 0:
+        return None
+    correction = -np.log(np.asarray(weights, np.float64))
+    return correction - correction[0]
+
+
+def fit_model_offsets(model, metadata: dict, frames, **kwargs) -> OffsetFit:
+    """Fit a model's offsets on labelled frames it never trained on (``frames``: objects with
+    ``image``, ``labels`` and ``name``, e.g. :class:`~napari_ccdseg.dataset.LabelledFrame`), from its
+    raw logits; ``kwargs`` pass to :func:`fit_logit_offsets`."""
+    from .predict import predict_frame  # predict imports this module
+
+    logits, truth = [], []
+    for frame in frames:
+        prediction = predict_frame(model, metadata, frame.image, source=frame.name, probabilities=True, offsets=None, min_cluster_pixels=1)
+        logits.append(np.log(np.maximum(prediction.probabilities, 1e-30)).reshape(N_CLASSES, -1))
+        truth.append(np.asarray(frame.labels).reshape(-1))
+    kwargs.setdefault("start", prior_correction(metadata))
+    return fit_logit_offsets(np.concatenate(logits, axis=1), np.concatenate(truth), **kwargs)
+
+
+def drop_small_clusters(labels: np.ndarray, fallback: np.ndarray, min_pixels: int) -> np.ndarray:
+    """``labels`` with cluster components (8-connected) of fewer than ``min_pixels`` pixels given
+    their ``fallback`` class (the best class other than cluster), in place; returns ``labels``."""
+    if min_pixels <= 1:
+        return labels
+    from .metrics import cluster_instances
+
+    components = cluster_instances(labels)
+    sizes = np.bincount(components.ravel())
+    small = (sizes < min_pixels)[components] & (components > 0)
+    labels[small] = fallback[small]
+    return labels

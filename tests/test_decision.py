@@ -1,0 +1,129 @@
+"""The decision rule: logit offsets and the smallest cluster kept, read from the model file and
+applied by predict_frame; offsets fitted on labelled pixels recover a known bias."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from napari_ccdseg.classes import BACKGROUND, CLUSTER, HOT_PIXEL, N_CLASSES, UNLABELLED
+from napari_ccdseg.decision import DECISION_KEY, DecisionRule, drop_small_clusters, fit_logit_offsets
+from napari_ccdseg.errors import InputError
+from napari_ccdseg.metrics import cluster_instances
+from napari_ccdseg.modelfile import load_model, save_model
+from napari_ccdseg.predict import predict_frame
+from napari_ccdseg.simulate import SimConfig, simulate_frame
+from napari_ccdseg.unet import UNetConfig, build_unet
+
+TINY = UNetConfig(widths=(4, 8, 16))
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return simulate_frame(SimConfig(rows=64, cols=64, read_noise_e=0.5, cluster_rate=400.0), seed=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_unet(TINY).eval()
+
+
+def _saved(tmp_path, model, decision=None):
+    metadata = {"normalisation": "sigma"}
+    if decision is not None:
+        metadata[DECISION_KEY] = decision
+    return load_model(save_model(tmp_path / "model.safetensors", model, metadata))
+
+
+def _cluster_pixels(model, meta, image):
+    return int((predict_frame(model, meta, image).labels == CLUSTER).sum())
+
+
+def test_a_model_without_a_rule_predicts_the_plain_argmax(tmp_path, model, frame):
+    loaded, meta = _saved(tmp_path, model)
+    assert DecisionRule.from_metadata(meta) == DecisionRule()
+    plain = predict_frame(loaded, meta, frame.image, probabilities=True)
+    assert np.array_equal(plain.labels, plain.probabilities.argmax(0))
+    explicit = predict_frame(loaded, meta, frame.image, offsets=None, min_cluster_pixels=1)
+    assert np.array_equal(plain.labels, explicit.labels)
+
+
+def test_offsets_are_read_from_the_file_and_move_pixels_the_expected_way(tmp_path, model, frame):
+    loaded, meta = _saved(tmp_path, model)
+    logits = np.log(predict_frame(loaded, meta, frame.image, probabilities=True).probabilities)
+    # a cluster offset halfway between the cluster logit's low and high values: some pixels change
+    margin = logits[CLUSTER] - np.delete(logits, CLUSTER, axis=0).max(0)
+    shift = float(-np.median(margin))
+    baseline = _cluster_pixels(loaded, meta, frame.image)
+    counts = {}
+    for sign in (1, -1):
+        offsets = [0.0] * N_CLASSES
+        offsets[CLUSTER] = sign * shift
+        loaded_with, meta_with = _saved(tmp_path, model, {"logit_offsets": offsets})
+        assert DecisionRule.from_metadata(meta_with).offsets[CLUSTER] == pytest.approx(sign * shift)
+        counts[sign] = _cluster_pixels(loaded_with, meta_with, frame.image)
+    up, down = (counts[1], counts[-1]) if shift > 0 else (counts[-1], counts[1])
+    assert down < baseline < up
+
+
+def test_probabilities_follow_the_offsets(tmp_path, model, frame):
+    loaded, meta = _saved(tmp_path, model, {"logit_offsets": [0.0, -1.0, 0.5, -2.0]})
+    prediction = predict_frame(loaded, meta, frame.image, probabilities=True)
+    assert np.array_equal(prediction.labels, prediction.probabilities.argmax(0))
+
+
+def test_small_clusters_are_dropped_to_their_best_other_class():
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1, 1] = CLUSTER  # 1 px
+    labels[3:5, 4:7] = CLUSTER  # 6 px
+    fallback = np.full(labels.shape, BACKGROUND, np.uint8)
+    fallback[1, 1] = HOT_PIXEL
+    out = drop_small_clusters(labels.copy(), fallback, min_pixels=2)
+    assert out[1, 1] == HOT_PIXEL
+    assert (out == CLUSTER).sum() == 6
+    assert np.array_equal(drop_small_clusters(labels.copy(), fallback, 1), labels)
+
+
+def test_min_cluster_pixels_in_the_file_removes_small_components(tmp_path, model, frame):
+    loaded, meta = _saved(tmp_path, model, {"logit_offsets": [0.0, 0.0, 0.0, 2.0], "min_cluster_pixels": 4})
+    labels = predict_frame(loaded, meta, frame.image).labels
+    components = cluster_instances(labels)
+    assert components.max() > 0
+    assert np.bincount(components.ravel())[1:].min() >= 4
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [{"logit_offsets": [0.0, 1.0]}, {"logit_offsets": [0.0, 0.0, 0.0, float("nan")]}, {"min_cluster_pixels": 0}, [1, 2]],
+)
+def test_a_malformed_rule_is_refused_naming_the_file(tmp_path, model, decision):
+    path = save_model(tmp_path / "model.safetensors", model, {"normalisation": "sigma"})
+    loaded, meta = load_model(path)
+    meta[DECISION_KEY] = decision
+    save_file({k: v.contiguous() for k, v in loaded.state_dict().items()}, path, metadata={"ccdseg": json.dumps(meta)})
+    with pytest.raises(InputError, match="model.safetensors.*decision"):
+        load_model(path)
+
+
+def test_fitting_recovers_a_known_cluster_bias():
+    rng = np.random.default_rng(0)
+    n = 40_000
+    truth = rng.choice([BACKGROUND, HOT_PIXEL, CLUSTER], size=n, p=[0.5, 0.1, 0.4])
+    # unbiased logits: 2 for the true class, 0 otherwise, plus equal noise; then a known bias
+    logits = rng.normal(0.0, 1.0, size=(N_CLASSES, n)).astype(np.float32)
+    logits[truth, np.arange(n)] += 2.0
+    logits[1] -= 10.0  # a class never present
+    bias = 1.5
+    biased = logits.copy()
+    biased[CLUSTER] += bias
+    truth_with_gaps = truth.copy()
+    truth_with_gaps[:100] = UNLABELLED
+    fit = fit_logit_offsets(biased, truth_with_gaps, step=0.05, span=3.0)
+    reference = fit_logit_offsets(logits, truth, step=0.05, span=3.0)
+    assert fit.offsets[BACKGROUND] == 0.0
+    assert fit.offsets[CLUSTER] - reference.offsets[CLUSTER] == pytest.approx(-bias, abs=0.15)
+    assert fit.score_after > fit.score_before
+    assert fit.pixels == n - 100
