@@ -198,3 +198,22 @@ def test_label_reads_gzipped_fits(tmp_path, capsys):
     (tmp_path / "run.fits.gz").write_bytes(gzip.compress((tmp_path / "run.fits").read_bytes()))
     assert main(["label", str(tmp_path / "run.fits.gz"), "--out", str(tmp_path / "labels")]) == 0
     assert read_label_map(tmp_path / "labels" / "run_labels.png").shape == (64, 64)
+
+
+def test_train_options_become_the_training_config_field_by_field():
+    from napari_ccdseg.cli import build_parser
+    from napari_ccdseg.errors import InputError
+    from napari_ccdseg.train import TrainConfig
+
+    args = build_parser().parse_args([
+        "train", "data", "--out", "m", "--config", "seed", "--steps", "3", "--tile", "48", "--lr", "0.01",
+        "--no-augment", "--max-minutes", "2", "--class-weighting", "none", "--batch-size", "4", "--seed", "7",
+    ])
+    config = TrainConfig.from_options(vars(args))
+    assert (config.architecture, config.steps_per_epoch, config.tile_size, config.learning_rate) == ("seed", 3, 48, 0.01)
+    assert (config.augment, config.max_minutes, config.class_weighting) == (False, 2.0, "none")
+    assert (config.batch_size, config.seed, config.epochs) == (4, 7, TrainConfig.epochs)
+    defaults = TrainConfig.from_options(vars(build_parser().parse_args(["train", "--out", "m"])))
+    assert defaults == TrainConfig()
+    with pytest.raises(InputError, match="class weighting"):
+        TrainConfig.from_options({"class_weighting": "square", "max_minutes": 0})
