@@ -65,8 +65,6 @@ def test_normalised_frames_are_in_units_of_read_noise_whatever_the_detector():
         assert abs(overscan.mean()) < 0.15, config  # a glow band of ~1 σ lifts row medians ~0.1 σ
 
 
-@pytest.mark.xfail(strict=True, reason="normalise takes the frame's median as pedestal: with λ ≳ 0.5 e⁻/pixel "
-                   "at skipper noise the 1 e⁻ peak and the comb's spread lift pedestal and σ")
 def test_normalised_electron_counting_frames_are_in_units_of_read_noise():
     config = SIM_PRESETS["damic-m"]  # λ from 0.3 to 1.5 e⁻/pixel at σ = 0.16 e⁻
     z = normalise(simulate_frame(config, 0).image, "sigma")

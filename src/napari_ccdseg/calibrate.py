@@ -204,7 +204,9 @@ _LOW_SIGMAS = 5.0
 _BINS_PER_SIGMA = 4
 _MAX_BANDS = 16
 _BAND_MIN_PIXELS = 4000
-"""λ is fitted in up to 16 bands of rows, each holding at least this many pixels."""
+"""λ is fitted in up to 16 bands of rows, each holding at least this many pixels…"""
+_BAND_MIN_ELECTRONS = 100
+"""…and this many dark-current electrons."""
 _GOOD_FIT = 3.0
 """A trial fit with χ²/ndof below this needs no row alignment first; above, the better of both is kept."""
 _TRIAL_PIXELS = 2_000_000
@@ -217,6 +219,10 @@ _SEED_EXPECTED = 0.1
 """Pixels holding more electrons than dark current gives this many times per frame seed a cluster mask."""
 _SEED_DILATION = 2
 """…dilated by this many pixels, so the faint halo of a cluster leaves the fit too."""
+MIN_PEAK_SIGNIFICANCE = 5.0
+"""The one-electron peak must stand this many Poisson σ above the charge either side of it."""
+_QUICK_PIXELS = 262_144
+"""The quick look that turns away frames without a comb samples at most this many pixels."""
 
 
 @dataclass
@@ -322,32 +328,42 @@ def _fit_comb(groups: list[np.ndarray], start: tuple[float, float, float, np.nda
             m.limits[f"lam{b}"] = (0, 50)
         m.migrad()
         m.hesse()
+        if not m.valid:  # HESSE found no positive-definite covariance: once more, more carefully
+            m.strategy = 2
+            m.migrad()
+            m.hesse()
         settled = abs(m.values["sigma"] - sigma) < 0.1 * sigma
         mu0, gain, sigma = (float(m.values[name]) for name in ("mu0", "gain", "sigma"))
         lams = np.array([m.values[f"lam{b}"] for b in bands])
         settled &= _peaks_for(float(lams.max())) == peaks
         lam_names = [f"lam{b}" for b in bands]
         share = pixels / pixels.sum()
-        covariance = np.array([[m.covariance[a, b] for b in lam_names] for a in lam_names])
+        fitted = m.covariance is not None  # HESSE can fail on a comb that is not there
+        covariance = (np.array([[m.covariance[a, b] for b in lam_names] for a in lam_names]) if fitted
+                      else np.full((len(lam_names), len(lam_names)), np.nan))
         comb = _Comb(
             mu0=mu0, gain=gain, sigma=sigma, lams=lams, lam_errs=np.array([m.errors[n] for n in lam_names]),
-            lam=float(share @ lams), pixels=int(pixels.sum()), edges=edges, peaks=peaks, valid=bool(m.valid), chi2=float(m.fval),
+            lam=float(share @ lams), pixels=int(pixels.sum()), edges=edges, peaks=peaks, valid=bool(m.valid) and fitted,
+            chi2=float(m.fval),
             ndof=int(counts.size - len(names) - len(groups)),
             errors={"mu0": float(m.errors["mu0"]), "gain": float(m.errors["gain"]), "sigma": float(m.errors["sigma"]),
-                    "lam": float(math.sqrt(max(share @ covariance @ share, 0.0)))},
+                    "lam": float(math.sqrt(max(share @ covariance @ share, 0.0))) if fitted else math.nan},
         )
         if settled:
             break
     return comb
 
 
-def _bands(keep: np.ndarray) -> list[tuple[int, int]]:
-    """Up to 16 bands of rows of at least 4000 usable pixels each, over the rows that have any."""
+def _bands(keep: np.ndarray, lam: float) -> list[tuple[int, int]]:
+    """Up to 16 bands of rows of at least 4000 usable pixels and 100 electrons (at the frame's λ)
+    each, over the rows that have any: a band with a few electrons pins no λ (HESSE fails)."""
     rows = np.flatnonzero(keep.any(axis=1))
     if rows.size == 0:
         return []
     first, last = int(rows[0]), int(rows[-1]) + 1
-    n_bands = int(np.clip(keep.sum() // _BAND_MIN_PIXELS, 1, min(_MAX_BANDS, last - first)))
+    pixels = int(keep.sum())
+    n_bands = int(np.clip(min(pixels // _BAND_MIN_PIXELS, lam * pixels // _BAND_MIN_ELECTRONS), 1,
+                          min(_MAX_BANDS, last - first)))
     bounds = np.round(np.linspace(first, last, n_bands + 1)).astype(int)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
@@ -410,6 +426,71 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
         return None
     zero_fraction = np.count_nonzero(values < mu0 + gain / 2) / values.size
     return mu0, gain, sigma_adu / gain, float(-math.log(max(zero_fraction, 1e-3)))
+
+
+def _peak_reason(values: np.ndarray, mu0: float, gain: float, sigma: float, lam: float, step: float) -> str:
+    """Why the comb's one-electron peak is no peak (empty when it is one).
+
+    A smooth continuum above the zero-electron peak (cluster halos, hot pixels of all charges)
+    can be fitted with a Gaussian at μ₀ + g as well as a real peak can: the fit's χ² hardly
+    notices a few hundred pixels. A real one-electron peak stands out where a continuum does not:
+    the pixels within g/4 of μ₀ + g, less the zero-electron peak's Gaussian tail there, must
+    outnumber those within g/4 of μ₀ + g/2 and of μ₀ + 3g/2 (same subtraction) by
+    ``MIN_PEAK_SIGNIFICANCE`` Poisson σ.
+    """
+    from scipy.special import ndtr
+
+    def snap(x: float) -> float:  # window edges between ADC codes, where values sit on a grid
+        return (math.floor(x / step) + 0.5) * step if step > 0 else x
+
+    width = sigma * gain
+    zero = values.size * math.exp(-max(lam, 0.0))
+    excess, observed = [], []
+    for centre in (0.5, 1.0, 1.5):
+        lo, hi = snap(mu0 + (centre - 0.25) * gain), snap(mu0 + (centre + 0.25) * gain)
+        n = int(np.count_nonzero((values >= lo) & (values < hi)))
+        observed.append(n)
+        excess.append(n - zero * (ndtr((hi - mu0) / width) - ndtr((lo - mu0) / width)))
+    side = int(np.argmax([excess[0], excess[2]])) * 2
+    significance = (excess[1] - excess[side]) / math.sqrt(max(observed[1] + observed[side], 1))
+    if significance < MIN_PEAK_SIGNIFICANCE:
+        return (f"its histogram shows no one-electron peak at {gain:.3g} ADU above the zero-electron peak "
+                f"(it stands {significance:.1f} σ above its surroundings, {MIN_PEAK_SIGNIFICANCE:g} needed)")
+    return ""
+
+
+def _quick_reason(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: float | None) -> str:
+    """Why the frame shows no comb, from a sample of at most 262 144 pixels (empty when it may).
+
+    Most frames do not resolve electrons; this look costs ~10 ms where the full fit costs a
+    second. Rows are aligned on their robust pedestals, and the look repeated, only when the
+    sample's row medians scatter by more than 3 times their noise (a drifting pedestal may blur
+    a comb).
+    """
+    rows = max(1, image.shape[0] // max(1, _QUICK_PIXELS // max(image.shape[1], 1)))
+    columns = max(1, math.ceil(image.shape[1] * math.ceil(image.shape[0] / rows) / _QUICK_PIXELS))
+    sample, ok = image[::rows, ::columns], keep[::rows, ::columns]
+    reason = _sample_reason(sample[ok], step, hint_gain)
+    if not reason:
+        return ""
+    _, spread = pedestal_noise(sample[ok])
+    medians = np.median(sample, axis=1)  # pixels left out by ``keep`` are too few to move a row's median
+    if medians.size < 8 or np.std(medians) < 3 * 1.2533 * spread / math.sqrt(sample.shape[1]):
+        return reason  # no drift along the rows hides a comb
+    rough = row_pedestals(image).astype(np.float64)
+    rough = np.round(rough / step) * step if step > 0 else rough
+    aligned = sample - rough[::rows, None].astype(np.float32)
+    return _sample_reason(aligned[ok], step, hint_gain)
+
+
+def _sample_reason(values: np.ndarray, step: float, hint_gain: float | None) -> str:
+    guess = _first_guess(values, step, hint_gain)
+    if guess is None:
+        return "its histogram shows no second electron peak"
+    mu0, gain, sigma, lam = guess
+    if sigma >= RESOLVED_MAX_NOISE_E:
+        return f"its read noise ({sigma:.2f} e-) blurs the electron peaks together"
+    return _peak_reason(values, mu0, gain, sigma, lam, step)
 
 
 def _smoothed_histogram(values: np.ndarray, low: float, high: float, width: float,
@@ -610,11 +691,14 @@ class _PeaksResult:
 
 def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, step: float,
                      hint_gain: float | None) -> _PeaksResult:
-    """The comb fit of a frame: trial fit, per-row alignment, cluster masking, final fit, λ per band."""
-    bands = _bands(usable & active)
+    """The comb fit of a frame: quick look, trial fit, per-row alignment, cluster masking, final fit, λ per band."""
+    reason = _quick_reason(image, usable & active, step, hint_gain)
+    if reason:
+        return _PeaksResult(None, reason)
     comb, reason = _trial_comb(image, usable & active, step, hint_gain)
     if reason:
         return _PeaksResult(comb, reason)
+    bands = _bands(usable & active, comb.lam)
     counts = np.maximum((usable & active).sum(axis=1), 1e-9)
     offsets = None
     for last in (False, True):  # the second round aligns the rows with the comb fitted on aligned rows
@@ -624,6 +708,9 @@ def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, 
         aligned = image - shifts[:, None].astype(np.float32)
         keep = usable & active & ~_charge_outside_the_dark_current(aligned, usable & active, comb)
         comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, comb.lams), step, smear)
+        if not comb.valid and len(bands) > 1:  # HESSE now and then fails with many bands: one λ for all rows
+            bands = [(bands[0][0], bands[-1][1])]
+            comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, [comb.lam]), step, smear)
         reason = _unresolved_reason(comb, judge_fit=last)  # the first round's rows are aligned with one λ
         if reason:
             return _PeaksResult(comb, reason)
@@ -658,7 +745,8 @@ def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: flo
         if guess is None:
             continue
         trial = _fit_comb([values], guess, step)
-        trial_reason = _unresolved_reason(trial, judge_fit=False)
+        trial_reason = _unresolved_reason(trial, judge_fit=False) or _peak_reason(
+            values, trial.mu0, trial.gain, trial.sigma, trial.lam, step)
         if comb is None or (not trial_reason and (reason or trial.chi2 / trial.ndof < comb.chi2 / comb.ndof)):
             comb, reason = trial, trial_reason
         if not reason and comb.chi2 < _GOOD_FIT * max(comb.ndof, 1):

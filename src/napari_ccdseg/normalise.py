@@ -13,7 +13,8 @@ import numpy as np
 
 from .errors import InputError
 from .io import is_colour, monochrome
-from .noise import check_finite, pedestal_noise, row_pedestals
+from .framescale import frame_scale
+from .noise import check_finite
 
 NORMALISATIONS = ("sigma", "unit")
 INPUT_CHANNELS = 1
@@ -21,8 +22,6 @@ INPUT_CHANNELS = 1
 
 DEFAULT_CLIP = 10.0
 """``sigma``: linear up to ±10 σ, where the auto-labeler's thresholds live; compressed beyond."""
-
-_BLOCK_PIXELS = 1 << 20
 
 
 def choose_normalisation(image: np.ndarray) -> str:
@@ -87,28 +86,15 @@ def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _sigma(plane: np.ndarray, clip: float) -> np.ndarray:
     """Pixels in σ above the row pedestal, compressed logarithmically beyond ``clip`` σ.
 
-    Per-row pedestals follow baselines that drift along the readout; σ is measured after removing
-    them so the drift does not inflate it. Invariant to gain and pedestal (``a·x + b``, a > 0).
+    Pedestal and σ come from :func:`framescale.frame_scale`: the zero-electron peak of each row
+    and its width where the frame resolves electrons, else the robust row pedestals and MAD
+    (measured after removing them, so a drifting baseline does not inflate σ). Invariant to gain
+    and pedestal (``a·x + b``, a > 0).
     """
-    z = _minus_offset(plane, pedestal_noise(plane)[0])
-    z -= row_pedestals(z)[:, None]
-    _, sigma = pedestal_noise(z)
-    z /= np.float32(sigma)
+    scale = frame_scale(plane)
+    z = scale.above_pedestal(plane)
+    z /= np.float32(scale.noise_adu)
     return soft_clip(z, clip)
-
-
-def _minus_offset(plane: np.ndarray, offset: float) -> np.ndarray:
-    """float32 ``plane − offset``, subtracted in float64 a block of rows at a time.
-
-    Raw pedestals reach 10⁴–10⁶ ADU, where float32 steps are comparable to a skipper CCD's noise;
-    removing the pedestal first keeps that precision without a float64 copy of a 6k² frame.
-    """
-    out = np.empty(plane.shape, dtype=np.float32)
-    rows = max(1, _BLOCK_PIXELS // plane.shape[1])
-    for start in range(0, plane.shape[0], rows):
-        block = plane[start : start + rows]
-        out[start : start + rows] = block.astype(np.float64) - offset
-    return out
 
 
 def soft_clip(z: np.ndarray, clip: float) -> np.ndarray:
