@@ -46,6 +46,19 @@ def test_features_order_lines_blobs_and_diagonals():
     assert blob["fill"] > line["fill"] * 0.5 and diagonal["fill"] == pytest.approx(15 / 225)
 
 
+def test_local_level_is_taken_from_the_free_pixels_around_each_cluster():
+    image = np.full((20, 20), 2.0)  # glow of 2 e⁻ per pixel
+    instances = np.zeros((20, 20), np.int32)
+    image[8:10, 8:10] = 12.0
+    instances[8:10, 8:10] = 1
+    image[15:17, 2] = 0.5
+    instances[15:17, 2] = 2
+    image[13:20, 0:5] = np.where(instances[13:20, 0:5] == 2, 0.5, 0.0)  # the second sits where there is no glow
+    f = particles.cluster_features(image, instances, noise_e=0.1)
+    assert f.loc[1, "level_e"] == 2.0 and f.loc[1, "net_charge_e"] == pytest.approx(48.0 - 4 * 2.0)
+    assert f.loc[2, "level_e"] == 0.0 and f.loc[2, "net_charge_e"] == pytest.approx(1.0)
+
+
 def test_hand_cuts_name_the_textbook_shapes():
     image, instances = _shapes()
     image[instances == 2] *= 1e4  # a very bright round blob: an alpha

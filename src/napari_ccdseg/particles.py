@@ -46,7 +46,8 @@ so ``ccdseg models`` and ``resolve_model`` never mistake it for a segmentation m
 FEATURE_NAMES = (
     "charge_e", "npix", "qmax_e", "qmax_share", "mean_e", "n_rows", "n_cols", "row_share",
     "col_share", "std_l", "std_t", "geo_l", "geo_t", "elongation", "length_px", "charge_per_px_length",
-    "fill", "width_px", "horizontal", "sigma_row", "sigma_col", "skew_l", "kurt_l", "noise_e",
+    "fill", "width_px", "horizontal", "sigma_row", "sigma_col", "skew_l", "kurt_l", "level_e",
+    "net_charge_e", "noise_e",
 )
 """Columns of :func:`cluster_features`, in the order the model reads them."""
 
@@ -93,7 +94,9 @@ def cluster_features(electrons: np.ndarray, instances: np.ndarray, *, noise_e: f
     spreads along and across the main axis (px), ``length_px`` the extent along that axis,
     ``row_share``/``col_share`` the largest share of charge in one row/column, ``fill`` the pixel
     share of the bounding box, ``horizontal`` |cos| of the main axis to the rows, ``skew_l`` and
-    ``kurt_l`` the |skewness| and kurtosis of the charge along the main axis, ``noise_e`` the
+    ``kurt_l`` the |skewness| and kurtosis of the charge along the main axis, ``level_e`` the
+    median of the free pixels around the cluster (glow, dark current) and ``net_charge_e`` the
+    charge above that level, ``noise_e`` the
     frame's read noise (measured when not given), which tells the model how faint edges are lost.
     All computed with bincounts over the cluster pixels, no loop over clusters.
     """
@@ -153,6 +156,7 @@ def cluster_features(electrons: np.ndarray, instances: np.ndarray, *, noise_e: f
     length = amax - amin + 1.0
     row_share = _largest_share(k, r.astype(np.int64), w, wsum)
     col_share = _largest_share(k, c.astype(np.int64), w, wsum)
+    level = _ring_level(image, labels, ids)
     table = pd.DataFrame(
         {
             "charge_e": charge,
@@ -178,11 +182,36 @@ def cluster_features(electrons: np.ndarray, instances: np.ndarray, *, noise_e: f
             "sigma_col": sigma_col,
             "skew_l": skew_l,
             "kurt_l": kurt_l,
+            "level_e": level,
+            "net_charge_e": charge - npix * level,
             "noise_e": np.full(n, noise),
         },
         index=pd.Index(ids, name="cluster_id"),
     )
     return table[list(FEATURE_NAMES)]
+
+
+_RING_PX = 2
+"""Width of the ring around a cluster whose median is its local level (glow, dark current)."""
+
+
+def _ring_level(image: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per cluster, the median charge of the free pixels within 2 px of it (0 where there are
+    none): the level under it, which glow or a dark-current ramp lift by electrons per pixel.
+    A free pixel near several clusters counts for the one with the largest id."""
+    from scipy import ndimage as ndi
+
+    near = ndi.maximum_filter(labels, size=2 * _RING_PX + 1)
+    ring = (labels == 0) & (near > 0)
+    values = image[ring]
+    k = np.searchsorted(ids, near[ring])
+    order = np.lexsort((values, k))
+    counts = np.bincount(k, minlength=ids.size)
+    starts = np.cumsum(counts) - counts
+    sorted_values = np.append(values[order], 0.0)  # one spare so empty rings index safely
+    low = sorted_values[starts + np.maximum(counts - 1, 0) // 2]
+    high = sorted_values[starts + counts // 2]
+    return np.where(counts > 0, 0.5 * (low + high), 0.0)
 
 
 def _largest_share(k: np.ndarray, line: np.ndarray, w: np.ndarray, wsum: np.ndarray) -> np.ndarray:
