@@ -8,7 +8,10 @@ Two presets:
     ``unmatched`` (255 = unlabelled, or background if the caller prefers).
 
 ``physical``
-    For frames in ADU or electrons. Everything is measured in units of σ, the frame's read noise
+    For frames in ADU or electrons. Frames that resolve single electrons (a skipper comb, found
+    by :func:`framescale.frame_scale` or given as a calibration) are labelled by rules in
+    electrons against the local dark current (:mod:`electron_labels`); all others as follows.
+    Everything is measured in units of σ, the frame's read noise
     (MAD of the frame minus its large-scale level, :mod:`napari_ccdseg.noise`), so the labels do
     not change under a gain and pedestal change ``a·x + b`` (a > 0):
 
@@ -52,8 +55,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .calibrate import Calibration
 from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
+from .electron_labels import label_electrons
 from .errors import InputError
+from .framescale import electron_scale
 from .io import monochrome
 from .noise import check_finite, pedestal_noise, row_pedestals
 
@@ -118,6 +124,13 @@ class PhysicalParams:
     min_cluster_pixels: int = 2
     """A cluster needs at least this many pixels >= grow_sigma; a lone pixel above seed is a
     noise spike, one dark-current electron at skipper noise, or a hot pixel."""
+    seed_probability: float = 1e-5
+    """Frames that resolve electrons (:mod:`electron_labels`): a seed holds more electrons than
+    the local dark current puts in this share of pixels (at λ = 1 e⁻/px: 9 e⁻)."""
+    grow_probability: float = 0.05
+    """…and its cluster's pixels more than it puts in this share (at least 1 e⁻; at λ = 1: 4 e⁻)."""
+    min_cluster_e: float = 3.0
+    """…and the cluster at least this many electrons above the dark current."""
 
     def __post_init__(self) -> None:
         """Refuse settings that make the preset meaningless, before a long run starts."""
@@ -130,6 +143,11 @@ class PhysicalParams:
             raise InputError(
                 "physical auto-label parameters: glow_scale_px, hot_max_length and "
                 "hot_column_max_width must be >= 1"
+            )
+        if not 0 < self.seed_probability <= self.grow_probability < 1 or self.min_cluster_e < 0:
+            raise InputError(
+                "physical auto-label parameters: need 0 < seed_probability <= grow_probability < 1 "
+                f"and min_cluster_e >= 0, got {self.seed_probability}, {self.grow_probability}, {self.min_cluster_e}"
             )
         if self.min_cluster_pixels < 1:
             raise InputError(
@@ -160,10 +178,15 @@ def label_frame(
     unmatched: int = UNLABELLED,
     params: PhysicalParams | None = None,
     name: str = "frame",
+    calibration: Calibration | None = None,
+    header: dict | None = None,
 ) -> np.ndarray:
     """uint8 class labels of one frame or colour image by a preset (see the module docstring).
 
-    ``unmatched`` is the label of pixels no rule claims; ``physical`` labels every pixel.
+    ``unmatched`` is the label of pixels no rule claims; ``physical`` labels every pixel, by
+    rules in electrons (:mod:`electron_labels`) where the frame resolves electrons (its
+    ``calibration`` says so, or :func:`framescale.frame_scale` finds its comb; ``header`` gives
+    the pre- and overscan), else by the rules in σ below.
     """
     if preset not in LABEL_PRESETS:
         raise InputError(
@@ -176,7 +199,11 @@ def label_frame(
     check_finite(v, name)
     if preset == "seed-v1":
         return apply_rules(v, SEED_V1_RULES, unmatched)
-    return _label_physical(v, params or PhysicalParams())
+    params = params or PhysicalParams()
+    scale = electron_scale(v, calibration=calibration, header=header)
+    if scale is not None:
+        return label_electrons(v, scale, params)
+    return _label_physical(v, params)
 
 
 def _label_physical(v: np.ndarray, p: PhysicalParams) -> np.ndarray:

@@ -73,16 +73,22 @@ def frame_scale(image: np.ndarray, *, calibration: Calibration | None = None,
        frame, the row pedestals of what is left, the MAD-based σ after removing them.
     """
     array = np.asarray(image)
-    if array.ndim != 2 or min(array.shape) < 1:
-        raise InputError(f"expected a 2-D frame, got shape {array.shape}")
-    if calibration is not None and calibration.resolves_electrons:
-        return _from_calibration(array, calibration)
-    if calibration is None:
-        found = _resolved(array, header)
-        if found is not None:
-            return found
+    found = electron_scale(array, calibration=calibration, header=header)
+    if found is not None:
+        return found
     gain = calibration.gain_adu_per_e if calibration is not None else _header_gain(header, "frame")
     return _robust(array, gain, calibration.method if calibration is not None else ROBUST)
+
+
+def electron_scale(image: np.ndarray, *, calibration: Calibration | None = None,
+                   header: dict | None = None) -> FrameScale | None:
+    """:func:`frame_scale` of a frame that resolves electrons (steps 1 and 2), else None."""
+    array = np.asarray(image)
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise InputError(f"expected a 2-D frame, got shape {array.shape}")
+    if calibration is not None:
+        return _from_calibration(array, calibration) if calibration.resolves_electrons else None
+    return _resolved(array, header)
 
 
 def _from_calibration(array: np.ndarray, calibration: Calibration) -> FrameScale:

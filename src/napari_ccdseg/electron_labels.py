@@ -1,0 +1,169 @@
+"""The ``physical`` auto-label preset on frames that resolve single electrons: rules in electrons.
+
+At skipper noise one electron is ~6 σ, and dark current of ~1 e⁻/px (rising along the readout)
+puts one, two or three electrons in most pixels: thresholds in units of σ call every dark-current
+electron a cluster seed and the rise of dark current along the rows glowing. Here each pixel is
+counted in electrons above its row's zero-electron peak (:func:`framescale.frame_scale`), and
+every rule asks what dark current alone would give:
+
+1. *Dark-current level*: λ of each block of 8 × 8 pixels from its share of empty pixels
+   (λ = −ln P(0 e⁻)): clusters, trails and hot pixels only remove a few empty pixels, so
+   they hardly move it. Summed over windows of ``glow_scale_px``.
+2. *Smooth trend*: a plane a + b·row + c·column fitted robustly (3 σ clipping) through the
+   blocks' λ: dark current growing along the readout, along rows and columns.
+3. *Glowing*: windows whose λ stands ``glow_sigma`` standard errors above the trend: glow is
+   local (the amplifier corner, a band of columns), a smooth rise never is.
+4. *Hot columns*: columns whose λ stands ``glow_sigma`` standard errors above the trend, in
+   groups at most ``hot_column_max_width`` wide (wider groups are a glowing band).
+5. *Clusters*: 8-connected regions of pixels holding more electrons than dark current (the local
+   λ: the window's, at least the trend's) puts in ``grow_probability`` of pixels, holding a seed
+   above what it puts in ``seed_probability`` of pixels, and a charge above the dark current
+   of at least ``min_cluster_e`` electrons.
+6. *Hot pixels*: seeds that are straight 1-pixel-wide segments of at most ``hot_max_length``
+   pixels with no neighbour at grow level: a hot pixel has no diffusion halo.
+
+Precedence: cluster > hot pixel > glowing > background.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy import stats
+
+from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
+from .framescale import FrameScale
+
+if TYPE_CHECKING:
+    from .autolabel import PhysicalParams
+
+_BLOCK = 8
+"""Pixels per side of the blocks whose empty share gives λ."""
+_MIN_LAMBDA = 1e-4
+"""λ floor (e⁻/px): an empty frame still has a finite seed threshold."""
+
+
+def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams) -> np.ndarray:
+    """uint8 class labels of a frame that resolves electrons (module docstring)."""
+    q = scale.above_pedestal(image)
+    q /= np.float32(scale.gain_adu_per_e)
+    counts = np.rint(q)
+    empty = counts <= 0
+    zeros, pixels = _block_sums(empty)
+    trend = _robust_plane(_lambda(zeros, pixels))
+    window = max(1, round(p.glow_scale_px / _BLOCK))
+    n_window = ndi.uniform_filter(pixels, window, mode="nearest") * window**2
+    lam_window = _lambda(ndi.uniform_filter(zeros, window, mode="nearest") * window**2, n_window)
+    excess_err = np.sqrt(np.expm1(trend) / n_window)
+    glowing = _pixels(lam_window - trend >= p.glow_sigma * excess_err, q.shape)
+    local_blocks = np.maximum(lam_window, trend)
+    local = _pixels(local_blocks, q.shape)
+    seed_level = _pixels(_threshold(local_blocks, p.seed_probability), q.shape)
+    grow_level = _pixels(np.maximum(_threshold(local_blocks, p.grow_probability), 1.0), q.shape)
+    hot_columns = _hot_columns(empty, _pixels(trend, q.shape), p)
+    seeds = counts >= seed_level
+    grown = (counts >= grow_level) & ~hot_columns[None, :]
+    hot = _hot_segments(seeds & ~hot_columns[None, :], grown, p.hot_max_length)
+    clusters = _clusters(q, local, grown & ~hot, seeds, p.min_cluster_e)
+    labels = np.full(q.shape, BACKGROUND, dtype=np.uint8)
+    labels[glowing] = GLOWING
+    labels[:, hot_columns] = HOT_PIXEL
+    labels[hot] = HOT_PIXEL
+    labels[clusters] = CLUSTER
+    return labels
+
+
+def _block_sums(empty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Empty pixels and all pixels of each 8 × 8 block (edge blocks partial)."""
+    rows, cols = empty.shape
+    n_r, n_c = -(-rows // _BLOCK), -(-cols // _BLOCK)
+    zeros = np.zeros((n_r * _BLOCK, n_c * _BLOCK), np.float32)
+    inside = np.zeros_like(zeros)
+    zeros[:rows, :cols] = empty
+    inside[:rows, :cols] = 1
+    return (zeros.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)),
+            inside.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)))
+
+
+def _lambda(zeros: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """λ = −ln(empty share); half an empty pixel where there is none."""
+    return -np.log(np.maximum(zeros, 0.5) / pixels)
+
+
+def _robust_plane(values: np.ndarray) -> np.ndarray:
+    """a + b·row + c·column through a grid of values, refitted without points 3 robust σ off."""
+    rows, cols = np.indices(values.shape, dtype=np.float64)
+    design = np.stack([np.ones(values.size), rows.ravel(), cols.ravel()], axis=1)
+    y = values.ravel().astype(np.float64)
+    kept = np.isfinite(y)
+    fit = np.zeros(values.size)
+    for _ in range(10):
+        coefficients, *_ = np.linalg.lstsq(design[kept], y[kept], rcond=None)
+        fit = design @ coefficients
+        residual = y - fit
+        spread = 1.4826 * float(np.median(np.abs(residual[kept])))
+        now = np.isfinite(y) & (np.abs(residual) <= 3 * max(spread, 1e-6))
+        if now.sum() < 3 or np.array_equal(now, kept):
+            break
+        kept = now
+    return np.maximum(fit.reshape(values.shape), _MIN_LAMBDA)
+
+
+def _pixels(blocks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel takes its block's value."""
+    return np.repeat(np.repeat(blocks, _BLOCK, axis=0), _BLOCK, axis=1)[: shape[0], : shape[1]]
+
+
+def _threshold(lam: np.ndarray, probability: float) -> np.ndarray:
+    """Fewest electrons k with P(X ≥ k; λ) ≤ probability, X ~ Poisson(λ), per pixel."""
+    return stats.poisson.isf(probability, np.maximum(lam, _MIN_LAMBDA)) + 1
+
+
+def _hot_columns(empty: np.ndarray, trend: np.ndarray, p: PhysicalParams) -> np.ndarray:
+    """Columns whose λ stands ``glow_sigma`` errors above the trend, in groups at most
+    ``hot_column_max_width`` wide."""
+    n = empty.shape[0]
+    lam = -np.log(np.maximum(empty.sum(axis=0), 0.5) / n)
+    expected = trend.mean(axis=0)
+    error = np.sqrt(np.expm1(expected) / n)
+    bright = lam - expected >= p.glow_sigma * error
+    groups, count = ndi.label(bright)
+    if count == 0:
+        return bright
+    widths = np.bincount(groups, minlength=count + 1)
+    narrow = widths <= p.hot_column_max_width
+    narrow[0] = False
+    return narrow[groups]
+
+
+def _hot_segments(seeds: np.ndarray, grown: np.ndarray, longest: int) -> np.ndarray:
+    """Seeds forming straight 1-pixel-wide segments of at most ``longest`` pixels with no
+    neighbour at grow level: a hot pixel has no diffusion halo."""
+    cores, count = ndi.label(seeds)
+    if count == 0:
+        return seeds
+    hot = np.zeros(count + 1, dtype=bool)
+    for index, box in enumerate(ndi.find_objects(cores), start=1):
+        sizes = sorted(s.stop - s.start for s in box)
+        if sizes[0] != 1 or sizes[1] > longest:
+            continue
+        ring = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+        hot[index] = not (grown[ring] & (cores[ring] != index)).any()
+    return hot[cores]
+
+
+def _clusters(q: np.ndarray, local: np.ndarray, grown: np.ndarray, seeds: np.ndarray,
+              min_charge: float) -> np.ndarray:
+    """8-connected regions of grown pixels holding a seed and ``min_charge`` e⁻ above the dark current."""
+    regions, count = ndi.label(grown, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return grown
+    seeded = np.zeros(count + 1, dtype=bool)
+    seeded[regions[seeds & grown]] = True
+    inside = regions > 0
+    charge = np.bincount(regions[inside], weights=(q - local)[inside], minlength=count + 1)
+    keep = seeded & (charge >= min_charge)
+    keep[0] = False
+    return keep[regions]
