@@ -103,11 +103,14 @@ def depth_table(config: SimConfig, frames: int, offset: int = 0) -> pd.DataFrame
 
 def _depth_errors(sel: pd.DataFrame) -> dict:
     """RMS, bias and 68 % quantile of |fit − truth|, median quoted error, and the robust width of
-    the pulls (1.48·MAD: 1 when the quoted errors are right, blind to the few outliers)."""
-    diff = sel["fit"] - sel["true"]
-    pull = diff / np.maximum(sel["err"], 1e-3)
-    return {"points": len(sel), "rms_um": float(np.sqrt(np.mean(diff**2))), "bias_um": float(diff.mean()),
-            "q68_um": float(np.quantile(np.abs(diff), 0.68)), "median_quoted_err_um": float(sel["err"].median()),
+    the pulls (1.48·MAD: 1 when the quoted errors are right, blind to the few outliers); points
+    whose stamp held too few pixels for a fit (depth NaN) are counted apart."""
+    fitted = sel[np.isfinite(sel["fit"])]
+    diff = fitted["fit"] - fitted["true"]
+    pull = diff / np.maximum(fitted["err"], 1e-3)
+    return {"points": len(sel), "no_fit": len(sel) - len(fitted),
+            "rms_um": float(np.sqrt(np.mean(diff**2))), "bias_um": float(diff.mean()),
+            "q68_um": float(np.quantile(np.abs(diff), 0.68)), "median_quoted_err_um": float(fitted["err"].median()),
             "pull_width": float(1.4826 * np.median(np.abs(pull - pull.median())))}
 
 

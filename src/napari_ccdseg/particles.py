@@ -577,8 +577,12 @@ def fit_point_spread(
         model, jac = _gaussian_stamp(params, rr, cc)
         weight = use / (var_floor + np.maximum(model, 0.0))
         normal = np.einsum("nrcp,nrcq->npq", jac * weight[..., None], jac)
-        err = np.sqrt(np.maximum(np.diagonal(np.linalg.pinv(normal), axis1=1, axis2=2), 0.0))
+        # a direction the data do not pin (σ of a point split between two rows trades off against
+        # its centre) must come out with a huge error, not the zero a pseudo-inverse would give
+        ridge = 1e-12 * np.trace(normal, axis1=1, axis2=2)[:, None, None] * np.eye(5)[None]
+        err = np.sqrt(np.maximum(np.diagonal(np.linalg.inv(normal + ridge + 1e-300), axis1=1, axis2=2), 0.0))
     err[use.sum(axis=(1, 2)) < 6] = np.nan  # fewer pixels than parameters + 1: no spread to speak of
+    err[~np.isfinite(err)] = np.nan
     return SpreadFit(params[:, 0], params[:, 1], params[:, 2], params[:, 3], err[:, 3], params[:, 4], err[:, 4])
 
 
