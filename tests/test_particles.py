@@ -254,8 +254,9 @@ def test_catalogue_rows_get_types_and_point_depths(held_out_frame):
     types, scores = particles.classify(electrons, instances, noise_e=0.16)
     assert list(typed["particle"]) == list(types) and np.allclose(typed["particle_score"], scores)
     points = typed["particle"] == "point"
-    assert typed.loc[points, "depth_um"].between(0, 675).all() and typed.loc[~points, "depth_um"].isna().all()
-    assert (typed.loc[points, "depth_err_um"] >= 0).all()
+    depth = typed.loc[points, "depth_um"]
+    assert depth.notna().mean() > 0.9 and depth.dropna().between(0, 675).all()  # NaN: too few pixels to fit
+    assert typed.loc[~points, "depth_um"].isna().all() and (typed.loc[points, "depth_err_um"].dropna() >= 0).all()
     with pytest.raises(InputError, match="rows"):
         particles.add_particle_columns(table.iloc[1:], electrons, instances)
 
