@@ -461,8 +461,10 @@ def _peak_reason(values: np.ndarray, mu0: float, gain: float, sigma: float, lam:
     return ""
 
 
-def _quick_reason(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: float | None) -> str:
-    """Why the frame shows no comb, from a sample of at most 262 144 pixels (empty when it may).
+def _quick_look(image: np.ndarray, keep: np.ndarray, step: float,
+                hint_gain: float | None) -> tuple[str, tuple[float, float, float, float] | None]:
+    """Why the frame shows no comb, from a sample of at most 262 144 pixels (empty when it may),
+    and the comb's first guess on that sample (a start for the trial fit).
 
     Most frames do not resolve electrons; this look costs ~10 ms where the full fit costs a
     second. Rows are aligned on their robust pedestals, and the look repeated, only when the
@@ -472,27 +474,29 @@ def _quick_reason(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: f
     rows = max(1, image.shape[0] // max(1, _QUICK_PIXELS // max(image.shape[1], 1)))
     columns = max(1, math.ceil(image.shape[1] * math.ceil(image.shape[0] / rows) / _QUICK_PIXELS))
     sample, ok = image[::rows, ::columns], keep[::rows, ::columns]
-    reason = _sample_reason(sample[ok], step, hint_gain)
+    reason, guess = _sample_reason(sample[ok], step, hint_gain)
     if not reason:
-        return ""
+        return "", guess
     _, spread = pedestal_noise(sample[ok])
     medians = np.median(sample, axis=1).astype(np.float64)  # pixels left out by ``keep`` are too few to move a row's median
     if medians.size < 8 or np.std(medians) < 3 * 1.2533 * spread / math.sqrt(sample.shape[1]):
-        return reason  # no drift along the rows hides a comb
+        return reason, None  # no drift along the rows hides a comb
     rough = row_pedestals(image).astype(np.float64)
     rough = np.round(rough / step) * step if step > 0 else rough
     aligned = sample - rough[::rows, None].astype(np.float32)
-    return _sample_reason(aligned[ok], step, hint_gain)
+    reason, _ = _sample_reason(aligned[ok], step, hint_gain)
+    return reason, None  # a guess on aligned rows is no start for the unaligned trial
 
 
-def _sample_reason(values: np.ndarray, step: float, hint_gain: float | None) -> str:
+def _sample_reason(values: np.ndarray, step: float,
+                   hint_gain: float | None) -> tuple[str, tuple[float, float, float, float] | None]:
     guess = _first_guess(values, step, hint_gain)
     if guess is None:
-        return "its histogram shows no second electron peak"
+        return "its histogram shows no second electron peak", None
     mu0, gain, sigma, lam = guess
     if sigma >= RESOLVED_MAX_NOISE_E:
-        return f"its read noise ({sigma:.2f} e-) blurs the electron peaks together"
-    return _peak_reason(values, mu0, gain, sigma, lam, step)
+        return f"its read noise ({sigma:.2f} e-) blurs the electron peaks together", guess
+    return _peak_reason(values, mu0, gain, sigma, lam, step), guess
 
 
 def _smoothed_histogram(values: np.ndarray, low: float, high: float, width: float,
@@ -692,12 +696,14 @@ class _PeaksResult:
 
 
 def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, step: float,
-                     hint_gain: float | None) -> _PeaksResult:
-    """The comb fit of a frame: quick look, trial fit, per-row alignment, cluster masking, final fit, λ per band."""
-    reason = _quick_reason(image, usable & active, step, hint_gain)
+                     hint_gain: float | None, max_chi2_ndof: float = MAX_CHI2_NDOF) -> _PeaksResult:
+    """The comb fit of a frame: quick look, trial fit, per-row alignment, cluster masking, final fit, λ per band.
+
+    ``max_chi2_ndof``: the worst final fit accepted (see :data:`MAX_CHI2_NDOF`)."""
+    reason, guess = _quick_look(image, usable & active, step, hint_gain)
     if reason:
         return _PeaksResult(None, reason)
-    comb, reason = _trial_comb(image, usable & active, step, hint_gain)
+    comb, reason = _trial_comb(image, usable & active, step, hint_gain, guess)
     if reason:
         return _PeaksResult(comb, reason)
     bands = _bands(usable & active, comb.lam)
@@ -713,7 +719,7 @@ def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, 
         if not comb.valid and len(bands) > 1:  # HESSE now and then fails with many bands: one λ for all rows
             bands = [(bands[0][0], bands[-1][1])]
             comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, [comb.lam]), step, smear)
-        reason = _unresolved_reason(comb, judge_fit=last)  # the first round's rows are aligned with one λ
+        reason = _unresolved_reason(comb, max_chi2_ndof if last else math.inf)  # round 1: rows aligned with one λ
         if reason:
             return _PeaksResult(comb, reason)
     reason = _patchy_reason(aligned, keep, comb)
@@ -750,13 +756,15 @@ def _patchy_reason(aligned: np.ndarray, keep: np.ndarray, comb: _Comb) -> str:
     return ""
 
 
-def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: float | None) -> tuple[_Comb | None, str]:
+def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: float | None,
+                quick_guess: tuple[float, float, float, float] | None = None) -> tuple[_Comb | None, str]:
     """A first fit of the whole frame's comb, one λ for all rows: gain and σ to align the rows
     with, or why there is none. Its χ² only ranks trials: a dark-current ramp spoils it.
 
     A pedestal drifting along the rows by more than the peaks' width blurs the frame's comb; the
     rows are then first aligned on their robust pedestals (:func:`noise.row_pedestals`), which may
     land a row on another peak than the zero-electron one: the spacing and widths stay right.
+    Where the first guess finds no comb in the trial's pixels, the quick look's guess starts it.
     """
     comb, reason = None, "its histogram shows no second electron peak"
     for aligned in (False, True):
@@ -767,11 +775,11 @@ def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: flo
             rough = np.round(rough / step) * step if step > 0 else rough
         values = (image - rough[:, None].astype(np.float32))[keep]
         values = values[:: max(1, values.size // _TRIAL_PIXELS)]
-        guess = _first_guess(values, step, hint_gain)
+        guess = _first_guess(values, step, hint_gain) or (None if aligned else quick_guess)
         if guess is None:
             continue
         trial = _fit_comb([values], guess, step)
-        trial_reason = _unresolved_reason(trial, judge_fit=False) or _peak_reason(
+        trial_reason = _unresolved_reason(trial, math.inf) or _peak_reason(
             values, trial.mu0, trial.gain, trial.sigma, trial.lam, step)
         if comb is None or (not trial_reason and (reason or trial.chi2 / trial.ndof < comb.chi2 / comb.ndof)):
             comb, reason = trial, trial_reason
@@ -780,12 +788,12 @@ def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: flo
     return comb, reason
 
 
-def _unresolved_reason(comb: _Comb, judge_fit: bool = True) -> str:
+def _unresolved_reason(comb: _Comb, max_chi2_ndof: float = MAX_CHI2_NDOF) -> str:
     if not comb.valid:
         return "the fit of its electron peaks did not converge"
     if comb.sigma >= RESOLVED_MAX_NOISE_E:
         return f"its read noise ({comb.sigma:.2f} e-) blurs the electron peaks together"
-    if judge_fit and comb.chi2 > MAX_CHI2_NDOF * max(comb.ndof, 1):
+    if comb.chi2 > max_chi2_ndof * max(comb.ndof, 1):
         return f"the comb does not describe its histogram (χ²/ndof = {comb.chi2:.0f}/{comb.ndof})"
     if comb.lam * comb.pixels < MIN_ELECTRON_PIXELS or not comb.errors["gain"] < MAX_GAIN_REL_ERR * comb.gain:
         return f"too few pixels hold an electron to measure the gain (λ = {comb.lam:.2g} e-/px)"

@@ -19,6 +19,11 @@ from .calibrate import Calibration, _active_mask, _calibrate_peaks, _grid_step, 
 from .errors import InputError
 from .noise import minus_offset, pedestal_noise, row_pedestals
 
+SCALE_MAX_CHI2_NDOF = 50.0
+"""A comb fitting worse than a calibration accepts still gives the pedestal and σ: without the
+header's overscan keywords the empty overscan columns mix a λ = 0 into each band of rows, and on
+a 1536 × 6144 amplifier (9.5 M pixels) that alone gives χ²/ndof ≈ 11; a wrong spacing gives
+hundreds."""
 ROBUST = "robust"
 """``method`` of a frame scaled by the robust estimates (median, MAD) of :mod:`noise`."""
 
@@ -110,7 +115,7 @@ def _resolved(array: np.ndarray, header: dict | None) -> FrameScale | None:
     if not np.isfinite(plane).all():
         return None  # callers refuse NaN frames with their own names (noise.check_finite)
     found = _calibrate_peaks(plane, np.ones(plane.shape, bool), _active_mask(plane.shape, header),
-                             _grid_step(plane), None)
+                             _grid_step(plane), None, max_chi2_ndof=SCALE_MAX_CHI2_NDOF)
     if found.reason:
         return None
     comb = found.comb
