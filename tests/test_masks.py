@@ -279,6 +279,7 @@ def test_cli_mask_writes_masks_rates_and_fit_figures(tmp_path, capsys):
     row = dict(zip(header, lines[1].split(",")))
     assert int(row["unmasked_pixels"]) == int((mask == 0).sum())
     assert abs(float(row["ser_e_per_px"]) - 0.02) < 4 * float(row["ser_err"])
+    assert row["fit_valid"] == "True"
     assert float(row["ser_e_per_px_day"]) == pytest.approx(float(row["ser_e_per_px"]) * 86400 / float(row["mean_time_s"]))
     assert "halo_px = 3.0" in (out / "rates.md").read_text()
     assert (out / "sim_000_rate.png").stat().st_size > 0 and (out / "calibration.json").is_file()

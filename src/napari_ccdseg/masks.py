@@ -327,32 +327,42 @@ def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
     return padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).sum(axis=(1, 3))
 
 
+REFERENCE_SIGMA = 3.0
+"""Windows above this many σ (one-sided Poisson) leave the rate the window test compares with."""
+
+
+def _blocks_to_pixels(blocks: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarray:
+    return np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)[: shape[0], : shape[1]]
+
+
 def _region_excess(charge: np.ndarray, usable: np.ndarray, params: MaskParams) -> np.ndarray:
     """Blocks at the centre of square windows whose charge exceeds the rate of their rows (faint glow).
 
     Pixels are summed in blocks first, and windows of whole blocks are tested around every block:
     the test then costs a few operations per pixel on any frame. It is exact for small counts, so
     windows with few usable pixels (near the frame's edge or a glowing region) are tested too.
-    Flagged blocks leave the rate and the test repeats, so a large glowing corner does not raise
-    the rate it is compared with.
+    The rate of the rows is fitted without the blocks whose windows exceed a milder cut
+    (REFERENCE_SIGMA), and the test repeats until that set stops growing: a glowing corner would
+    otherwise raise the rate of its rows, and hide its own tail.
     """
     block = params.excess_block_px
     observed = _block_sums(charge * usable, block)
     flagged = np.zeros(observed.shape, dtype=bool)
-    pixels = np.zeros(charge.shape, dtype=bool)
+    doubtful = np.zeros(observed.shape, dtype=bool)
+    reference_p = float(stats.norm.sf(min(REFERENCE_SIGMA, params.excess_sigma)))
     windows = {w: ndi.uniform_filter(observed, w, mode="constant") * w * w for w in params.excess_windows_blocks}
     for _ in range(10):
-        rate = _row_rate(charge, usable & ~pixels, params.reference_degree)
+        rate = _row_rate(charge, usable & ~_blocks_to_pixels(doubtful, block, charge.shape), params.reference_degree)
         expected = _block_sums(usable * rate[:, None], block)
-        new = np.zeros_like(flagged)
+        new_doubtful = np.zeros_like(doubtful)
         for w, window_observed in windows.items():
             window_expected = ndi.uniform_filter(expected, w, mode="constant") * w * w
-            new |= _poisson_excess(window_observed, window_expected, params.excess_p_value)
-        if not (new & ~flagged).any():
+            flagged |= _poisson_excess(window_observed, window_expected, params.excess_p_value)
+            new_doubtful |= _poisson_excess(window_observed, window_expected, reference_p)
+        if not (new_doubtful & ~doubtful).any():
             break
-        flagged |= new
-        pixels = np.repeat(np.repeat(flagged, block, axis=0), block, axis=1)[: charge.shape[0], : charge.shape[1]]
-    return pixels
+        doubtful |= new_doubtful
+    return _blocks_to_pixels(flagged, block, charge.shape)
 
 
 # ---------------------------------------------------------------- the mask
@@ -584,6 +594,7 @@ class Rates:
             misassigned_fraction=self.misassigned_fraction, exposure_s=self.exposure_s,
             readout_s=self.readout_s, mean_time_s=self.mean_time_s,
             ser_e_per_px_day=self.ser_e_per_px_day, ser_day_err=self.ser_day_err,
+            fit_valid=None if self.fit is None else self.fit.valid,
         )
         return out
 

@@ -24,7 +24,7 @@ RATE_COLUMNS: tuple[str, ...] = (
     "frame", "hdu", "extname", "unmasked_pixels",
     *(f"pixels_{k}e" for k in range(COUNTED_PEAKS + 1)),
     "ser_e_per_px", "ser_err", "noise_e", "misassigned_fraction",
-    "exposure_s", "readout_s", "mean_time_s", "ser_e_per_px_day", "ser_day_err",
+    "exposure_s", "readout_s", "mean_time_s", "ser_e_per_px_day", "ser_day_err", "fit_valid",
 )
 """Columns of rates.csv, in file order (units in docs/masks.md)."""
 
