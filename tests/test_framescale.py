@@ -11,7 +11,7 @@ from napari_ccdseg.classes import BACKGROUND
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.framescale import frame_scale
 from napari_ccdseg.noise import minus_offset, pedestal_noise, row_pedestals
-from napari_ccdseg.normalise import normalise, soft_clip
+from napari_ccdseg.normalise import normalisation_params, normalise, soft_clip
 from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
 
 SMALL = {  # each preset at a test-sized shape; damic-m keeps its overscan columns
@@ -74,6 +74,14 @@ def test_damic_m_normalises_in_units_of_read_noise():
     one_electron = z[sim.labels == BACKGROUND]
     one_electron = one_electron[(one_electron > 3) & (one_electron < 9)]
     assert np.median(one_electron) == pytest.approx(1 / config.read_noise_e, rel=0.05)  # 1 e- = 6.25 σ
+
+
+def test_models_saved_before_frame_scale_keep_their_normalisation():
+    """A model file recording no scale was trained on the median/MAD: it gets them, comb or not."""
+    _, sim = _frame("damic-m", 0)
+    np.testing.assert_array_equal(normalise(sim.image, "sigma", **normalisation_params("sigma")),
+                                  _old_sigma(sim.image))
+    assert not np.array_equal(normalise(sim.image, "sigma", scale="frame"), _old_sigma(sim.image))
 
 
 def test_a_calibration_that_resolves_electrons_wins_one_that_does_not_lends_its_gain():

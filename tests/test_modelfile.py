@@ -66,7 +66,7 @@ def test_round_trip_gives_identical_outputs(saved, model):
     assert metadata["format_version"] == FORMAT_VERSION
     assert metadata["label_params"] == {"seed_sigma": 5.0}
     assert metadata["normalisation"] == "sigma"
-    assert metadata["normalisation_params"] == {"clip": 10.0}
+    assert metadata["normalisation_params"] == {"clip": 10.0, "scale": "robust"}  # none recorded: pre-frame_scale
     assert metadata["training"]["data"] == ["frames"]
     assert metadata == read_metadata(saved)
 
@@ -83,7 +83,7 @@ def test_normalisation_is_required_and_completed(tmp_path, model):
     path = save_model(tmp_path / "m.safetensors", model, {"normalisation": "unit"})
     assert read_metadata(path)["normalisation_params"] == {}
     meta = {"normalisation": "sigma", "normalisation_params": {"clip": 4}}
-    assert read_metadata(save_model(path, model, meta))["normalisation_params"] == {"clip": 4.0}
+    assert read_metadata(save_model(path, model, meta))["normalisation_params"] == {"clip": 4.0, "scale": "robust"}
 
 
 def test_save_leaves_no_temp_file(saved):

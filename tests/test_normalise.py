@@ -119,13 +119,15 @@ def test_unknown_method_and_bad_clip_are_refused(frame):
 
 def test_record_replays_the_same_normalisation(frame):
     params = normalisation_params("sigma", clip=5)
-    assert params == {"clip": 5.0}
+    assert params == {"clip": 5.0, "scale": "robust"}  # what a model file recording no scale meant
     np.testing.assert_array_equal(
         normalise(frame, "sigma", **params), normalise(frame, "sigma", clip=5.0)
     )
     assert normalisation_params("unit") == {}
     with pytest.raises(TypeError):
         normalisation_params("sigma", knee=3.0)
+    with pytest.raises(InputError, match="frame, robust"):
+        normalisation_params("sigma", scale="median")
 
 
 def test_noise_estimates_on_quantised_frames():

@@ -202,7 +202,7 @@ def label_frame(
     params = params or PhysicalParams()
     scale = electron_scale(v, calibration=calibration, header=header)
     if scale is not None:
-        return label_electrons(v, scale, params)
+        return label_electrons(v, scale, params, header)
     return _label_physical(v, params)
 
 

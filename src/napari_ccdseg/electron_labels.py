@@ -8,9 +8,10 @@ every rule asks what dark current alone would give:
 
 1. *Dark-current level*: λ of each block of 8 × 8 pixels from its share of empty pixels
    (λ = −ln P(0 e⁻)): clusters, trails and hot pixels only remove a few empty pixels, so
-   they hardly move it. Summed over windows of ``glow_scale_px``.
-2. *Smooth trend*: a plane a + b·row + c·column fitted robustly (3 σ clipping) through the
-   blocks' λ: dark current growing along the readout, along rows and columns.
+   they hardly move it. Summed over windows of ``glow_scale_px`` for the local λ, leaving out
+   the clusters and hot pixels found against the trend (step 2) and 2 pixels around them.
+2. *Smooth trend*: a + b·row + c·column + d·row·column fitted robustly (3 σ clipping) through
+   the active blocks' λ: dark current growing along the readout, along rows and columns.
 3. *Glowing*: windows whose λ stands ``glow_sigma`` standard errors above the trend: glow is
    local (the amplifier corner, a band of columns), a smooth rise never is.
 4. *Hot columns*: columns whose λ stands ``glow_sigma`` standard errors above the trend, in
@@ -33,6 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy import stats
 
+from .calibrate import _active_mask
 from .classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from .framescale import FrameScale
 
@@ -45,28 +47,30 @@ _MIN_LAMBDA = 1e-4
 """λ floor (e⁻/px): an empty frame still has a finite seed threshold."""
 
 
-def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams) -> np.ndarray:
-    """uint8 class labels of a frame that resolves electrons (module docstring)."""
+def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
+                    header: dict | None = None) -> np.ndarray:
+    """uint8 class labels of a frame that resolves electrons (module docstring); ``header``'s
+    PRESCAN/OVERSCAN/OVERSCNR keep the pre- and overscan (no dark current) out of the trend."""
     q = scale.above_pedestal(image)
     q /= np.float32(scale.gain_adu_per_e)
     counts = np.rint(q)
     empty = counts <= 0
     zeros, pixels = _block_sums(empty)
-    trend = _robust_plane(_lambda(zeros, pixels))
+    active = _active_mask(q.shape, header)
+    inside, _ = _block_sums(active)
+    trend = _smooth_trend(_lambda(zeros, pixels), inside >= pixels / 2)
+    hot_columns = _hot_columns(empty, _pixels(trend, q.shape), p)
+    # charge found against the trend alone stays out of the local λ: a track would lift it
+    clusters, hot = _charge(q, counts, trend, hot_columns, p)
+    quiet = ~ndi.binary_dilation(clusters | hot, iterations=2)
+    zeros, _ = _block_sums(empty & quiet)
+    pixels, _ = _block_sums(quiet)
     window = max(1, round(p.glow_scale_px / _BLOCK))
-    n_window = ndi.uniform_filter(pixels, window, mode="nearest") * window**2
+    n_window = np.maximum(ndi.uniform_filter(pixels, window, mode="nearest") * window**2, 1)
     lam_window = _lambda(ndi.uniform_filter(zeros, window, mode="nearest") * window**2, n_window)
     excess_err = np.sqrt(np.expm1(trend) / n_window)
-    glowing = _pixels(lam_window - trend >= p.glow_sigma * excess_err, q.shape)
-    local_blocks = np.maximum(lam_window, trend)
-    local = _pixels(local_blocks, q.shape)
-    seed_level = _pixels(_threshold(local_blocks, p.seed_probability), q.shape)
-    grow_level = _pixels(np.maximum(_threshold(local_blocks, p.grow_probability), 1.0), q.shape)
-    hot_columns = _hot_columns(empty, _pixels(trend, q.shape), p)
-    seeds = counts >= seed_level
-    grown = (counts >= grow_level) & ~hot_columns[None, :]
-    hot = _hot_segments(seeds & ~hot_columns[None, :], grown, p.hot_max_length)
-    clusters = _clusters(q, local, grown & ~hot, seeds, p.min_cluster_e)
+    glowing = _pixels(lam_window - trend >= p.glow_sigma * excess_err, q.shape) & active
+    clusters, hot = _charge(q, counts, np.maximum(lam_window, trend), hot_columns, p)
     labels = np.full(q.shape, BACKGROUND, dtype=np.uint8)
     labels[glowing] = GLOWING
     labels[:, hot_columns] = HOT_PIXEL
@@ -75,13 +79,24 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams) -> 
     return labels
 
 
-def _block_sums(empty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Empty pixels and all pixels of each 8 × 8 block (edge blocks partial)."""
-    rows, cols = empty.shape
+def _charge(q: np.ndarray, counts: np.ndarray, lam_blocks: np.ndarray, hot_columns: np.ndarray,
+            p: PhysicalParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster and hot-pixel masks against the dark current ``lam_blocks`` (λ of each block)."""
+    local = _pixels(lam_blocks, q.shape)
+    seeds = counts >= _pixels(_threshold(lam_blocks, p.seed_probability), q.shape)
+    grown = counts >= _pixels(np.maximum(_threshold(lam_blocks, p.grow_probability), 1.0), q.shape)
+    grown &= ~hot_columns[None, :]
+    hot = _hot_segments(seeds & ~hot_columns[None, :], grown, p.hot_max_length)
+    return _clusters(q, local, grown & ~hot, seeds, p.min_cluster_e), hot
+
+
+def _block_sums(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of ``mask`` and all pixels of each 8 × 8 block (edge blocks partial)."""
+    rows, cols = mask.shape
     n_r, n_c = -(-rows // _BLOCK), -(-cols // _BLOCK)
     zeros = np.zeros((n_r * _BLOCK, n_c * _BLOCK), np.float32)
     inside = np.zeros_like(zeros)
-    zeros[:rows, :cols] = empty
+    zeros[:rows, :cols] = mask
     inside[:rows, :cols] = 1
     return (zeros.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)),
             inside.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)))
@@ -92,20 +107,28 @@ def _lambda(zeros: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return -np.log(np.maximum(zeros, 0.5) / pixels)
 
 
-def _robust_plane(values: np.ndarray) -> np.ndarray:
-    """a + b·row + c·column through a grid of values, refitted without points 3 robust σ off."""
+def _smooth_trend(values: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """a + b·row + c·column + d·row·column through the active blocks' λ, refitted without the
+    blocks 3 robust σ off it: ramps along rows and columns, and their product (dark current
+    ∝ exposure time, which grows with both). Blocks with under a tenth of the median λ (an
+    overscan the header does not mark) stay out of the fit."""
     rows, cols = np.indices(values.shape, dtype=np.float64)
-    design = np.stack([np.ones(values.size), rows.ravel(), cols.ravel()], axis=1)
+    rows, cols = rows.ravel() / max(values.shape[0], 1), cols.ravel() / max(values.shape[1], 1)
+    design = np.stack([np.ones(values.size), rows, cols, rows * cols], axis=1)
     y = values.ravel().astype(np.float64)
-    kept = np.isfinite(y)
+    usable = active.ravel() & np.isfinite(y)
+    if usable.sum() < 4:
+        usable = np.isfinite(y)
+    usable &= y >= 0.1 * np.median(y[usable])
+    kept = usable.copy()
     fit = np.zeros(values.size)
     for _ in range(10):
         coefficients, *_ = np.linalg.lstsq(design[kept], y[kept], rcond=None)
         fit = design @ coefficients
         residual = y - fit
         spread = 1.4826 * float(np.median(np.abs(residual[kept])))
-        now = np.isfinite(y) & (np.abs(residual) <= 3 * max(spread, 1e-6))
-        if now.sum() < 3 or np.array_equal(now, kept):
+        now = usable & (np.abs(residual) <= 3 * max(spread, 1e-6))
+        if now.sum() < 4 or np.array_equal(now, kept):
             break
         kept = now
     return np.maximum(fit.reshape(values.shape), _MIN_LAMBDA)

@@ -125,6 +125,11 @@ def _resolved(array: np.ndarray, header: dict | None) -> FrameScale | None:
     )
 
 
+def robust_scale(image: np.ndarray) -> FrameScale:
+    """:func:`frame_scale`'s step 3 whatever the frame: what models trained before it saw."""
+    return _robust(np.asarray(image), None, ROBUST)
+
+
 def _robust(array: np.ndarray, gain: float | None, method: str) -> FrameScale:
     """Median, row pedestals of the rest, MAD-based σ after removing them: normalisation's old recipe."""
     pedestal = pedestal_noise(array)[0]

@@ -13,10 +13,12 @@ import numpy as np
 
 from .errors import InputError
 from .io import is_colour, monochrome
-from .framescale import frame_scale
+from .framescale import frame_scale, robust_scale
 from .noise import check_finite
 
 NORMALISATIONS = ("sigma", "unit")
+SCALES = ("frame", "robust")
+"""Where ``sigma`` takes pedestal and σ: :func:`framescale.frame_scale`, or always the median/MAD."""
 INPUT_CHANNELS = 1
 """Both methods give one monochrome channel: the network's ``in_channels``."""
 
@@ -32,24 +34,30 @@ def choose_normalisation(image: np.ndarray) -> str:
     return "sigma"
 
 
-def normalisation_params(method: str, *, clip: float = DEFAULT_CLIP) -> dict:
+def normalisation_params(method: str, *, clip: float = DEFAULT_CLIP, scale: str = "robust") -> dict:
     """The parameters ``method`` uses, checked and complete, for the model file.
 
     ``normalise(image, method, **params)`` then replays training's normalisation exactly, even
-    if a later release changes the defaults.
+    if a later release changes the defaults. ``scale`` defaults to ``robust`` because that is
+    what a model file recording none was trained with; training passes ``frame``.
     """
     _check_method(method)
     _check_clip(clip)
-    return {"clip": float(clip)} if method == "sigma" else {}
+    _check_scale(scale)
+    return {"clip": float(clip), "scale": scale} if method == "sigma" else {}
 
 
 def normalise(
-    image: np.ndarray, method: str, *, clip: float = DEFAULT_CLIP, source: str = "image"
+    image: np.ndarray, method: str, *, clip: float = DEFAULT_CLIP, scale: str = "frame",
+    source: str = "image",
 ) -> np.ndarray:
     """Float32 ``(H, W)`` network input from a 2-D frame or an RGB(A) image; never modifies it.
 
     ``source`` names the file or layer in error messages. Normalise whole frames (one amplifier
-    at a time), never tiles: the pedestal and noise estimates need the full frame.
+    at a time), never tiles: the pedestal and noise estimates need the full frame. ``scale``
+    (``sigma`` only): ``frame`` takes pedestal and σ from :func:`framescale.frame_scale`;
+    ``robust`` always from the median and MAD, as models saved before frame_scale were trained
+    (the two differ only on frames that resolve electrons).
     """
     _check_method(method)
     image = np.asarray(image)
@@ -58,7 +66,8 @@ def normalise(
     if method == "unit":
         return _unit(plane, image.dtype)
     _check_clip(clip)
-    return _sigma(plane, clip)
+    _check_scale(scale)
+    return _sigma(plane, clip, scale)
 
 
 def _check_method(method: str) -> None:
@@ -66,6 +75,11 @@ def _check_method(method: str) -> None:
         raise InputError(
             f"unknown normalisation {method!r}: choose one of {', '.join(NORMALISATIONS)}"
         )
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise InputError(f"unknown normalisation scale {scale!r}: choose one of {', '.join(SCALES)}")
 
 
 def _check_clip(clip: float) -> None:
@@ -83,17 +97,17 @@ def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def _sigma(plane: np.ndarray, clip: float) -> np.ndarray:
+def _sigma(plane: np.ndarray, clip: float, scale: str = "frame") -> np.ndarray:
     """Pixels in σ above the row pedestal, compressed logarithmically beyond ``clip`` σ.
 
     Pedestal and σ come from :func:`framescale.frame_scale`: the zero-electron peak of each row
     and its width where the frame resolves electrons, else the robust row pedestals and MAD
     (measured after removing them, so a drifting baseline does not inflate σ). Invariant to gain
-    and pedestal (``a·x + b``, a > 0).
+    and pedestal (``a·x + b``, a > 0). ``scale="robust"`` skips the electron comb.
     """
-    scale = frame_scale(plane)
-    z = scale.above_pedestal(plane)
-    z /= np.float32(scale.noise_adu)
+    found = frame_scale(plane) if scale == "frame" else robust_scale(plane)
+    z = found.above_pedestal(plane)
+    z /= np.float32(found.noise_adu)
     return soft_clip(z, clip)
 
 
