@@ -1,9 +1,10 @@
 """The `physical` preset and the bundled default model on damic-m frames: glowing share, cluster
 efficiency, pixel precision/recall/F1 of the cluster class and fake clusters per MPix against the
-simulator's truth. ``--old`` replays the normalisation and physical preset from before frame_scale
-(median/MAD pedestal and noise) for a before/after comparison.
+simulator's truth, before and after frame_scale: the physical preset by its σ rules (before) and
+its electron rules (after); the default model fed the median/MAD normalisation it was trained on
+(what its file records) and fed frame_scale's (what a model trained from now on sees).
 
-    python benchmarks/bench_damic_scale.py [--frames 4] [--quick] [--old] [--skip-model]
+    python benchmarks/bench_damic_scale.py [--frames 4] [--quick] [--skip-model]
 """
 
 from __future__ import annotations
@@ -14,19 +15,10 @@ import time
 
 import numpy as np
 
-from napari_ccdseg import normalise as normalise_module
-from napari_ccdseg.autolabel import label_frame
+from napari_ccdseg.autolabel import PhysicalParams, _label_physical, label_frame
 from napari_ccdseg.classes import CLUSTER, GLOWING
 from napari_ccdseg.metrics import match_clusters
-from napari_ccdseg.noise import minus_offset, pedestal_noise, row_pedestals
 from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
-
-
-def _old_sigma(plane, clip):
-    z = minus_offset(plane, pedestal_noise(plane)[0])
-    z -= row_pedestals(z)[:, None]
-    z /= np.float32(pedestal_noise(z)[1])
-    return normalise_module.soft_clip(z, clip)
 
 
 def _scores(labels, sim, active):
@@ -50,22 +42,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="2 frames")
-    parser.add_argument("--old", action="store_true", help="normalisation and physical preset as before frame_scale")
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
     frames = 2 if args.quick else args.frames
     config = SIM_PRESETS["damic-m"]
-    if args.old:
-        normalise_module._sigma = _old_sigma
-    methods = {"physical": lambda image, header: label_frame(image, "physical", header=header)
-               if not args.old else label_frame(image, "physical")}
+    methods = {
+        "physical, σ rules (before)": lambda image, header: _label_physical(image.astype(np.float32), PhysicalParams()),
+        "physical, electron rules (after)": lambda image, header: label_frame(image, "physical", header=header),
+    }
     if not args.skip_model:
         from napari_ccdseg.bundled import resolve_model
         from napari_ccdseg.modelfile import load_model
         from napari_ccdseg.predict import predict_frame
 
         model, meta = load_model(resolve_model(None))
-        methods["default model"] = lambda image, header: predict_frame(model, meta, image).labels
+        framed = {**meta, "normalisation_params": {**meta["normalisation_params"], "scale": "frame"}}
+        methods[f"default model, {meta['normalisation_params']['scale']} scale (as recorded)"] = (
+            lambda image, header: predict_frame(model, meta, image).labels)
+        methods["default model, frame scale"] = lambda image, header: predict_frame(model, framed, image).labels
     header = {"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols, "OVERSCNR": config.overscan_rows}
     results = {name: [] for name in methods}
     for seed in range(100, 100 + frames):
@@ -78,11 +72,10 @@ def main() -> None:
             scores = _scores(labels, sim, active)
             scores["s"] = time.perf_counter() - start
             results[name].append(scores)
-    print(f"damic-m preset, {frames} frames of {config.rows} x {config.cols} (seeds 100…), "
-          f"{'before' if args.old else 'after'} frame_scale")
+    print(f"damic-m preset, {frames} frames of {config.rows} x {config.cols} (seeds 100…), means")
     for name, rows in results.items():
         keys = rows[0].keys()
-        print(f"  {name:14s} " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.3g}" for k in keys))
+        print(f"  {name}: " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.3g}" for k in keys))
 
 
 if __name__ == "__main__":

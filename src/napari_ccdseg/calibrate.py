@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .noise import _finite_sample, check_finite, pedestal_noise, row_pedestals
+from .noise import _finite_sample, check_finite, pedestal_noise, robust_levels, row_pedestals
 
 EV_PER_E_DEFAULT = 3.75
 """eV per electron-hole pair in silicon at operating temperature (configurable everywhere)."""
@@ -912,16 +912,16 @@ def _header_gain(header: dict | None, where: str) -> float | None:
 
 def _calibrate_with_gain(image: np.ndarray, usable: np.ndarray, gain: float, method: str, base: dict,
                          reason: str) -> Calibration:
-    """A frame that does not resolve electrons: pedestal and noise from the robust (median, MAD) estimates."""
-    values = image[usable]
-    pedestal, sigma = pedestal_noise(values if values.size else image)
-    n = max(min(values.size, 262_144), 1)  # pedestal_noise samples at most this many pixels
+    """A frame that does not resolve electrons: pedestal, row pedestals and noise from the robust
+    (median, MAD) estimates, those :func:`framescale.frame_scale` gives it."""
+    pedestal, rows, sigma = robust_levels(image)
+    n = max(min(int(usable.sum()), 262_144), 1)  # pedestal_noise samples at most this many pixels
     return Calibration(
         **base, gain_adu_per_e=float(gain), gain_err=0.0, noise_e=sigma / gain,
         noise_err=1.166 * sigma / gain / math.sqrt(n),  # σ of a MAD-based σ estimate
         dark_current_e_per_px=math.nan, dark_err=math.nan, pedestal_adu=pedestal,
         pedestal_err=1.2533 * sigma / math.sqrt(n),  # σ of a median
-        method=method, row_pedestal_adu=row_pedestals(image), fit={"unresolved": reason},
+        method=method, row_pedestal_adu=pedestal + rows.astype(np.float64), fit={"unresolved": reason},
     )
 
 

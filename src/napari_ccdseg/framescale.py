@@ -17,7 +17,7 @@ import numpy as np
 
 from .calibrate import Calibration, _active_mask, _calibrate_peaks, _grid_step, _header_gain
 from .errors import InputError
-from .noise import minus_offset, pedestal_noise, row_pedestals
+from .noise import minus_offset, robust_levels
 
 SCALE_MAX_CHI2_NDOF = 50.0
 """A comb fitting worse than a calibration accepts still gives the pedestal and σ: without the
@@ -132,9 +132,6 @@ def robust_scale(image: np.ndarray) -> FrameScale:
 
 def _robust(array: np.ndarray, gain: float | None, method: str) -> FrameScale:
     """Median, row pedestals of the rest, MAD-based σ after removing them: normalisation's old recipe."""
-    pedestal = pedestal_noise(array)[0]
-    z = minus_offset(array, pedestal)
-    rows = row_pedestals(z)
-    z -= rows[:, None]
-    return FrameScale(pedestal_adu=pedestal, row_offset_adu=rows, noise_adu=pedestal_noise(z)[1],
-                      gain_adu_per_e=gain, method=method)
+    pedestal, rows, sigma = robust_levels(array)
+    return FrameScale(pedestal_adu=pedestal, row_offset_adu=rows, noise_adu=sigma, gain_adu_per_e=gain,
+                      method=method)

@@ -121,6 +121,17 @@ def _windowed_medians(ordered: np.ndarray, low: np.ndarray, high: np.ndarray, fa
     return np.where(count > 0, (lower + upper) / 2, fallback).astype(np.float32)
 
 
+def robust_levels(image: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """The frame's pedestal (median), each row's pedestal minus it (float32, :func:`row_pedestals`
+    of the frame less its pedestal) and σ measured after removing both: what normalisation has
+    always used, and what :func:`framescale.frame_scale` gives a frame that does not resolve electrons."""
+    pedestal = pedestal_noise(image)[0]
+    z = minus_offset(image, pedestal)
+    rows = row_pedestals(z)
+    z -= rows[:, None]
+    return pedestal, rows, pedestal_noise(z)[1]
+
+
 def minus_offset(plane: np.ndarray, offset: float) -> np.ndarray:
     """float32 ``plane − offset``, subtracted in float64 a block of rows at a time.
 
