@@ -232,9 +232,9 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"masks simulation check: {config.rows} × {config.cols} active pixels, {seeds} frame(s) per λ, "
           f"{os.cpu_count()} CPU(s), {machine}\n")
-    print("| injected λ [e⁻/px] | masked, truth map | pull | unmasked | masked, physical preset | pull | unmasked "
-          "| no mask (active area) | pull | s/frame |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| injected λ [e⁻/px] | frames calibrated (truth, physical) | masked, truth map | pull | unmasked "
+          "| masked, physical preset | pull | unmasked | no mask (active area) | pull | s/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for dark in darks:
         results = {source: Measured() for source in SOURCES}
@@ -242,7 +242,8 @@ def main() -> None:
         for seed in range(seeds):
             measure_frame(dataclasses.replace(config, dark_current_e=dark), seed, results)
         seconds = (time.perf_counter() - start) / seeds
-        cells = []
+        fitted = [sum(math.isfinite(v) for v in results[source].lam) for source in ("truth", "physical")]
+        cells = [f"{fitted[0]}, {fitted[1]} of {seeds}"]
         for source in SOURCES:
             cells += _cell(*results[source].combined(), dark)
             if source != "no mask":
