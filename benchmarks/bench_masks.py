@@ -232,7 +232,7 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"masks simulation check: {config.rows} × {config.cols} active pixels, {seeds} frame(s) per λ, "
           f"{os.cpu_count()} CPU(s), {machine}\n")
-    print("| injected λ [e⁻/px] | frames calibrated (truth, physical) | masked, truth map | pull | unmasked "
+    print("| injected λ [e⁻/px] | frames with a fitted λ (truth, physical) | masked, truth map | pull | unmasked "
           "| masked, physical preset | pull | unmasked | no mask (active area) | pull | s/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
