@@ -318,7 +318,7 @@ class ClassMaps:
         if self.preset is not None:
             from .autolabel import label_frame
 
-            return label_frame(frame.data, self.preset, name=frame.name)
+            return label_frame(frame.data, self.preset, name=frame.name, header=frame.header)
         from .io import LABEL_SUFFIXES, labels_path_for, read_label_map
 
         path = labels_path_for(self.labels_dir / stem, stem)

@@ -89,7 +89,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     maps, claimed = [], {}
     for frame_path, frame, stem in _each_frame(args.inputs, "labelling"):
         _claim_output(stem, frame_path, out, claimed, args.overwrite)
-        labels = label_frame(frame.data, args.preset, name=frame.name)
+        labels = label_frame(frame.data, args.preset, name=frame.name, header=frame.header)
         write_label_map(out / f"{stem}_labels.png", labels)
         maps.append(labels)
     print(class_stats(maps).table())
@@ -239,7 +239,7 @@ def _evaluate_against_physical(args: argparse.Namespace) -> None:
         figure_path = out / f"{stem}_agreement.png"
         _claim_stem(stem, frame_path, figure_path, claimed)
         predicted = predict_frame(model, meta, frame.data, source=frame.name).labels
-        physical = label_frame(frame.data, "physical", name=frame.name)
+        physical = label_frame(frame.data, "physical", name=frame.name, header=frame.header)
         comparison = compare_clusters(predicted, physical)
         plot_disagreement(figure_path, frame.data, comparison, stem)
         comparisons.append((stem, comparison))

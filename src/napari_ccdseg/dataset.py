@@ -93,7 +93,7 @@ def load_labelled(
                 labels = io.read_label_map(labels_path, expected_shape=shape, frame=frame_path)
                 instances = _instances_for(frame_path, stem, shape)
             elif preset is not None:
-                labels = label_frame(frame.data, preset, params=params, name=frame.name)
+                labels = label_frame(frame.data, preset, params=params, name=frame.name, header=frame.header)
             elif require_labels:
                 raise InputError(
                     f"{frame_path}: no label map {stem}_labels.png beside it; "
