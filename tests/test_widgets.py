@@ -333,6 +333,90 @@ def test_stop_ends_training_after_the_current_step_and_keeps_the_best_model(qtbo
     assert widget.start_button.isEnabled()
 
 
+def test_training_reads_its_dataset_folder_in_the_worker(qtbot, viewer, tmp_path, errors, monkeypatch):
+    from napari_ccdseg import dataset
+
+    folder, empty = tmp_path / "data", tmp_path / "empty"
+    simulate_dataset(folder, 2, dataclasses.replace(SIM_PRESETS["conventional"], rows=SIDE, cols=SIDE))
+    empty.mkdir()
+    readers, real = [], dataset.load_labelled
+    monkeypatch.setattr(dataset, "load_labelled", lambda *a, **k: readers.append(threading.current_thread()) or real(*a, **k))
+    widget = dock(viewer, TrainWidget(viewer))
+    tiny_training(widget)
+    widget.model_path.setText(str(tmp_path / "folder.safetensors"))
+    widget.folder.setText(str(folder))
+    click(qtbot, widget.start_button)
+    wait(qtbot, widget)
+    assert not errors and widget.result is not None
+    assert len(readers) == 1 and readers[0] is not threading.main_thread()
+    assert f"{folder}: 2 labelled frame(s)" in widget.log.toPlainText()
+    widget.folder.setText(str(empty))  # nothing to train on: said once, by the worker
+    click(qtbot, widget.start_button)
+    wait(qtbot, widget)
+    assert len(errors) == 1 and str(empty) in errors[0] and widget.start_button.isEnabled()
+
+
+def enabled_inputs(widget, keep=()) -> list:
+    """The widget's enabled buttons, boxes, lists and fields, other than Stop and those inside ``keep``."""
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget
+
+    return [
+        child
+        for kind in (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget)
+        for child in widget.findChildren(kind)
+        if child.isEnabled() and child is not widget.stop_button and not any(k.isAncestorOf(child) for k in keep)
+    ]
+
+
+def test_inputs_are_disabled_while_a_run_goes_and_back_when_it_ends_fails_or_stops(
+    qtbot, viewer, tmp_path, errors, gated_training
+):
+    sim = dock(viewer, SimulateWidget(viewer))
+    sim.ints["rows"].setValue(SIDE)
+    sim.ints["cols"].setValue(SIDE)
+    sim.n_frames.setValue(2)
+    inputs = enabled_inputs(sim)
+    assert {sim.preset, sim.n_frames, sim.seed, sim.prefix, sim.floats["read_noise_e"]} <= set(inputs)
+    click(qtbot, sim.run_button)
+    assert enabled_inputs(sim) == [] and sim.stop_button.isEnabled()
+    wait(qtbot, sim)  # done
+    assert enabled_inputs(sim) == inputs and not sim.stop_button.isEnabled()
+
+    auto = dock(viewer, AutolabelWidget(viewer))
+    auto.live.setChecked(False)
+    inputs = enabled_inputs(auto, keep=[auto.table])  # the statistics table's corner button is no input
+    assert {auto.image, auto.preset, auto.sigmas["seed_sigma"], auto.live} <= set(inputs)
+    click(qtbot, auto.apply_all_button)
+    assert enabled_inputs(auto, keep=[auto.table]) == []
+    click(qtbot, auto.stop_button)
+    wait(qtbot, auto)  # stopped
+    assert enabled_inputs(auto, keep=[auto.table]) == inputs
+
+    predict = dock(viewer, PredictWidget(viewer))
+    (tmp_path / "broken.safetensors").write_bytes(b"not a model")
+    predict.model.setText(str(tmp_path / "broken.safetensors"))
+    corrections = predict.correct_layer.parentWidget()  # usable while a prediction runs
+    inputs = enabled_inputs(predict, keep=[corrections])
+    assert {predict.model.edit, predict.device, predict.images, predict.compare, predict.probabilities} <= set(inputs)
+    click(qtbot, predict.predict_button)
+    assert enabled_inputs(predict, keep=[corrections]) == [] and predict.add_button.isEnabled()
+    wait(qtbot, predict)  # failed
+    assert len(errors) == 1 and enabled_inputs(predict, keep=[corrections]) == inputs
+
+    train = dock(viewer, TrainWidget(viewer))
+    tiny_training(train, epochs=500, steps=5)
+    train.model_path.setText(str(tmp_path / "stopped.safetensors"))
+    inputs = enabled_inputs(train)
+    assert {train.pairs, train.folder.edit, train.epochs, train.device, train.model_path.edit} <= set(inputs)
+    click(qtbot, train.start_button)
+    qtbot.waitUntil(lambda: train.progress_bar.value() >= 1, timeout=TIMEOUT_MS)  # paused after its first step
+    assert enabled_inputs(train) == []
+    click(qtbot, train.stop_button)
+    gated_training.gate.set()
+    wait(qtbot, train)  # stopped
+    assert enabled_inputs(train) == inputs
+
+
 def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, viewer, tmp_path, user_data):
     # simulate three frames with truth
     simulate(qtbot, viewer, n=3)

@@ -9,13 +9,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from napari.utils import notifications, progress
+from napari.utils import notifications
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
     QFrame,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -87,12 +89,13 @@ def session(viewer) -> Session:
 
 
 class WorkerWidget(QWidget):
-    """A dock widget that runs one worker at a time.
+    """A dock widget that runs one worker at a time, with its Stop button, progress bar and status line.
 
-    While it runs, ``busy_widgets`` are disabled and the stop button enabled; when it ends (done,
-    stopped or failed) they come back. Errors reach the user as napari notifications, and the
-    widget's ``status`` line and ``progress_bar`` (where it has them) say so and rewind; a stopped
-    run with neither ``on_return`` nor ``on_done`` to describe its end says "stopped". Shown for the first time, the
+    The progress bar is the run's one progress display (napari's activity bar is not used). While a
+    run goes, ``busy_widgets`` (every input that would change it) are disabled and Stop enabled;
+    when it ends (done, stopped or failed) they come back. Errors reach the user as napari
+    notifications, the status line says so and the bar rewinds; a stopped run with neither
+    ``on_return`` nor ``on_done`` to describe its end says "stopped". Shown for the first time, the
     widget's contents move into a scroll area (:func:`make_scrollable`), so a tall dock scrolls
     instead of growing past the screen.
     """
@@ -103,8 +106,11 @@ class WorkerWidget(QWidget):
         self.worker = None
         self.stop_event = threading.Event()
         self.busy_widgets: list[QWidget] = []
-        self.stop_button: QPushButton | None = None
-        self.pbar: progress | None = None
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.request_stop)
+        self.progress_bar = QProgressBar()
+        self.status = wrapped_label("")
         self._on_yield: Callable = lambda update: None
         self._pending: deque = deque()
         self._handling = False
@@ -122,6 +128,17 @@ class WorkerWidget(QWidget):
         """True while a worker runs."""
         return self.worker is not None
 
+    def run_buttons(self, *buttons: QPushButton) -> QHBoxLayout:
+        """A row of the buttons that start runs, then Stop."""
+        return row(*buttons, self.stop_button)
+
+    def set_sections(self, *sections: QWidget) -> None:
+        """The widget's layout: its sections one under another, spare height at the bottom."""
+        layout = QVBoxLayout(self)
+        for section in sections:
+            layout.addWidget(section)
+        layout.addStretch(1)
+
     def start_worker(
         self,
         worker,
@@ -131,7 +148,7 @@ class WorkerWidget(QWidget):
         on_done: Callable[[], None] | None = None,
         total: int | None = None,
     ) -> None:
-        """Wire and start ``worker`` (created with ``_start_thread=False`` semantics: not yet started)."""
+        """Wire and start ``worker`` (not yet started); the bar counts to ``total`` (None: not known yet)."""
         self.stop_event.clear()
         self.failed = False
         # napari relays worker errors with a traceback dialog; ours says what failed, once.
@@ -149,10 +166,11 @@ class WorkerWidget(QWidget):
         def finished() -> None:
             self.worker = None
             try:
-                self._close_progress()
+                if self.progress_bar.maximum() == 0:  # still "not known yet": stop the busy animation
+                    self.progress_bar.setRange(0, 1)
                 self._set_busy(False)
                 if self.stop_event.is_set() and not self.failed and on_return is None and on_done is None:
-                    self._show_outcome(f"{what} stopped")
+                    self.status.setText(f"{what} stopped")
                 if on_done is not None:
                     on_done()
             except RuntimeError:  # the dock or the viewer was closed while the worker ran
@@ -160,7 +178,8 @@ class WorkerWidget(QWidget):
 
         worker.finished.connect(finished)
         self.worker = worker
-        self.pbar = progress(total=total, desc=what)
+        self.progress_bar.setRange(0, total or 0)
+        self.progress_bar.setValue(0)
         self._set_busy(True)
         worker.start()
 
@@ -184,18 +203,10 @@ class WorkerWidget(QWidget):
         self.failed = True
         report_error(error, what)
         try:
-            self._show_outcome(f"{what} failed: {error}", rewind=True)
+            self.status.setText(f"{what} failed: {error}")
+            self.progress_bar.reset()  # nothing half done stays shown
         except RuntimeError:  # the dock was closed meanwhile
             pass
-
-    def _show_outcome(self, text: str, rewind: bool = False) -> None:
-        """End-of-run text on the status line; ``rewind`` empties the progress bar (nothing half done stays shown)."""
-        status = getattr(self, "status", None)
-        if isinstance(status, QLabel):
-            status.setText(text)
-        bar = getattr(self, "progress_bar", None)
-        if rewind and isinstance(bar, QProgressBar):
-            bar.reset()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         make_scrollable(self)
@@ -208,13 +219,7 @@ class WorkerWidget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         for widget in self.busy_widgets:
             widget.setEnabled(not busy)
-        if self.stop_button is not None:
-            self.stop_button.setEnabled(busy)
-
-    def _close_progress(self) -> None:
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
+        self.stop_button.setEnabled(busy)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.request_stop()
@@ -275,6 +280,25 @@ def combo(items: Sequence[str], current: str | None = None, tip: str = "") -> QC
     if current is not None:
         box.setCurrentText(current)
     box.setToolTip(tip)
+    return box
+
+
+def row(*widgets: QWidget) -> QHBoxLayout:
+    """Widgets side by side."""
+    layout = QHBoxLayout()
+    for widget in widgets:
+        layout.addWidget(widget)
+    return layout
+
+
+def form(rows: Sequence, title: str = "") -> QWidget:
+    """A form: each row a widget or layout across it, or a (label, widget or layout) pair; a group box if titled."""
+    box = QGroupBox(title) if title else QWidget()
+    layout = QFormLayout(box)
+    if not title:
+        layout.setContentsMargins(0, 0, 0, 0)
+    for item in rows:
+        layout.addRow(*(item if isinstance(item, tuple) else (item,)))
     return box
 
 

@@ -9,22 +9,19 @@ from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
+    QWidget,
 )
 
 from ..autolabel import LABEL_PRESETS, PhysicalParams
 from ..classes import BACKGROUND, CLASS_NAMES, UNLABELLED, class_stats
 from ..errors import InputError
-from ._common import LayerCombo, WorkerWidget, combo, dspin, report_error, spin, wrapped_label
+from ._common import LayerCombo, WorkerWidget, combo, dspin, form, report_error, spin, wrapped_label
 from ._layers import image_layers, labels_layers, labels_name, set_labels, split_labels_name
-from .workers import LabelledUpdate, autolabel_worker
+from .workers import AutolabelSettings, LabelledUpdate, autolabel_worker
 
 PREVIEW_LAYER = "auto-label preview"
 DEBOUNCE_MS = 300
@@ -44,8 +41,22 @@ class AutolabelWidget(WorkerWidget):
 
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(napari_viewer, parent)
+        settings = self._settings_section()
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setToolTip("add or update '<image> labels'")
+        self.apply_button.clicked.connect(self.apply)
+        self.apply_all_button = QPushButton("Apply to all images")
+        self.apply_all_button.clicked.connect(self.apply_all)
+        run = form([self.run_buttons(self.apply_button, self.apply_all_button), self.progress_bar, self.status])
+        self.set_sections(settings, run, self._stats_section())
+        self.busy_widgets = [settings, self.apply_button, self.apply_all_button]
+        self._live_preview()
+        self._preset_changed(self.preset.currentText())
+
+    def _settings_section(self) -> QWidget:
+        """Image, preset, thresholds, unmatched pixels, live preview."""
         defaults = PhysicalParams()
-        self.image = LayerCombo(napari_viewer, Image)
+        self.image = LayerCombo(self.viewer, Image)
         self.preset = combo(LABEL_PRESETS, "physical", "physical: thresholds in units of the frame's noise σ; "
                             "seed-v1: the original project's colour rules")
         self.sigmas = {
@@ -58,12 +69,16 @@ class AutolabelWidget(WorkerWidget):
         self.unmatched_background = QCheckBox("Pixels no rule matches are background (else unlabelled)")
         self.live = QCheckBox("Live preview")
         self.live.setChecked(True)
-        self.apply_button = QPushButton("Apply")
-        self.apply_button.setToolTip("add or update '<image> labels'")
-        self.apply_button.clicked.connect(self.apply)
-        self.apply_all_button = QPushButton("Apply to all images")
-        self.apply_all_button.clicked.connect(self.apply_all)
-        self.status = wrapped_label("")
+        thresholds = [(label, self.sigmas[name]) for name, (label, *_rest) in _SIGMA_FIELDS.items()]
+        self.physical_box = form(
+            [*thresholds, ("Glow scale (px)", self.glow_scale), self.row_pedestal], "Physical thresholds"
+        )
+        return form(
+            [("Image", self.image), ("Preset", self.preset), self.physical_box, self.unmatched_background, self.live]
+        )
+
+    def _stats_section(self) -> QWidget:
+        """Class statistics of the shown labels and the class weights over every '… labels' layer."""
         self.table = QTableWidget(len(CLASS_NAMES) + 1, 3)
         self.table.setHorizontalHeaderLabels(["pixels", "%", "weight"])
         self.table.setVerticalHeaderLabels([*CLASS_NAMES, "unlabelled"])
@@ -73,33 +88,11 @@ class AutolabelWidget(WorkerWidget):
             self.table.horizontalHeader().sizeHint().height() + self.table.verticalHeader().length() + 4
         )
         self.dataset_line = wrapped_label("")
+        title = wrapped_label("Class statistics of the shown labels, and the class weights they give:")
+        return form([title, self.table, self.dataset_line])
 
-        form = QFormLayout()
-        form.addRow("Image", self.image)
-        form.addRow("Preset", self.preset)
-        self.physical_box = QGroupBox("Physical thresholds")
-        physical = QFormLayout(self.physical_box)
-        for name, (label, *_rest) in _SIGMA_FIELDS.items():
-            physical.addRow(label, self.sigmas[name])
-        physical.addRow("Glow scale (px)", self.glow_scale)
-        physical.addRow(self.row_pedestal)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.apply_button)
-        buttons.addWidget(self.apply_all_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.physical_box)
-        layout.addWidget(self.unmatched_background)
-        layout.addWidget(self.live)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addWidget(wrapped_label("Class statistics of the shown labels, and the class weights they give:"))
-        layout.addWidget(self.table)
-        layout.addWidget(self.dataset_line)
-        layout.addStretch(1)
-        self.busy_widgets = [self.apply_button, self.apply_all_button]
-
-        # debounced live preview
+    def _live_preview(self) -> None:
+        """A preview once the user pauses (debounced) after any change of image or settings."""
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -108,7 +101,6 @@ class AutolabelWidget(WorkerWidget):
         self.preview_pending = False
         self.preview_stop = threading.Event()
         self.preview_count = 0
-
         self.image.currentTextChanged.connect(self.schedule_preview)
         self.preset.currentTextChanged.connect(self._preset_changed)
         for box in (*self.sigmas.values(), self.glow_scale):
@@ -116,7 +108,6 @@ class AutolabelWidget(WorkerWidget):
         for check in (self.row_pedestal, self.unmatched_background):
             check.toggled.connect(self.schedule_preview)
         self.live.toggled.connect(self._live_toggled)
-        self._preset_changed(self.preset.currentText())
 
     # ------------------------------------------------------------ settings
 
@@ -130,8 +121,11 @@ class AutolabelWidget(WorkerWidget):
         values = {name: box.value() for name, box in self.sigmas.items()}
         return PhysicalParams(**values, glow_scale_px=self.glow_scale.value(), row_pedestal=self.row_pedestal.isChecked())
 
-    def unmatched(self) -> int:
-        return BACKGROUND if self.unmatched_background.isChecked() else UNLABELLED
+    def settings(self, layers) -> AutolabelSettings:
+        """Every field, read once, with the layers' images as the jobs (raises InputError on bad thresholds)."""
+        unmatched = BACKGROUND if self.unmatched_background.isChecked() else UNLABELLED
+        jobs = [(layer.name, np.asarray(layer.data)) for layer in layers]
+        return AutolabelSettings(self.preset.currentText(), self.params(), unmatched, jobs)
 
     # ------------------------------------------------------------ preview
 
@@ -158,14 +152,12 @@ class AutolabelWidget(WorkerWidget):
             self.preview_stop.set()
             return
         try:
-            params = self.params()
+            settings = self.settings([layer])
         except Exception as error:  # noqa: BLE001 - an InputError to show, no labels to compute
             self.status.setText(f"<span style='color:#e05050'>{error}</span>")
             return
         self.preview_stop = threading.Event()
-        worker = autolabel_worker(
-            [(layer.name, np.asarray(layer.data))], self.preset.currentText(), params, self.unmatched(), self.preview_stop
-        )
+        worker = autolabel_worker(settings, self.preview_stop)
         worker.errored.connect(lambda error: self.status.setText(f"<span style='color:#e05050'>{error}</span>"))
         try:
             worker.errored.disconnect(worker._relay_error)
@@ -209,16 +201,13 @@ class AutolabelWidget(WorkerWidget):
         if self.busy or not layers:
             return
         try:
-            params = self.params()
+            settings = self.settings(layers)
         except Exception as error:  # noqa: BLE001
             report_error(error, "auto-labelling")
             return
-        preset = self.preset.currentText()
-        # Each result records what its job was started with, whatever is edited while it runs.
-        recorded = {"label_preset": preset, **({"label_params": params.to_dict()} if preset == "physical" else {})}
-        jobs = [(layer.name, np.asarray(layer.data)) for layer in layers]
-        worker = autolabel_worker(jobs, preset, params, self.unmatched(), self.stop_event)
-        self.start_worker(worker, "auto-labelling", on_yield=lambda update: self._applied(update, recorded), total=len(jobs))
+        recorded = settings.recorded()  # what the job was started with, whatever is edited while it runs
+        worker = autolabel_worker(settings, self.stop_event)
+        self.start_worker(worker, "auto-labelling", on_yield=lambda update: self._applied(update, recorded), total=len(layers))
 
     def _applied(self, update: LabelledUpdate, recorded: dict) -> None:
         meta = {"ccdseg_source": update.name, "ccdseg_reference": "auto-label", **recorded}
@@ -226,8 +215,7 @@ class AutolabelWidget(WorkerWidget):
         set_labels(self.viewer, labels_name(update.name, "labels"), update.labels, meta, like=source)
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers.remove(PREVIEW_LAYER)
-        if self.pbar is not None:
-            self.pbar.update(1)
+        self.progress_bar.setValue(self.progress_bar.value() + 1)
         self.status.setText(f"'{labels_name(update.name, 'labels')}' updated")
         self.show_stats(update.labels)
 

@@ -641,9 +641,6 @@ class ClustersWidget(WorkerWidget):
             self.status.setText(update.message)
         elif isinstance(update, StepUpdate):
             self.progress_bar.setValue(update.step)
-            if self.pbar is not None:
-                self.pbar.n = update.step
-                self.pbar.refresh()
         elif isinstance(update, CataloguedUpdate):
             self._catalogued(update)
 

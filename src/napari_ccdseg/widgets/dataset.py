@@ -6,9 +6,9 @@ whole folder with the same reader, frame by frame in a worker.
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QPushButton
 
-from ._common import PathEdit, WorkerWidget, report_error, wrapped_label
+from ._common import PathEdit, WorkerWidget, form, report_error
 from ._layers import add_frame, set_labels
 from .workers import LoadedUpdate, load_dataset_worker
 from ..errors import InputError
@@ -23,22 +23,8 @@ class DatasetWidget(WorkerWidget):
         self.folder = PathEdit(mode="folder", tip="a folder of frames X.<fits|npy|tif|png> and maps X_labels.png")
         self.load_button = QPushButton("Load folder")
         self.load_button.clicked.connect(self.load)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.request_stop)
-        self.status = wrapped_label(
-            "Frames X.<fits|fz|fits.gz|npy|tif|png> come in as images, their X_labels maps as 'X labels'."
-        )
-        form = QFormLayout()
-        form.addRow("Folder", self.folder)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.load_button)
-        buttons.addWidget(self.stop_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.status.setText("Frames X.<fits|fz|fits.gz|npy|tif|png> come in as images, their X_labels maps as 'X labels'.")
+        self.set_sections(form([("Folder", self.folder), self.run_buttons(self.load_button), self.progress_bar, self.status]))
         self.busy_widgets = [self.load_button, self.folder]
         self.loaded: list[str] = []
 
@@ -58,9 +44,8 @@ class DatasetWidget(WorkerWidget):
         if isinstance(update, LogUpdate):
             self.status.setText(update.message)
             return
-        if self.pbar is not None:
-            self.pbar.total = update.n
-            self.pbar.update(1)
+        self.progress_bar.setRange(0, update.n)
+        self.progress_bar.setValue(update.index)
         for data, kwargs, kind in update.layers:
             name = kwargs["name"]
             if kind == "image":

@@ -19,15 +19,12 @@ from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
-    QVBoxLayout,
+    QWidget,
 )
 
 from ..bundled import DEFAULT_MODEL, bundled_models, resolve_model
@@ -37,7 +34,9 @@ from ..errors import InputError
 from ..io import safe_stem
 from ..report_text import frame_block
 from ..updates import LogUpdate, StepUpdate
-from ._common import LayerCombo, PathEdit, WorkerWidget, combo, report_error, session, user_folder, wrapped_label
+from ._common import (
+    LayerCombo, PathEdit, WorkerWidget, combo, form, report_error, row, session, user_folder, wrapped_label,
+)
 from ._layers import (
     add_frame,
     full_name,
@@ -49,7 +48,7 @@ from ._layers import (
     split_labels_name,
     watch_layers,
 )
-from .workers import PredictedUpdate, PredictJob, predict_worker
+from .workers import PredictedUpdate, PredictJob, PredictSettings, predict_worker
 
 COMPARE_CHOICES = {"simulation truth": ("truth", "labels"), "reference: X labels": ("labels",), "nothing": ()}
 """'Compare with' choices: the paired layer kinds tried in order. Only a simulation's truth is exact
@@ -78,10 +77,21 @@ class PredictWidget(WorkerWidget):
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(napari_viewer, parent)
         self.session = session(napari_viewer)
+        self._checked: dict[str, bool] = {}
+        self._compared: dict[str, tuple[str, bool]] = {}  # image -> (layer compared with, is it exact truth)
+        self._warnings: list[str] = []
+        self._done_count = self._job_count = 0
+        self._auto_model = self.session.model_path
+        inputs = self._inputs_section()
+        self.set_sections(inputs, self._report_section(), self._correct_section())
+        self.busy_widgets = [inputs, self.predict_button]
+        self.refresh_images()
+        watch_layers(napari_viewer, self.refresh_images)
+
+    def _inputs_section(self) -> QWidget:
+        """Model file, device, image layers, what to compare with, probability layers."""
         self.model = PathEdit(
-            self.session.model_path,
-            mode="open",
-            filter="Model (*.safetensors)",
+            self.session.model_path, mode="open", filter="Model (*.safetensors)",
             tip="model file; left empty, the bundled default model",
         )
         self.model.edit.setPlaceholderText(
@@ -95,20 +105,20 @@ class PredictWidget(WorkerWidget):
         self.images = QListWidget()
         self.images.setMaximumHeight(110)
         self.images.setToolTip("image layers to predict")
-        self.probabilities = QCheckBox("Add per-class probability layers")
         self.compare = combo(
             list(COMPARE_CHOICES),
             SIMULATION_ONLY,
             "simulation truth: '<image> truth', or a simulated file's labels (exact); reference: '<image> labels' "
             "(auto or hand labels: agreement with a reference, not accuracy)",
         )
+        self.probabilities = QCheckBox("Add per-class probability layers")
+        return form([("Model", row(self.model, self.last_button)), ("Device", self.device), ("Images", self.images),
+                     ("Compare with", self.compare), self.probabilities])
+
+    def _report_section(self) -> QWidget:
+        """Predict, Stop, progress, status and the report."""
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(self.predict)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.request_stop)
-        self.progress_bar = QProgressBar()
-        self.status = wrapped_label("")
         self.report = QPlainTextEdit()
         self.report.setReadOnly(True)
         self.report.setLineWrapMode(QPlainTextEdit.NoWrap)
@@ -117,9 +127,11 @@ class PredictWidget(WorkerWidget):
         font.setPointSize(8)
         self.report.setFont(font)
         self.report.setMinimumHeight(270)
+        return form([self.run_buttons(self.predict_button), self.progress_bar, self.status, self.report])
 
-        # corrections
-        self.correct_layer = LayerCombo(napari_viewer, Labels)
+    def _correct_section(self) -> QGroupBox:
+        """A labels layer to add to the training folder or save (usable while a prediction runs)."""
+        self.correct_layer = LayerCombo(self.viewer, Labels)
         self.training_folder = PathEdit(
             self.session.training_folder or str(user_folder("training-set")),
             mode="folder",
@@ -136,48 +148,11 @@ class PredictWidget(WorkerWidget):
             "2 hot pixel, 3 cluster, 0 background). Then add it to the training set, save it, or press "
             "'Fine-tune on corrections' in the Train widget."
         )
-
-        form = QFormLayout()
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model)
-        model_row.addWidget(self.last_button)
-        form.addRow("Model", model_row)
-        form.addRow("Device", self.device)
-        form.addRow("Images", self.images)
-        form.addRow("Compare with", self.compare)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.predict_button)
-        buttons.addWidget(self.stop_button)
-        correct_box = QGroupBox("Correct and retrain")
-        correct = QVBoxLayout(correct_box)
-        correct_form = QFormLayout()
-        correct_form.addRow("Labels", self.correct_layer)
-        correct_form.addRow("Training folder", self.training_folder)
-        correct.addLayout(correct_form)
-        correct_buttons = QHBoxLayout()
-        correct_buttons.addWidget(self.add_button)
-        correct_buttons.addWidget(self.save_button)
-        correct.addLayout(correct_buttons)
-        correct.addWidget(self.correct_status)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.probabilities)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.report)
-        layout.addWidget(correct_box)
-        layout.addStretch(1)
-
-        self.busy_widgets = [self.predict_button, self.model, self.images, self.device]
-        self._checked: dict[str, bool] = {}
-        self._compared: dict[str, tuple[str, bool]] = {}  # image -> (layer compared with, is it exact truth)
-        self._warnings: list[str] = []
-        self._done_count = self._job_count = 0
-        self._auto_model = self.session.model_path
-        self.refresh_images()
-        watch_layers(napari_viewer, self.refresh_images)
+        return form(
+            [("Labels", self.correct_layer), ("Training folder", self.training_folder),
+             row(self.add_button, self.save_button), self.correct_status],
+            "Correct and retrain",
+        )
 
     # ------------------------------------------------------------ inputs
 
@@ -219,41 +194,39 @@ class PredictWidget(WorkerWidget):
 
     # ------------------------------------------------------------ predict
 
+    def settings(self) -> PredictSettings:
+        """Every field, read once, as the run's PredictSettings (raises InputError on a bad choice)."""
+        model = str(resolve_model(self.model.text()))  # empty: the bundled default, as the CLI reads names
+        images = [self.viewer.layers[n] for n in self.checked_images() if n in self.viewer.layers]
+        if not images:
+            raise InputError("check at least one image layer to predict")
+        jobs = []
+        for image in images:
+            truth = self.truth_for(image)
+            if truth is None:
+                jobs.append(PredictJob(image.name, np.asarray(image.data)))
+                continue
+            instances = truth.metadata.get("ccdseg_instances")
+            exact = is_simulation_truth(truth)
+            jobs.append(PredictJob(image.name, np.asarray(image.data), np.array(truth.data), instances, truth.name, exact))
+        return PredictSettings(model, self.device.currentText(), jobs, self.probabilities.isChecked())
+
     def predict(self) -> None:
         """Predict the checked images in a worker; each prediction appears when its frame is done."""
         if self.busy:
             return
         try:
-            model = str(resolve_model(self.model.text()))  # empty: the bundled default, as the CLI reads names
-            names = [n for n in self.checked_images() if n in self.viewer.layers]
-            if not names:
-                raise InputError("check at least one image layer to predict")
+            settings = self.settings()
         except InputError as error:
             report_error(error, "prediction")
             return
-        jobs = []
-        self._compared = {}
-        for name in names:
-            image = self.viewer.layers[name]
-            truth = self.truth_for(image)
-            if truth is not None:
-                self._compared[name] = (truth.name, is_simulation_truth(truth))
-            jobs.append(
-                PredictJob(
-                    name,
-                    np.asarray(image.data),
-                    None if truth is None else np.array(truth.data),
-                    None if truth is None else truth.metadata.get("ccdseg_instances"),
-                )
-            )
+        self._compared = {job.name: (job.truth_name, job.exact) for job in settings.jobs if job.truth_name}
         self.report.clear()
         self._warnings = []
-        self.progress_bar.setRange(0, len(jobs))
-        self.progress_bar.setValue(0)
-        self.status.setText(f"predicting {len(jobs)} frame(s) …")
-        worker = predict_worker(model, self.device.currentText(), jobs, self.probabilities.isChecked(), self.stop_event)
-        self._done_count, self._job_count = 0, len(jobs)
-        self.start_worker(worker, "prediction", on_yield=self._update, on_done=self._finished, total=len(jobs))
+        self.status.setText(f"predicting {len(settings.jobs)} frame(s) …")
+        self._done_count, self._job_count = 0, len(settings.jobs)
+        worker = predict_worker(settings, self.stop_event)
+        self.start_worker(worker, "prediction", on_yield=self._update, on_done=self._finished, total=len(settings.jobs))
 
     def _finished(self) -> None:
         """Say how the run ended (after an error WorkerWidget has already said so).
@@ -311,8 +284,6 @@ class PredictWidget(WorkerWidget):
         for warning in warnings:
             self.report.appendPlainText(f"warning: {warning}")
         self._warnings += warnings
-        if self.pbar is not None:
-            self.pbar.update(1)
         self._done_count += 1
         self.status.setText(f"'{layer.name}' added")
         if self.worker is None:

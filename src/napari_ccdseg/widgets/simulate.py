@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from qtpy.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QLineEdit, QPushButton, QWidget
 
 from ..simulate import MAX_SIDE, SIM_PRESETS, UNITS, SimConfig
-from ._common import WorkerWidget, combo, dspin, spin, wrapped_label
+from ._common import WorkerWidget, combo, dspin, form, report_error, spin
 from ._layers import add_frame, labels_name, set_labels, unique_prefix_index
 from .workers import SimulatedUpdate, simulate_worker
 
@@ -31,6 +31,17 @@ class SimulateWidget(WorkerWidget):
 
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(napari_viewer, parent)
+        inputs = self._inputs_section()
+        self.run_button = QPushButton("Simulate")
+        self.run_button.clicked.connect(self.run)
+        self.set_sections(inputs, form([self.run_buttons(self.run_button), self.progress_bar, self.status]))
+        self.busy_widgets = [self.run_button, inputs]
+        self.preset.currentTextChanged.connect(self.load_preset)
+        self.units.currentTextChanged.connect(self._units_changed)
+        self.load_preset(self.preset.currentText())
+
+    def _inputs_section(self) -> QWidget:
+        """Preset, size, units, the physics, number of frames, seed and layer name."""
         self.preset = combo(list(SIM_PRESETS), "conventional", "starting point: every parameter below comes from it")
         self.units = combo(list(UNITS), "e", "pixel values in electrons, or in ADU (pedestal + gain · e⁻)")
         self.ints = {name: spin(512, 16, MAX_SIDE, step=64) for name in _INT_FIELDS}
@@ -42,42 +53,12 @@ class SimulateWidget(WorkerWidget):
         self.seed = spin(0, 0, 2**31 - 1, "frame i uses the same seed as `ccdseg simulate --seed S` frame i")
         self.prefix = QLineEdit("sim")
         self.prefix.setToolTip("layers are named '<prefix> 0', '<prefix> 0 truth', ...")
-        self.run_button = QPushButton("Simulate")
-        self.run_button.clicked.connect(self.run)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.request_stop)
-        self.status = wrapped_label("")
-
-        form = QFormLayout()
-        form.addRow("Preset", self.preset)
-        for name, label in _INT_FIELDS.items():
-            form.addRow(label, self.ints[name])
-        form.addRow("Units", self.units)
-        physics = QGroupBox("Physics")
-        physics_form = QFormLayout(physics)
-        for name, (label, *_rest) in _FLOAT_FIELDS.items():
-            physics_form.addRow(label, self.floats[name])
-        out = QFormLayout()
-        out.addRow("Frames", self.n_frames)
-        out.addRow("Seed", self.seed)
-        out.addRow("Layer name", self.prefix)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.stop_button)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(physics)
-        layout.addLayout(out)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-
-        self.busy_widgets = [self.run_button, self.preset]
-        self.preset.currentTextChanged.connect(self.load_preset)
-        self.units.currentTextChanged.connect(self._units_changed)
-        self.load_preset(self.preset.currentText())
+        physics = form([(label, self.floats[name]) for name, (label, *_rest) in _FLOAT_FIELDS.items()], "Physics")
+        sizes = [(label, self.ints[name]) for name, label in _INT_FIELDS.items()]
+        return form(
+            [("Preset", self.preset), *sizes, ("Units", self.units), physics, ("Frames", self.n_frames),
+             ("Seed", self.seed), ("Layer name", self.prefix)]
+        )
 
     # ------------------------------------------------------------ parameters
 
@@ -108,8 +89,6 @@ class SimulateWidget(WorkerWidget):
         """Simulate the frames in a worker; each frame appears as soon as it is done."""
         if self.busy:
             return
-        from ._common import report_error
-
         try:
             config = self.config()
         except Exception as error:  # noqa: BLE001 - InputError from validation, shown to the user
@@ -134,8 +113,7 @@ class SimulateWidget(WorkerWidget):
         )
         n_clusters = len(frame.metadata.get("clusters", []))
         self.status.setText(f"{update.name}: {n_clusters} clusters ({update.index}/{update.n})")
-        if self.pbar is not None:
-            self.pbar.update(1)
+        self.progress_bar.setValue(update.index)
 
     def _done(self) -> None:
         if self.stop_event.is_set():

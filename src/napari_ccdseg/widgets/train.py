@@ -15,15 +15,12 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
-    QVBoxLayout,
+    QWidget,
 )
 
 from ..bundled import resolve_model
@@ -35,9 +32,11 @@ from ..errors import InputError
 from ..train import OPTIMISERS, TrainConfig, TrainResult
 from ..unet import UNET_CONFIGS
 from ..updates import EpochUpdate, LogUpdate, StepUpdate
-from ._common import PathEdit, WorkerWidget, combo, dspin, report_error, session, spin, user_folder, wrapped_label
+from ._common import (
+    PathEdit, WorkerWidget, combo, dspin, form, report_error, session, spin, user_folder, wrapped_label,
+)
 from ._layers import LABEL_KINDS, full_name, image_layers, labels_name, paired_labels, watch_layers
-from .workers import train_worker
+from .workers import TrainSettings, train_worker
 
 _PAIR_ROLE = Qt.UserRole
 
@@ -97,8 +96,17 @@ class TrainWidget(WorkerWidget):
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(napari_viewer, parent)
         self.session = session(napari_viewer)
-        defaults = TrainConfig()
+        self.result: TrainResult | None = None
+        self.steps_done = 0
+        self._checked: dict[tuple[str, str], bool] = {}
+        data, settings = self._data_section(), self._settings_section()
+        self.set_sections(data, settings, self._run_section())
+        self.busy_widgets = [self.start_button, self.finetune_button, data, settings]
+        self.refresh_pairs()
+        watch_layers(napari_viewer, self.refresh_pairs)
 
+    def _data_section(self) -> QGroupBox:
+        """Layer pairs, a dataset folder, domain-randomised frames."""
         self.pairs = QListWidget()
         self.pairs.setToolTip("image + labels layers to train on; 'X' pairs with 'X labels', 'X truth' or 'X prediction'")
         self.pairs.setMaximumHeight(130)
@@ -110,14 +118,24 @@ class TrainWidget(WorkerWidget):
             "also train on this many simulated 256² frames, each from a randomly drawn detector, with "
             "exact truth (as ccdseg train --randomised N); the bundled default model used 800",
         )
+        return form([self.pairs, ("Folder", self.folder), ("Randomised frames", self.randomised)], "Training data")
 
-        self.architecture = combo(list(UNET_CONFIGS), defaults.architecture, "small: fast on a CPU; seed: the original project's U-Net")
+    def _settings_section(self) -> QGroupBox:
+        """TrainConfig's fields (as the CLI names its options), device, model files."""
+        defaults = TrainConfig()
+        self.architecture = combo(
+            list(UNET_CONFIGS), defaults.architecture, "small: fast on a CPU; seed: the original project's U-Net"
+        )
         self.epochs = spin(defaults.epochs, 1, 100000)
         self.steps = spin(defaults.steps_per_epoch, 1, 100000, "optimiser steps per epoch")
         self.batch_size = spin(defaults.batch_size, 1, 1024)
         self.tile_size = spin(defaults.tile_size, 16, 4096, "training tile size (px)", step=16)
         self.learning_rate = dspin(defaults.learning_rate, 1e-6, 10.0, step=1e-4, decimals=6)
         self.optimiser = combo(OPTIMISERS, defaults.optimiser)
+        self.val_split = dspin(defaults.val_split, 0.0, 0.9, "share of frames held out for validation", step=0.05)
+        self.max_minutes = dspin(
+            0.0, 0.0, 100000.0, "stop after this many minutes, keeping the best model (0: no limit)", step=1.0, decimals=1
+        )
         self.class_weighting = combo(
             CLASS_WEIGHTINGS, defaults.class_weighting,
             "loss weights from the training labels: inverse class presence, its square root, or none",
@@ -125,28 +143,39 @@ class TrainWidget(WorkerWidget):
         self.seed = spin(defaults.seed, 0, 2**31 - 1, "random seed of tiles, augmentation and initial weights")
         self.augment = QCheckBox("Geometric augmentation")
         self.augment.setChecked(defaults.augment)
-        self.max_minutes = dspin(0.0, 0.0, 100000.0, "stop after this many minutes, keeping the best model (0: no limit)", step=1.0, decimals=1)
-        self.val_split = dspin(defaults.val_split, 0.0, 0.9, "share of frames held out for validation", step=0.05)
         devices = available_devices()
         self.device = combo(devices, devices[1] if len(devices) > 1 else "cpu", "CPU or a CUDA device")
+        self.config_boxes = {  # TrainConfig field -> (row label, box); settings() reads them all
+            "architecture": ("Architecture", self.architecture), "epochs": ("Epochs", self.epochs),
+            "steps_per_epoch": ("Steps / epoch", self.steps), "batch_size": ("Batch size", self.batch_size),
+            "tile_size": ("Tile size", self.tile_size), "learning_rate": ("Learning rate", self.learning_rate),
+            "optimiser": ("Optimiser", self.optimiser), "val_split": ("Validation split", self.val_split),
+            "max_minutes": ("Time limit (min)", self.max_minutes),
+            "class_weighting": ("Class weighting", self.class_weighting), "seed": ("Seed", self.seed),
+            "augment": ("", self.augment), "device": ("Device", self.device),
+        }
         self.device_line = wrapped_label("")
+        self.device.currentTextChanged.connect(self._device_changed)
+        self._device_changed(self.device.currentText())
         self.model_path = PathEdit(default_model_path(), mode="save", filter="Model (*.safetensors)", tip="model file to write")
         self._auto_model_path = self.model_path.text()
         self.init_model = PathEdit(mode="open", filter="Model (*.safetensors)", tip="optional: fine-tune this model file")
+        return form(
+            [*self.config_boxes.values(), self.device_line, ("Save model to", self.model_path),
+             ("Fine-tune from", self.init_model)],
+            "Settings",
+        )
 
+    def _run_section(self) -> QWidget:
+        """Start, Stop, Fine-tune on corrections; progress, status, loss plot, log."""
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(self.start)
-        self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("end after the current step, keeping the best checkpoint")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
         self.finetune_button = QPushButton("Fine-tune on corrections")
         self.finetune_button.setToolTip(
             "train the model that made the '… prediction' layers further, on those layers as you corrected them"
         )
         self.finetune_button.clicked.connect(self.fine_tune_on_corrections)
-        self.progress_bar = QProgressBar()
-        self.status = wrapped_label("")
         self.plot = LossPlot()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -154,55 +183,8 @@ class TrainWidget(WorkerWidget):
         font = self.log.font()
         font.setPointSize(max(7, font.pointSize() - 2))
         self.log.setFont(font)
-
-        data_box = QGroupBox("Training data")
-        data = QVBoxLayout(data_box)
-        data.addWidget(self.pairs)
-        folder_row = QFormLayout()
-        folder_row.addRow("Folder", self.folder)
-        folder_row.addRow("Randomised frames", self.randomised)
-        data.addLayout(folder_row)
-        settings_box = QGroupBox("Settings")
-        form = QFormLayout(settings_box)
-        form.addRow("Architecture", self.architecture)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Steps / epoch", self.steps)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Tile size", self.tile_size)
-        form.addRow("Learning rate", self.learning_rate)
-        form.addRow("Optimiser", self.optimiser)
-        form.addRow("Validation split", self.val_split)
-        form.addRow("Time limit (min)", self.max_minutes)
-        form.addRow("Class weighting", self.class_weighting)
-        form.addRow("Seed", self.seed)
-        form.addRow(self.augment)
-        form.addRow("Device", self.device)
-        form.addRow(self.device_line)
-        form.addRow("Save model to", self.model_path)
-        form.addRow("Fine-tune from", self.init_model)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(data_box)
-        layout.addWidget(settings_box)
-        layout.addLayout(buttons)
-        layout.addWidget(self.finetune_button)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.plot.canvas)
-        layout.addWidget(self.log)
-        layout.addStretch(1)
-
-        self.busy_widgets = [self.start_button, self.finetune_button, data_box, settings_box]
-        self.result: TrainResult | None = None
-        self.steps_done = 0
-        self._checked: dict[tuple[str, str], bool] = {}
-        self.device.currentTextChanged.connect(self._device_changed)
-        self._device_changed(self.device.currentText())
-        self.refresh_pairs()
-        watch_layers(napari_viewer, self.refresh_pairs)
+        return form([self.run_buttons(self.start_button), self.finetune_button, self.progress_bar, self.status,
+                     self.plot.canvas, self.log])
 
     # ------------------------------------------------------------ pairs
 
@@ -247,17 +229,9 @@ class TrainWidget(WorkerWidget):
         for image_name, labels_name_ in self.checked_pairs():
             if image_name not in self.viewer.layers or labels_name_ not in self.viewer.layers:
                 continue
-            image = self.viewer.layers[image_name]
-            labels = self.viewer.layers[labels_name_]
-            instances = labels.metadata.get("ccdseg_instances")
-            frames.append(
-                LabelledFrame(
-                    image_name,
-                    np.asarray(image.data),
-                    validated_labels(f"layer '{labels_name_}'", labels.data),
-                    instances,
-                )
-            )
+            image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name_]
+            checked = validated_labels(f"layer '{labels_name_}'", labels.data)
+            frames.append(LabelledFrame(image_name, np.asarray(image.data), checked, labels.metadata.get("ccdseg_instances")))
         return frames
 
     # ------------------------------------------------------------ device
@@ -270,76 +244,57 @@ class TrainWidget(WorkerWidget):
 
     # ------------------------------------------------------------ run
 
-    def config(self) -> TrainConfig:
-        """The settings as a validated TrainConfig (field name -> box, as the CLI names its options)."""
-        boxes = {
-            "architecture": self.architecture, "epochs": self.epochs, "steps_per_epoch": self.steps,
-            "batch_size": self.batch_size, "tile_size": self.tile_size, "learning_rate": self.learning_rate,
-            "optimiser": self.optimiser, "val_split": self.val_split, "augment": self.augment,
-            "class_weighting": self.class_weighting, "seed": self.seed, "device": self.device,
-            "max_minutes": self.max_minutes,
-        }
-        return TrainConfig.from_options({name: _value(box) for name, box in boxes.items()})
-
-    def start(self, init_model: str | None = None) -> None:
-        """Train on the checked pairs (and the folder) in a worker."""
-        if self.busy:
-            return
-        init_model = init_model if isinstance(init_model, str) and init_model else self.init_model.text() or None
-        try:
-            config = self.config()
-            frames = self.frames()
-            folder = self.folder.text()
-            if folder:
-                from ..dataset import load_labelled
-
-                frames += load_labelled([folder])
-            randomised = self.randomised.value()
-            if not frames and not randomised:
-                raise InputError(
-                    "no training data: check at least one image + labels pair, choose a folder, "
-                    "or add randomised frames"
-                )
-            init_model = init_model and str(resolve_model(init_model))  # a name, as the CLI reads it
-            if init_model and not Path(init_model).is_file():
-                raise InputError(f"{init_model}: model file to fine-tune not found")
-            model_path = self.model_path.text()
-            if not model_path:
-                raise InputError("choose where to save the model")
-            Path(model_path).parent.mkdir(parents=True, exist_ok=True)
-        except Exception as error:  # noqa: BLE001 - InputError (or a folder error) shown to the user
-            report_error(error, "training")
-            return
-        metadata = {
-            "trained_in": "napari", "pairs": [list(p) for p in self.checked_pairs()], "randomised_frames": randomised,
-        }
-        presets = {
-            self.viewer.layers[name].metadata.get("label_preset")
-            for _, name in self.checked_pairs()
-            if name in self.viewer.layers
-        }
+    def settings(self, init_model: str | None = None) -> TrainSettings:
+        """Every field, read once, as the run's TrainSettings (raises InputError on a bad choice)."""
+        config = TrainConfig.from_options({name: _value(box) for name, (_, box) in self.config_boxes.items()})
+        init_model = init_model or self.init_model.text() or None
+        init_model = init_model and str(resolve_model(init_model))  # a name, as the CLI reads it
+        if init_model and not Path(init_model).is_file():
+            raise InputError(f"{init_model}: model file to fine-tune not found")
+        if not self.model_path.text():
+            raise InputError("choose where to save the model")
+        pairs = self.checked_pairs()
+        metadata = {"trained_in": "napari", "pairs": [list(p) for p in pairs], "randomised_frames": self.randomised.value()}
+        presets = {self.viewer.layers[name].metadata.get("label_preset") for _, name in pairs if name in self.viewer.layers}
         if len(presets) == 1 and None not in presets:
             metadata["label_preset"] = presets.pop()
+        settings = TrainSettings(
+            config, self.model_path.text(), self.frames(), self.folder.text(), self.randomised.value(), init_model, metadata
+        )
+        if not (settings.frames or settings.folder or settings.randomised):
+            raise InputError(
+                "no training data: check at least one image + labels pair, choose a folder, or add randomised frames"
+            )
+        return settings
+
+    def start(self, init_model: str | None = None) -> None:
+        """Train on the checked pairs (and the folder, read in the worker) in a worker."""
+        if self.busy:
+            return
+        try:
+            settings = self.settings(init_model if isinstance(init_model, str) else None)
+        except InputError as error:
+            report_error(error, "training")
+            return
         self.plot.reset()
         self.log.clear()
-        self.progress_bar.setRange(0, config.epochs * config.steps_per_epoch)
-        self.progress_bar.setValue(0)
-        self.status.setText(f"{len(frames) + randomised} frame(s); starting …")
+        folder = f" and the folder {settings.folder}" if settings.folder else ""
+        self.status.setText(f"{len(settings.frames) + settings.randomised} frame(s){folder}; starting …")
         self.result = None
         self.steps_done = 0
-        worker = train_worker(frames, model_path, config, self.stop_event, init_model, metadata, randomised)
+        config = settings.config
         self.start_worker(
-            worker,
-            "fine-tuning" if init_model else "training",
+            train_worker(settings, self.stop_event),
+            "fine-tuning" if settings.init_model else "training",
             on_yield=self._update,
             on_return=self._finished,
             on_done=self._done,
             total=config.epochs * config.steps_per_epoch,
         )
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
         """End after the current step; the best checkpoint so far is kept."""
-        self.request_stop()
+        super().request_stop()
         self.status.setText("stopping after the current step …")
 
     def fine_tune_on_corrections(self) -> None:
@@ -375,8 +330,6 @@ class TrainWidget(WorkerWidget):
             done = (update.epoch - 1) * update.steps + update.step
             self.steps_done = done
             self.progress_bar.setValue(done)
-            if self.pbar is not None:
-                self.pbar.update(1)
             loss = "" if update.loss is None else f", loss {update.loss:.4f}"
             if not self.stop_event.is_set():
                 self.status.setText(f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{loss}")

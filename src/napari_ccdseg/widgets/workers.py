@@ -13,14 +13,20 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.qt.threading import thread_worker
 
+from ..errors import InputError
 from ..updates import LogUpdate, StepUpdate
+
+if TYPE_CHECKING:  # imported by the workers when they run: torch is not loaded with the widgets
+    from ..autolabel import PhysicalParams
+    from ..dataset import LabelledFrame
+    from ..train import TrainConfig
 
 
 class Stopped(Exception):
@@ -59,12 +65,58 @@ class LabelledUpdate:
 
 @dataclass(frozen=True)
 class PredictJob:
-    """One image to predict, with its truth (labels and cluster instances) when the user chose one."""
+    """One image to predict, with its truth (labels and cluster instances) when the user chose one,
+    the truth layer's name and whether it is a simulation's exact truth (else a reference)."""
 
     name: str
     image: np.ndarray
     truth: np.ndarray | None = None
     instances: np.ndarray | None = None
+    truth_name: str = ""
+    exact: bool = False
+
+
+# ---------------------------------------------------------------- settings: what a run was started with
+# Each widget reads its fields into one of these when a run starts; its worker takes nothing else
+# (besides the stop flag), so edits made while the run goes cannot reach it.
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """A training run: the core's config, where to save, and the data (layer pairs, a folder read
+    in the worker, domain-randomised frames simulated there)."""
+
+    config: TrainConfig
+    model_path: str
+    frames: list[LabelledFrame] = field(default_factory=list)  # from the checked layer pairs
+    folder: str = ""
+    randomised: int = 0
+    init_model: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """A prediction run: model file, device, the images (with truths) and whether to keep probabilities."""
+
+    model_path: str
+    device: str
+    jobs: list[PredictJob]
+    probabilities: bool = False
+
+
+@dataclass(frozen=True)
+class AutolabelSettings:
+    """An auto-labelling run: preset, thresholds, the class of unmatched pixels, and (layer name, image) jobs."""
+
+    preset: str
+    params: PhysicalParams
+    unmatched: int
+    jobs: list[tuple[str, np.ndarray]]
+
+    def recorded(self) -> dict:
+        """The layer metadata that records these settings with each result."""
+        return {"label_preset": self.preset, **({"label_params": self.params.to_dict()} if self.preset == "physical" else {})}
 
 
 @dataclass(frozen=True)
@@ -143,68 +195,62 @@ def load_dataset_worker(folder: str | Path, stop: threading.Event) -> Iterator[L
 
 
 @thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
-def autolabel_worker(
-    jobs: Sequence[tuple[str, np.ndarray]], preset: str, params, unmatched: int, stop: threading.Event
-) -> Iterator[LabelledUpdate]:
-    """Auto-label each (layer name, image) with a preset and thresholds."""
+def autolabel_worker(settings: AutolabelSettings, stop: threading.Event) -> Iterator[LabelledUpdate]:
+    """Auto-label each (layer name, image) job with the settings' preset and thresholds."""
     from ..autolabel import label_frame
 
-    for name, image in jobs:
+    for name, image in settings.jobs:
         if stop.is_set():
             return
-        yield LabelledUpdate(name, label_frame(image, preset, params=params, unmatched=unmatched, name=name))
+        labels = label_frame(image, settings.preset, params=settings.params, unmatched=settings.unmatched, name=name)
+        yield LabelledUpdate(name, labels)
 
 
 @thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
-def train_worker(
-    frames: Sequence,
-    model_path: str | Path,
-    config,
-    stop: threading.Event,
-    init_model: str | Path | None = None,
-    metadata: dict | None = None,
-    randomised: int = 0,
-):
+def train_worker(settings: TrainSettings, stop: threading.Event):
     """Run :func:`napari_ccdseg.train.train`, yielding its Step/Epoch/Log updates; returns the TrainResult
     (None when stopped before training began).
 
-    ``randomised`` domain-randomised frames (``ccdseg train --randomised``, same seed) are simulated
-    here, off the GUI thread, and added to ``frames``.
+    The dataset folder is read and the domain-randomised frames (``ccdseg train --randomised``, same
+    seed) are simulated here, off the GUI thread, and added to the layer pairs' frames.
     """
     from ..train import train
 
     def run(emit):
-        extra = []
-        if randomised:
+        frames = list(settings.frames)
+        if settings.folder:
+            from ..dataset import load_labelled
+
+            emit(LogUpdate(f"reading {settings.folder} …"))
+            frames += (loaded := load_labelled([settings.folder]))
+            emit(LogUpdate(f"{settings.folder}: {len(loaded)} labelled frame(s)"))
+        if settings.randomised and not stop.is_set():
             from ..randomise import randomised_frames
 
-            emit(LogUpdate(f"simulating {randomised} domain-randomised frame(s) …"))
-            extra = randomised_frames(randomised, config.seed, should_stop=stop.is_set)
-            if stop.is_set():
-                emit(LogUpdate("stopped while simulating the randomised frames: nothing trained"))
-                return None
+            emit(LogUpdate(f"simulating {settings.randomised} domain-randomised frame(s) …"))
+            frames += randomised_frames(settings.randomised, settings.config.seed, should_stop=stop.is_set)
+        if stop.is_set():
+            emit(LogUpdate("stopped while reading or simulating the training frames: nothing trained"))
+            return None
+        if not frames:
+            raise InputError(f"{settings.folder}: no frames to train on")
+        Path(settings.model_path).parent.mkdir(parents=True, exist_ok=True)
         return train(
-            [*frames, *extra],
-            model_path,
-            config,
+            frames,
+            settings.model_path,
+            settings.config,
             progress=emit,
             should_stop=stop.is_set,
-            init_model=init_model,
-            metadata=metadata,
+            init_model=settings.init_model,
+            metadata=settings.metadata,
         )
 
     return (yield from relay(run))
 
 
 @thread_worker(ignore_errors=True)  # errors go to the widget (a notification), not re-raised
-def predict_worker(
-    model_path: str | Path,
-    device: str,
-    jobs: Sequence[PredictJob],
-    probabilities: bool,
-    stop: threading.Event,
-):
-    """Load a model file and predict each job tile by tile; evaluate against its truth if given.
+def predict_worker(settings: PredictSettings, stop: threading.Event):
+    """Load the model file and predict each job tile by tile; evaluate against its truth if given.
 
     Yields a LogUpdate naming the device, StepUpdates (epoch = frame number, step = row of tiles)
     and one PredictedUpdate per frame.
@@ -215,7 +261,8 @@ def predict_worker(
     from ..predict import predict_frame
     from ..scoring import predict_and_evaluate
 
-    torch_device = resolve_device(device)
+    jobs, model_path = settings.jobs, settings.model_path
+    torch_device = resolve_device(settings.device)
     model, meta = load_model(model_path, torch_device)
     yield LogUpdate(f"predicting on {describe_device(torch_device)} with {Path(model_path).name}")
     for number, job in enumerate(jobs, start=1):
@@ -230,7 +277,7 @@ def predict_worker(
 
             def label(frame) -> np.ndarray:
                 predicted.append(predict_frame(
-                    model, meta, frame.image, source=frame.name, probabilities=probabilities, progress=progress
+                    model, meta, frame.image, source=frame.name, probabilities=settings.probabilities, progress=progress
                 ))
                 return predicted[-1].labels
 
