@@ -1,12 +1,15 @@
 """Time framescale.frame_scale and the `sigma` normalisation against the median/MAD recipe they
-replace, on frames that do and do not resolve electrons (docs/catalogue.md, "One source").
+replace, on frames that do and do not resolve electrons; with ``--presets``, which method
+frame_scale takes on 10 frames of each preset (only skipper and damic-m resolve electrons)
+(docs/catalogue.md, "One source").
 
-    python benchmarks/bench_framescale.py [--quick]
+    python benchmarks/bench_framescale.py [--quick] [--presets]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import time
 
@@ -27,7 +30,13 @@ def _best(call, repeats: int = 2) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small frames only")
+    parser.add_argument("--presets", action="store_true", help="method taken on 10 frames of each preset")
     args = parser.parse_args()
+    if args.presets:
+        for preset, config in SIM_PRESETS.items():
+            methods = collections.Counter(frame_scale(simulate_frame(config, seed).image).method for seed in range(10))
+            print(f"{preset}: {dict(methods)}", flush=True)
+        return
     damic = SIM_PRESETS["damic-m"]
     cases = [("conventional 512²", SIM_PRESETS["conventional"]), ("single-sample 512 × 576", SIM_PRESETS["single-sample"]),
              ("damic-m 320 × 640", damic)]

@@ -103,9 +103,11 @@ def test_a_calibration_that_resolves_electrons_wins_one_that_does_not_lends_its_
         frame_scale(plain.image[:100], calibration=calibration)
 
 
-@pytest.mark.parametrize(("preset", "seed"), [("conventional", 0), ("seed-v1", 3), ("single-sample", 3)])
+@pytest.mark.parametrize(("preset", "seed"), [("conventional", 0), ("seed-v1", 3), ("single-sample", 3),
+                                              ("seed-v1", 6), ("seed-v1", 8)])
 def test_a_continuum_above_the_pedestal_is_no_electron_comb(preset, seed):
-    """Cluster halos and hot pixels once passed for a one-electron peak (single-sample: 399 ADU/e-)."""
+    """Cluster halos and hot pixels once passed for a one-electron peak (single-sample: 399 ADU/e-),
+    and a glow band 40–60 columns wide for a comb of gain 7 (seed-v1, seeds 6 and 8)."""
     sim = simulate_frame(SIM_PRESETS[preset], seed)
     calibration = calibrate_frame(sim.image, gain=1.0)
     assert calibration.method == "given" and "electron peak" in calibration.fit["unresolved"]
