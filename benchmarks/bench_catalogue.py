@@ -129,6 +129,11 @@ def speed(side: int, amplifiers: int = 4) -> list[str]:
         start = time.perf_counter()
         maps = ClassMaps(device="cpu")
         load_s = time.perf_counter() - start
+        # The first prediction of a frame this size in a process is several times slower than the
+        # next ones (PyTorch/oneDNN warm-up): a one-off cost per run, timed apart
+        start = time.perf_counter()
+        maps(Frame(np.random.default_rng(0).normal(size=(side, side)).astype(np.float32), "warm-up"), "w")
+        warm_s = time.perf_counter() - start
         stages = {stage: [0.0, 0.0] for stage in ("read", "predict", "calibrate", "table", "write")}
         clock = (time.perf_counter(), time.process_time())
 
@@ -165,7 +170,8 @@ def speed(side: int, amplifiers: int = 4) -> list[str]:
     methods = ", ".join(sorted({c.method for c in calibrations}))
     return [
         f"{amplifiers} amplifiers × {side}×{side} ({amplifiers * side * side / 1e6:.1f} MPix), {n_clusters} clusters, "
-        f"calibration method {methods}; model loaded once in {load_s:.2f} s (not counted)",
+        f"calibration method {methods}; not counted (once per run): loading the model {load_s:.2f} s, the "
+        f"first (warm-up) prediction of a {side}² frame {warm_s:.2f} s",
         "",
         "| seconds | " + " | ".join(stages) + " | total |",
         "|---|" + "---:|" * (len(stages) + 1),
