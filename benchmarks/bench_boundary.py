@@ -21,7 +21,8 @@ when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables 
 
 Decision rules: ``argmax`` (no offsets), ``model file`` (the offsets stored in the model, if any)
 and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised validation frames
-of 256², seed ``VALIDATION_SEED``: never a training seed).
+of 256², ``scripts/train_default_model.py``'s ``VALIDATION_SEED``: never a training seed).
+``--min-pixels K …`` adds the last rule's offsets with clusters of < K px dropped.
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
 """
 
@@ -51,8 +52,6 @@ from napari_ccdseg.simulate import SIM_PRESETS, SimulatedFrame, frame_seed, simu
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SEED = 910_000
 """Seeds of the test frames: not the card's (900 000), not training's (0, 1), not fitting's."""
-VALIDATION_SEED = 700_000
-"""Seed of the validation frames offsets are fitted on (``scripts/train_default_model.py`` uses it too)."""
 MIN_SIZE_PX = 10
 EIGHT = np.ones((3, 3), bool)
 FAKE_PLACES = ("hot pixel / glitch", "glowing", "next to a cluster", "outside active area", "dark current / noise")
@@ -61,6 +60,7 @@ FAKE_PLACES = ("hot pixel / glitch", "glowing", "next to a cluster", "outside ac
 def _card_script():
     spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "scripts" / "train_default_model.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
     spec.loader.exec_module(module)
     return module
 
@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="model file or bundled model name")
     parser.add_argument("--quick", action="store_true", help="small frames, few of them")
     parser.add_argument("--fit", type=int, default=0, help="also fit offsets on N validation frames")
+    parser.add_argument(
+        "--min-pixels", type=int, nargs="*", default=[], help="also the last rule's offsets with these smallest cluster sizes"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.monotonic()
@@ -290,11 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     if stored.offsets is not None or stored.min_cluster_pixels > 1:
         rules["model file"] = (stored.offsets, stored.min_cluster_pixels)
     if args.fit:
-        frames = randomised_frames(min(args.fit, 8) if args.quick else args.fit, VALIDATION_SEED)
+        frames = randomised_frames(min(args.fit, 8) if args.quick else args.fit, _card_script().VALIDATION_SEED)
         fit = fit_model_offsets(model, meta, frames)
         rules["fitted"] = (np.asarray(fit.offsets, np.float32), 1)
         print(f"fitted offsets {np.round(fit.offsets, 3).tolist()} on {len(frames)} frames: "
               f"macro F1 {fit.score_before:.4f} -> {fit.score_after:.4f}")
+    last, (offsets, _) = list(rules.items())[-1]
+    for smallest in args.min_pixels:
+        rules[f"{last} offsets, ≥ {smallest} px"] = (offsets, smallest)
     results = measure(model, meta, test_sets(args.quick), rules)
     print(boundary_table(results))
     print()
