@@ -778,14 +778,31 @@ FOUND_BY = ("physical", "truth")
 catalogue of a real frame holds) or the 8-connected components of the truth class map."""
 
 
-def electrons_from_metadata(image: np.ndarray, metadata: dict) -> np.ndarray:
-    """A simulated frame in e⁻ from its metadata: minus its row pedestals (drift included),
-    divided by the recorded gain (ADU frames)."""
+def truth_calibration(image: np.ndarray, metadata: dict):
+    """A Calibration of a simulated frame from its known gain, noise and dark current (no fit):
+    what a perfect ``calibrate_frame`` would give. The row pedestals are measured (they follow
+    the drift); the frame counts as resolving electrons below ``calibrate.RESOLVED_MAX_NOISE_E``."""
+    from .calibrate import RESOLVED_MAX_NOISE_E, Calibration
     from .noise import row_pedestals
 
-    image = np.asarray(image, dtype=np.float32)
-    gain = metadata["config"]["gain_adu_per_e"] if metadata.get("units") == "adu" else 1.0
-    return (image - row_pedestals(image)[:, None]) / np.float32(gain)
+    config = metadata["config"]
+    adu = metadata.get("units") == "adu"
+    gain = float(config["gain_adu_per_e"]) if adu else 1.0
+    rows = row_pedestals(np.asarray(image, dtype=np.float32))
+    resolved = float(config["read_noise_e"]) < RESOLVED_MAX_NOISE_E
+    return Calibration(
+        frame="simulated", hdu=0, extname=None, gain_adu_per_e=gain, gain_err=0.0,
+        noise_e=float(config["read_noise_e"]), noise_err=0.0,
+        dark_current_e_per_px=float(config["dark_current_e"]) if resolved else float("nan"), dark_err=0.0,
+        pedestal_adu=float(np.median(rows)), pedestal_err=0.0, method="peaks" if resolved else "given",
+        row_pedestal_adu=rows, dark_bands=[],
+    )
+
+
+def electrons_from_metadata(image: np.ndarray, metadata: dict) -> np.ndarray:
+    """A simulated frame in e⁻ by its :func:`truth_calibration`: minus its row pedestals (drift
+    included), divided by the recorded gain."""
+    return truth_calibration(image, metadata).electrons(np.asarray(image))
 
 
 def true_kinds(
@@ -819,15 +836,18 @@ def true_kinds(
 def simulated_clusters(frame, found_by: str = "physical") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Features of the clusters found in a simulated frame, each with its truth (:func:`true_kinds`).
 
-    Returns the table, the electrons image and the found instance map (ids = the table's index).
+    The ``physical`` preset gets the frame's :func:`truth_calibration`, as a catalogue run gets
+    ``calibrate_frame``'s. Returns the table, the electrons image and the found instance map (ids =
+    the table's index).
     """
     from .autolabel import label_frame
     from .metrics import cluster_instances
 
     if found_by not in FOUND_BY:
         raise InputError(f"simulated_clusters: found_by must be one of {', '.join(FOUND_BY)}, got {found_by!r}")
-    electrons = electrons_from_metadata(frame.image, frame.metadata)
-    labels = label_frame(frame.image, "physical") if found_by == "physical" else frame.labels
+    calibration = truth_calibration(frame.image, frame.metadata)
+    electrons = calibration.electrons(np.asarray(frame.image))
+    labels = label_frame(frame.image, "physical", calibration=calibration) if found_by == "physical" else frame.labels
     found = cluster_instances(labels)
     features = cluster_features(electrons, found)
     truth = true_kinds(found, frame.instances, electrons, frame.metadata["clusters"])
