@@ -156,6 +156,22 @@ def test_catalogue_files_round_trip(tmp_path, simulated):
     assert branches["frame"][0] == "sim.npy" and branches["particle"][0] == "point"
 
 
+def test_csv_round_trip_keeps_float_columns_with_gaps_float(tmp_path, simulated):
+    table, _ = cluster_table((simulated.image - PEDESTAL) / GAIN, simulated.labels, frame="NA", hdu=0)
+    assert len(table) >= 3
+    table["depth_um"] = np.nan  # what add_particle_columns gives clusters that are not points
+    table["depth_err_um"] = np.nan
+    table.loc[1, ["particle", "particle_score", "depth_um", "depth_err_um"]] = ["point", 0.8, 312.5, 40.0]
+    back = read_catalogue(write_catalogue(tmp_path, table)[0])
+    for name in ("particle_score", "depth_um", "depth_err_um", "nearest_px", "charge_e"):
+        assert back[name].dtype == np.float64, name
+    assert back["depth_um"].isna().sum() == len(table) - 1 and back.loc[1, "depth_um"] == 312.5
+    assert (back.frame == "NA").all() and list(back.particle[:2]) == ["", "point"]
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    empty = read_catalogue(write_catalogue(tmp_path / "none", table.iloc[:0])[0])
+    assert empty.empty and empty["depth_um"].dtype == np.float64 and empty["npix"].dtype == np.int64
+
+
 def test_root_without_uproot_says_how_to_install(tmp_path, monkeypatch, simulated):
     monkeypatch.setitem(sys.modules, "uproot", None)
     with pytest.raises(InputError, match=r"pip install napari-ccdseg\[root\]"):

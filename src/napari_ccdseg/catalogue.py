@@ -60,6 +60,7 @@ _DTYPES = {
     "n_cols": np.int64, "n_rows": np.int64, "qmax_x": np.int64, "qmax_y": np.int64,
     "particle": object,
 }
+_TEXT_COLUMNS = ("frame", "particle")
 
 
 # ---------------------------------------------------------------- the table of one frame
@@ -220,17 +221,28 @@ def read_catalogue(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             table = pd.read_parquet(path, engine="pyarrow")
         else:
-            numeric = [name for name in CATALOGUE_COLUMNS if name not in ("frame", "particle")]
-            # text columns stay text (an empty particle is "", a frame may be called "NA")
-            table = pd.read_csv(
-                path, dtype={"frame": str, "particle": str}, keep_default_na=False,
-                na_values={name: ["", "nan", "NaN"] for name in numeric},
-            )
+            table = _read_csv(path)
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable cluster catalogue ({error})") from error
     missing = [name for name in CATALOGUE_COLUMNS if name not in table.columns]
     if missing:
         raise InputError(f"{path}: not a cluster catalogue, missing column(s) {', '.join(missing)}")
+    return table
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A catalogue CSV with its dtypes: text columns stay text (an empty particle is "", a frame may
+    be called "NA"); every other column, the known ones and extras such as ``depth_um``, reads empty
+    cells as NaN, so a column of floats with gaps stays float and an empty catalogue keeps its dtypes."""
+    header = pd.read_csv(path, nrows=0).columns
+    text = [name for name in _TEXT_COLUMNS if name in header]
+    numeric = [name for name in header if name not in _TEXT_COLUMNS]
+    table = pd.read_csv(
+        path, dtype=dict.fromkeys(text, str), keep_default_na=False,
+        na_values={name: ["", "nan", "NaN"] for name in numeric},
+    )
+    if table.empty:
+        table = table.astype({name: _DTYPES.get(name, np.float64) for name in header})
     return table
 
 
