@@ -295,6 +295,22 @@ def test_cli_catalogue_with_truth_labels_and_root(tmp_path, two_amplifier_fits, 
     np.testing.assert_allclose(tree["charge_e"].array(library="np"), table.charge_e)
 
 
+def test_cli_catalogue_names_particle_types_and_point_depths(tmp_path, two_amplifier_fits):
+    """catalogue_frame types every cluster, so the CLI's table has them (the quiet frames hold points only)."""
+    from napari_ccdseg.cli import main
+    from napari_ccdseg.particles import PARTICLE_TYPES
+
+    path, _ = two_amplifier_fits
+    out = tmp_path / "typed"
+    assert main(["catalogue", str(path), "--labels", str(path.parent), "--out", str(out)]) == 0
+    table = read_catalogue(out / "clusters.csv")
+    assert table.particle.isin(PARTICLE_TYPES).all()
+    assert ((table.particle_score > 0) & (table.particle_score <= 1)).all()
+    points = table.particle == "point"
+    assert points.mean() > 0.7
+    assert table.depth_um[points].notna().mean() > 0.5 and table.depth_um[~points].isna().all()
+
+
 def test_cli_catalogue_with_the_physical_preset(tmp_path, two_amplifier_fits):
     from napari_ccdseg.cli import main
 

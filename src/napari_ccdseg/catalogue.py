@@ -368,11 +368,15 @@ def catalogue_frame(
 ) -> FrameCatalogue:
     """Calibrate ``frame`` (unless ``calibration`` is given) with the class map's clusters, hot pixels
     and glowing pixels left out of the histogram (glow adds a second, larger dark current that the
-    comb of one Poisson λ cannot describe), then catalogue the clusters of ``labels``.
+    comb of one Poisson λ cannot describe), then catalogue the clusters of ``labels`` and name each
+    one's particle type, with the depth of point-like ones (``particles.add_particle_columns``), so
+    every caller — CLI, widget, scripts — gets the same table.
 
     ``gain`` and ``previous`` are the calibration's fallbacks when the peaks are not resolved
     (see ``calibrate.calibrate_frame``).
     """
+    from .particles import add_particle_columns
+
     name = frame_file_name(frame)
     _checked(frame.data, labels, frame.name, ev_per_e)  # before a calibration that would be wasted
     if calibration is None:
@@ -380,10 +384,12 @@ def catalogue_frame(
             frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
             exclude=np.isin(labels, CALIBRATION_EXCLUDED), gain=gain, previous=previous,
         )
+    electrons = calibration.electrons(frame.data)
     table, instances = cluster_table(
-        calibration.electrons(frame.data), labels, frame=name, hdu=frame.hdu, ev_per_e=ev_per_e,
+        electrons, labels, frame=name, hdu=frame.hdu, ev_per_e=ev_per_e,
         noise_e=calibration.noise_e, allow_empty=allow_empty,
     )
+    table = add_particle_columns(table, electrons, instances, noise_e=calibration.noise_e)
     return FrameCatalogue(table, instances, calibration)
 
 

@@ -176,8 +176,8 @@ class ClusterFilter:
 
 # ---------------------------------------------------------------- worker
 
-CATALOGUE_STEPS = 3
-"""calibrate and cluster, type and depth, plot the fit: the worker's progress steps."""
+CATALOGUE_STEPS = 2
+"""calibrate, cluster, type and depth; plot the fit: the worker's progress steps."""
 
 
 def _previous_calibration(path: str, frame: Frame) -> Calibration:
@@ -200,21 +200,22 @@ def _previous_calibration(path: str, frame: Frame) -> Calibration:
 def catalogue_worker(
     job: ClusterJob, settings: ClusterSettings, stop: threading.Event
 ) -> Iterator[LogUpdate | StepUpdate | CataloguedUpdate]:
-    """Calibrate and catalogue one frame (``catalogue.catalogue_frame``, as ``ccdseg catalogue``),
-    name each cluster's particle type, draw the calibration fit; yields progress and one CataloguedUpdate.
+    """Calibrate, catalogue and type the clusters of one frame (``catalogue.catalogue_frame``, as
+    ``ccdseg catalogue``), draw the calibration fit; yields progress and one CataloguedUpdate.
 
     The core calls report no progress of their own; Stop is honoured between them.
     """
     from ..calibrate import plot_calibration
     from ..catalogue import catalogue_frame
-    from ..particles import add_particle_columns
 
     def progress(step: int, message: str) -> Iterator[LogUpdate | StepUpdate]:
         yield StepUpdate(1, 1, step, CATALOGUE_STEPS)
         yield LogUpdate(message)
 
     previous = _previous_calibration(settings.calibration_file, job.frame) if settings.calibration_file else None
-    yield from progress(0, f"{job.name}: calibrating (fitting the pixel histogram) and clustering …")
+    yield from progress(
+        0, f"{job.name}: calibrating (fitting the pixel histogram), clustering, naming particle types and point depths …"
+    )
     result = catalogue_frame(
         job.frame, job.labels, gain=settings.gain, previous=previous, ev_per_e=settings.ev_per_e, allow_empty=True
     )
@@ -222,13 +223,7 @@ def catalogue_worker(
     if stop.is_set():
         yield LogUpdate("stopped: no catalogue")
         return
-    yield from progress(1, f"{job.name}: {len(table)} clusters; naming their particle types and point depths …")
-    electrons = calibration.electrons(job.frame.data)
-    table = add_particle_columns(table, electrons, result.instances, noise_e=calibration.noise_e)
-    if stop.is_set():
-        yield LogUpdate("stopped: no catalogue")
-        return
-    yield from progress(2, f"{job.name}: drawing the calibration fit …")
+    yield from progress(1, f"{job.name}: {len(table)} clusters; drawing the calibration fit …")
     exclude = np.isin(job.labels, (CLUSTER, HOT_PIXEL))
     with tempfile.TemporaryDirectory(prefix="ccdseg-fit-") as folder:
         png = plot_calibration(calibration, job.frame.data, Path(folder) / "calibration.png", exclude=exclude).read_bytes()
