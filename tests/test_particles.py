@@ -193,6 +193,10 @@ def test_confusion_counts_and_formats():
     assert particles.accuracy(confusion) == pytest.approx(2 / 3)
     text = particles.format_confusion(confusion)
     assert "| muon | 0 | 1 | 1 |" in text and "0.667" in text
+    other = particles.particle_confusion(["point", "fragment"], ["point", "trail"])
+    total = particles.sum_confusions([confusion, other])
+    assert list(total.index) == [*particles.PARTICLE_TYPES, "fragment", "none"]
+    assert total.loc["point", "point"] == 2 and total.loc["fragment", "trail"] == 1 and total.to_numpy().sum() == 6
 
 
 @pytest.mark.parametrize(

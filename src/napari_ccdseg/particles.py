@@ -733,6 +733,21 @@ def particle_confusion(true_kinds, predicted, types: tuple[str, ...] = PARTICLE_
     return table
 
 
+def sum_confusions(confusions) -> pd.DataFrame:
+    """Several frames' :func:`particle_confusion` tables added up, rows in the usual order (the
+    types, then ``fragment`` and ``none`` where any frame has them)."""
+    confusions = list(confusions)
+    if not confusions:
+        return particle_confusion([], [])
+    total = confusions[0].astype(np.int64)
+    for table in confusions[1:]:
+        total = total.add(table, fill_value=0).astype(np.int64)
+    extra = [row for row in (FRAGMENT, NO_KIND) if row in total.index]
+    total = total.reindex(index=list(PARTICLE_TYPES) + extra, columns=list(PARTICLE_TYPES), fill_value=0)
+    total.index.name, total.columns.name = "true kind", "predicted"
+    return total
+
+
 def type_scores(confusion: pd.DataFrame) -> pd.DataFrame:
     """Per type: clusters of that true kind, recall and precision (NaN where undefined)."""
     counts = confusion.loc[[t for t in confusion.columns if t in confusion.index]]
