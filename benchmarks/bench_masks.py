@@ -30,7 +30,7 @@ import numpy as np
 
 from napari_ccdseg.autolabel import label_frame
 from napari_ccdseg.calibrate import calibrate_frame
-from napari_ccdseg.classes import CLUSTER, HOT_PIXEL
+from napari_ccdseg.catalogue import CALIBRATION_EXCLUDED
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.masks import MASK_BITS, MaskParams, active_region, build_mask, rates
 from napari_ccdseg.simulate import SimConfig, simulate_frame
@@ -86,7 +86,7 @@ def measure_frame(
     calibrations = {}
     for source, labels in maps.items():
         try:
-            calibrations[source] = calibrate_frame(sim.image, header=header, exclude=np.isin(labels, (CLUSTER, HOT_PIXEL)))
+            calibrations[source] = calibrate_frame(sim.image, header=header, exclude=np.isin(labels, CALIBRATION_EXCLUDED))
         except InputError:
             calibrations[source] = None
     calibrations["no mask"] = calibrations["truth"]  # gain and pedestals only: the mask is the active area
@@ -169,7 +169,7 @@ def time_mask(side: int) -> float:
     """Seconds ``build_mask`` takes on one side × side frame of the check's detector (truth class map)."""
     config = dataclasses.replace(BASE, rows=side, cols=side, dark_current_e=0.01)
     sim = simulate_frame(config, 0)
-    calibration = calibrate_frame(sim.image, exclude=np.isin(sim.labels, (CLUSTER, HOT_PIXEL)),
+    calibration = calibrate_frame(sim.image, exclude=np.isin(sim.labels, CALIBRATION_EXCLUDED),
                                   header={"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols,
                                           "OVERSCNR": config.overscan_rows})
     start = time.perf_counter()
@@ -195,7 +195,7 @@ def preset_check(seeds: int) -> None:
             labels = sim.labels if source == "truth" else label_frame(sim.image, "physical")
             header = {"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols, "OVERSCNR": config.overscan_rows}
             try:
-                calibration = calibrate_frame(sim.image, header=header, exclude=np.isin(labels, (CLUSTER, HOT_PIXEL)))
+                calibration = calibrate_frame(sim.image, header=header, exclude=np.isin(labels, CALIBRATION_EXCLUDED))
             except InputError:
                 continue
             mask = build_mask(sim.image, labels, calibration, region=active_region(sim.image.shape, metadata=sim.metadata))

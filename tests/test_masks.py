@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from napari_ccdseg.calibrate import Calibration
-from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
+from napari_ccdseg.catalogue import CALIBRATION_EXCLUDED
+from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.masks import (
     BITS,
@@ -111,7 +112,7 @@ def test_masked_rate_with_the_real_calibration_and_the_physical_preset():
     dark = 0.005
     sim = simulate_frame(skipper(dark_current_e=dark), seed=5)
     labels = label_frame(sim.image, "physical")
-    calibration = calibrate_frame(sim.image, exclude=np.isin(labels, (CLUSTER, HOT_PIXEL)))
+    calibration = calibrate_frame(sim.image, exclude=np.isin(labels, CALIBRATION_EXCLUDED))
     region = active_region(sim.image.shape, metadata=sim.metadata)
     mask = build_mask(sim.image, labels, calibration, region=region)
     result = rates(calibration.electrons(sim.image), mask, calibration)

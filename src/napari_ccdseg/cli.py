@@ -308,8 +308,7 @@ def cmd_mask(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .calibrate import calibrate_frame, find_calibration, read_calibration, write_calibration
-    from .catalogue import ClassMaps, frame_file_name
-    from .classes import CLUSTER, HOT_PIXEL
+    from .catalogue import CALIBRATION_EXCLUDED, ClassMaps, frame_file_name
     from .masks import MaskParams, bit_counts, build_mask, frame_region, header_times, rates
     from .masks_report import plot_comb_fit, write_mask, write_rates_folder
 
@@ -326,7 +325,7 @@ def cmd_mask(args: argparse.Namespace) -> None:
         name = frame_file_name(frame)
         calibration = calibrate_frame(
             frame.data, frame=name, hdu=frame.hdu, extname=frame.extname, header=frame.header,
-            exclude=np.isin(labels, (CLUSTER, HOT_PIXEL)), gain=args.gain,
+            exclude=np.isin(labels, CALIBRATION_EXCLUDED), gain=args.gain,
             previous=find_calibration(previous, name, frame.hdu, frame.extname),
         )
         mask = build_mask(frame.data, labels, calibration, params=params, header=frame.header, frame=frame.name,

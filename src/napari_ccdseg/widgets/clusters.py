@@ -49,8 +49,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..calibrate import EV_PER_E_DEFAULT, Calibration
+from ..catalogue import CALIBRATION_EXCLUDED
 from ..catalogue_report import _plus_minus as plus_minus  # summary.md's rounding: one rule for both
-from ..classes import CLUSTER, HOT_PIXEL
 from ..errors import InputError
 from ..io import Frame
 from ..updates import LogUpdate, StepUpdate
@@ -224,7 +224,7 @@ def catalogue_worker(
         yield LogUpdate("stopped: no catalogue")
         return
     yield from progress(1, f"{job.name}: {len(table)} clusters; drawing the calibration fit …")
-    exclude = np.isin(job.labels, (CLUSTER, HOT_PIXEL))
+    exclude = np.isin(job.labels, CALIBRATION_EXCLUDED)  # as catalogue_frame's calibration
     with tempfile.TemporaryDirectory(prefix="ccdseg-fit-") as folder:
         png = plot_calibration(calibration, job.frame.data, Path(folder) / "calibration.png", exclude=exclude).read_bytes()
     yield StepUpdate(1, 1, CATALOGUE_STEPS, CATALOGUE_STEPS)

@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..calibrate import Calibration
-from ..classes import CLUSTER, HOT_PIXEL
+from ..catalogue import CALIBRATION_EXCLUDED
 from ..errors import InputError
 from ..masks import BITS, COUNTED_PEAKS, MaskParams, Rates, bit_counts
 from ..updates import LogUpdate, StepUpdate
@@ -133,7 +133,7 @@ def mask_worker(job: MaskJob, settings: MaskSettings, stop: threading.Event) -> 
     yield StepUpdate(1, 1, 0, MASK_STEPS)
     yield LogUpdate(f"{job.name}: calibrating …")
     calibration = calibrate_frame(
-        job.image, frame=job.frame, header=job.header, exclude=np.isin(job.labels, (CLUSTER, HOT_PIXEL)),
+        job.image, frame=job.frame, header=job.header, exclude=np.isin(job.labels, CALIBRATION_EXCLUDED),
         gain=settings.gain,
     )
     if stop.is_set():
