@@ -155,6 +155,26 @@ def test_cluster_instances_join_diagonal_neighbours():
     assert instances[0, 0] == instances[1, 1] != instances[4, 4]
 
 
+def test_cluster_instances_are_numbered_in_raster_order_of_first_pixels():
+    """Ids 1…N in the order a row-by-row scan meets each component, as catalogue rows expect."""
+    rng = np.random.default_rng(4)
+    labels = np.where(rng.random((60, 70)) < 0.3, CLUSTER, 0).astype(np.uint8)
+    instances = cluster_instances(labels)
+    assert instances.max() > 20
+    ids = instances.ravel()
+    first_seen = ids[np.sort(np.unique(ids, return_index=True)[1])]
+    np.testing.assert_array_equal(first_seen[first_seen > 0], np.arange(1, instances.max() + 1))
+    # no 8-connected pair of cluster pixels is split between two ids
+    padded = np.pad(instances, 1)
+    centre = padded[1:-1, 1:-1]
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        neighbour = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
+        both = (centre > 0) & (neighbour > 0)
+        assert (centre[both] == neighbour[both]).all()
+    inside = labels == CLUSTER
+    assert ((instances > 0) == inside).all()
+
+
 def test_truth_instances_separate_touching_clusters():
     truth = np.zeros((3, 8), dtype=np.uint8)
     truth[1, 1:7] = CLUSTER

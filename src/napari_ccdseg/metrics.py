@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as graph_components
-from skimage.measure import label as connected_components
 from sklearn.metrics import classification_report
 
 from .classes import CLASS_NAMES, CLUSTER, N_CLASSES
@@ -149,7 +149,18 @@ def cluster_instances(labels: np.ndarray) -> np.ndarray:
 
     8-connectivity because diffusion and diagonal tracks join clusters through pixel corners.
     """
-    return connected_components(np.asarray(labels) == CLUSTER, connectivity=2).astype(np.int32)
+    return connected_components(np.asarray(labels) == CLUSTER)
+
+
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+def connected_components(mask: np.ndarray) -> np.ndarray:
+    """int32 ids 1…N of the 8-connected components of a boolean mask (0 outside), numbered in
+    raster order of each component's first pixel (as skimage's ``label``, which calls the same
+    scipy function for boolean masks), written as int32 without a copy."""
+    components, _ = ndimage.label(mask, structure=_EIGHT_NEIGHBOURS, output=np.int32)
+    return components
 
 
 @dataclass
@@ -199,7 +210,7 @@ def match_clusters(
     else:
         values = np.asarray(image, np.float64)[in_cluster]
         charges = np.bincount(inverse, weights=values, minlength=sizes.size)
-    components = connected_components(predicted, connectivity=2)
+    components = connected_components(predicted)
     touched = np.unique(components[in_cluster & predicted])
     n_predicted = int(components.max())
     return ClusterMatch(
@@ -461,8 +472,8 @@ def compare_clusters(labels_a: np.ndarray, labels_b: np.ndarray) -> dict:
     _check_same_shape({"labels a": labels_a, "labels b": labels_b}, "cluster comparison")
     mask_a = np.asarray(labels_a) == CLUSTER
     mask_b = np.asarray(labels_b) == CLUSTER
-    components_a = connected_components(mask_a, connectivity=2)
-    components_b = connected_components(mask_b, connectivity=2)
+    components_a = connected_components(mask_a)
+    components_b = connected_components(mask_b)
     only_a = _lonely(components_a, mask_b)
     only_b = _lonely(components_b, mask_a)
     n_a, n_b = int(components_a.max()), int(components_b.max())
