@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -48,6 +49,12 @@ def test_each_widget_is_imported_from_its_own_module_and_simulate_needs_no_torch
     manifest = PluginManifest.from_distribution("napari-ccdseg")
     widgets = {c.python_name for c in manifest.contributions.commands if c.id.endswith("_widget")}
     assert all(name.startswith("napari_ccdseg.widgets.") for name in widgets), widgets
+    import napari_ccdseg.widgets as package
+
+    for python_name in widgets:  # every manifest widget is also `from napari_ccdseg.widgets import X`
+        module_name, class_name = python_name.split(":")
+        assert class_name in package.__all__
+        assert getattr(package, class_name) is getattr(importlib.import_module(module_name), class_name)
     module, name = next(n for n in widgets if n.endswith(":SimulateWidget")).split(":")
     code = f"import sys, {module}; {module}.{name}; print(sorted(m for m in ('torch', 'napari_ccdseg.train') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,5 @@
-"""napari dock widgets: thin views over the headless core (simulate, load, auto-label, train, predict).
+"""napari dock widgets: thin views over the headless core (simulate, dataset, auto-label, train,
+predict, clusters, masks, view).
 
 Each widget gathers settings, runs the same core function the CLI runs in a napari worker, and
 turns the worker's typed updates into layers, plots and text. No Qt outside this package.
@@ -12,11 +13,13 @@ from importlib import import_module
 
 _MODULES = {
     "AutolabelWidget": "autolabel",
+    "ClustersWidget": "clusters",
     "DatasetWidget": "dataset",
     "MasksWidget": "masks",
     "PredictWidget": "predict",
     "SimulateWidget": "simulate",
     "TrainWidget": "train",
+    "ViewWidget": "view",
 }
 
 __all__ = list(_MODULES)
