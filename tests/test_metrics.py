@@ -285,3 +285,13 @@ def test_agreement_summary_adds_frames_and_tabulates():
     json.dumps(summary, allow_nan=False)
     with pytest.raises(InputError, match="no frames"):
         agreement_summary([])
+
+
+def test_plus_minus_rounds_to_the_errors_second_significant_digit():
+    from napari_ccdseg.report_text import plus_minus
+
+    assert plus_minus(4.01234, 0.0123, "ADU/e⁻") == "4.012 ± 0.012 ADU/e⁻"
+    assert plus_minus(1234.4, 56.0) == "1234 ± 56"
+    assert plus_minus(0.152345, 0.0, "e⁻") == "0.1523 e⁻"  # exact (a given gain): the value alone
+    assert plus_minus(0.152345, float("nan")) == "0.1523"
+    assert plus_minus(float("nan"), 0.1, "e⁻/px") == "n/a"

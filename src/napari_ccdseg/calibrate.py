@@ -22,6 +22,7 @@ import numpy as np
 from .atomic import atomic_write_text
 from .errors import InputError
 from .noise import _finite_sample, check_finite, pedestal_noise, robust_levels, row_pedestals
+from .report_text import plus_minus as _pm
 
 EV_PER_E_DEFAULT = 3.75
 """eV per electron-hole pair in silicon at operating temperature (configurable everywhere)."""
@@ -1028,14 +1029,6 @@ _METHOD_WORDS = {
     "header": "the header's GAIN keyword",
     "file": "a calibration file",
 }
-
-
-def _pm(value: float, error: float, unit: str) -> str:
-    """``value ± error unit`` to the error's two significant digits."""
-    if not (math.isfinite(error) and error > 0):
-        return f"{value:.4g} {unit}"
-    digits = max(0, 1 - int(math.floor(math.log10(error))))
-    return f"{value:.{digits}f} ± {error:.{digits}f} {unit}"
 
 
 def _draw_comb(cal: Calibration, aligned: np.ndarray, usable: np.ndarray, histogram, pulls, rows) -> None:

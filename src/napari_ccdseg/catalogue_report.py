@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from scipy.stats import chi2
 
 from .report import _STYLE, _save_figure
+from .report_text import plus_minus
 
 if TYPE_CHECKING:
     from .calibrate import Calibration
@@ -111,16 +112,6 @@ def plot_spectrum(
         return _save_figure(figure, Path(path))
 
 
-def _plus_minus(value: float, error: float) -> str:
-    """``value ± error`` rounded to the error's second significant digit; the value alone when exact."""
-    if not math.isfinite(value):
-        return "n/a"
-    if not math.isfinite(error) or error <= 0:
-        return f"{value:.4g}"
-    digits = max(0, 1 - math.floor(math.log10(error)))
-    return f"{value:.{digits}f} ± {error:.{digits}f}"
-
-
 def summary_markdown(
     table: pd.DataFrame,
     calibrations: Sequence[Calibration],
@@ -148,9 +139,9 @@ def summary_markdown(
         mpix = n_pixels / 1e6
         lines.append(
             f"| {cal.frame} | {cal.hdu} | {cal.extname or ''} | {mpix:.3g} | {found} | {found / mpix:.4g} "
-            f"| {_plus_minus(cal.gain_adu_per_e, cal.gain_err)} | {_plus_minus(cal.noise_e, cal.noise_err)} "
-            f"| {_plus_minus(cal.dark_current_e_per_px, cal.dark_err)} "
-            f"| {_plus_minus(cal.pedestal_adu, cal.pedestal_err)} | {cal.method} |"
+            f"| {plus_minus(cal.gain_adu_per_e, cal.gain_err)} | {plus_minus(cal.noise_e, cal.noise_err)} "
+            f"| {plus_minus(cal.dark_current_e_per_px, cal.dark_err)} "
+            f"| {plus_minus(cal.pedestal_adu, cal.pedestal_err)} | {cal.method} |"
         )
     empty = [f"{cal.frame} (HDU {cal.hdu})" for cal in calibrations if (cal.frame, cal.hdu) not in counts.index]
     if empty:

@@ -6,11 +6,15 @@ One module, so a figure is worded, rounded and laid out the same wherever a user
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .classes import CLASS_NAMES
-from .metrics import ClassScores, ClusterScores, Evaluation, FrameScores, PixelScores
+
+if TYPE_CHECKING:  # annotations only: calibrate imports this module without metrics' scikit-learn
+    from .metrics import ClassScores, ClusterScores, Evaluation, FrameScores, PixelScores
 
 MAX_FRAME_ROWS = 50
 """Frames listed in a summary; report.json holds them all."""
@@ -19,6 +23,18 @@ MAX_FRAME_ROWS = 50
 def percent(value: float | None) -> str:
     """A share as a percentage, or n/a when undefined (no clusters, no labelled pixels)."""
     return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def plus_minus(value: float, error: float, unit: str = "") -> str:
+    """``value ± error unit`` rounded to the error's second significant digit; the value alone
+    (4 significant digits) when the error is 0 or unknown, ``n/a`` when the value is."""
+    suffix = f" {unit}" if unit else ""
+    if not math.isfinite(value):
+        return "n/a"
+    if not (math.isfinite(error) and error > 0):
+        return f"{value:.4g}{suffix}"
+    digits = max(0, 1 - math.floor(math.log10(error)))
+    return f"{value:.{digits}f} ± {error:.{digits}f}{suffix}"
 
 
 def _score(value: float | None) -> str:

@@ -50,9 +50,9 @@ from qtpy.QtWidgets import (
 
 from ..calibrate import EV_PER_E_DEFAULT, Calibration
 from ..catalogue import CALIBRATION_EXCLUDED
-from ..catalogue_report import _plus_minus as plus_minus  # summary.md's rounding: one rule for both
 from ..errors import InputError
 from ..io import Frame
+from ..report_text import plus_minus
 from ..updates import LogUpdate, StepUpdate
 from ._common import LayerCombo, PathEdit, WorkerWidget, dspin, report_error, spin, wrapped_label
 from ._layers import frame_layers, frame_shape, full_name, labels_name, place_like, watch_layers
