@@ -112,8 +112,16 @@ def test_run_puts_a_point_on_every_truth_cluster_with_the_catalogue_as_features(
     # ... and so does napari's tooltip in the viewer, the clusters layer being the active one
     viewer.cursor.position = position
     viewer.mouse_over_canvas = True
-    _, tooltip = viewer._calc_status_from_cursor()
+    status, tooltip = viewer._calc_status_from_cursor()
     assert viewer.tooltip.visible and tooltip.startswith(f"particle: {row['particle']}\nenergy_kev: ")
+    # the status bar keeps napari's text over a ring (its features), the frame's report elsewhere
+    assert f"particle: {row['particle']}, energy_kev: " in status["coordinates"]
+    pixels = np.argwhere(simulated.labels == BACKGROUND)[::37]
+    distance = np.linalg.norm(pixels[:, None, :] - layer.data[None, :, :], axis=2).min(axis=1)
+    far = pixels[distance > 20][0]  # a background pixel far from every ring
+    viewer.cursor.position = tuple(viewer.layers[IMAGE].data_to_world(far))
+    assert layer.get_value(viewer.cursor.position, world=True) is None
+    assert viewer._calc_status_from_cursor()[0].startswith(f"{IMAGE} [{far[0]}, {far[1]}]: ")
     # the calibration is the simulator's gain, stored for other widgets
     calibration = viewer.layers[IMAGE].metadata["calibration"]
     assert calibration["method"] == "peaks"

@@ -3,6 +3,8 @@
 napari's own status shows the selected layer's value only, in ADU. On a mosaic of amplifiers the
 pixel under the cursor belongs to whichever frame is drawn there, so :func:`cursor_report` looks
 for it among the visible frames (top first), then reads its paired label layers at the same pixel.
+Over a point of the active Points layer (a ring of the cluster catalogue) napari's own status
+stays: it lists that point's features (particle type, energy, size).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Labels, Points
 
 from ..classes import CLASS_NAMES, CLUSTER
 from ..layout import detector_pixel
@@ -78,12 +80,25 @@ def cursor_report(viewer: napari.Viewer, world) -> str | None:
     return None
 
 
+def point_under_cursor(viewer: napari.Viewer) -> bool:
+    """Whether the active layer is a Points layer with a point under the cursor."""
+    active = viewer.layers.selection.active
+    if not isinstance(active, Points) or not active.visible:
+        return False
+    index = active.get_value(
+        viewer.cursor.position, view_direction=viewer.cursor._view_direction,
+        dims_displayed=list(viewer.dims.displayed), world=True,
+    )
+    return index is not None
+
+
 def install_status(viewer: napari.Viewer) -> None:
     """Show :func:`cursor_report` in the status bar whenever the cursor is over a frame (once per viewer).
 
     napari computes the status in ``ViewerModel._calc_status_from_cursor``, from a background
     thread when a Qt window exists (napari >= 0.5), on the cursor event otherwise; this wraps that
-    method of this viewer, so both paths show the report, and napari's own status elsewhere.
+    method of this viewer, so both paths show the report, and napari's own status elsewhere and
+    over a point of the active Points layer (its features).
     """
     viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugin widgets a public-only proxy
     if viewer in _INSTALLED:
@@ -98,6 +113,8 @@ def install_status(viewer: napari.Viewer) -> None:
         if current is None or result is None:  # None: the mouse is off the canvas, nothing to update
             return result
         try:
+            if point_under_cursor(current):
+                return result
             text = cursor_report(current, current.cursor.position)
         except (IndexError, ValueError, RuntimeError):  # layers changed while the status thread read them
             return result
