@@ -203,6 +203,11 @@ _MIN_PEAKS = 3
 _LOW_SIGMAS = 5.0
 """The fit range starts this many σ below the zero-electron peak."""
 _BINS_PER_SIGMA = 4
+_MIN_SIGMA_E = 1e-3
+"""The fit's lower limit on σ (e⁻); a comb fitted at it is no read-noise peak."""
+_MAX_FIT_BINS = 2000
+"""Bins per band at most: a nearly noiseless comb over tens of electrons would otherwise take 10⁵
+bins and minutes (the binned likelihood integrates each peak over its bins, so wider bins stay exact)."""
 _MAX_BANDS = 16
 _BAND_MIN_PIXELS = 4000
 """λ is fitted in up to 16 bands of rows, each holding at least this many pixels…"""
@@ -259,9 +264,10 @@ def _peaks_for(lam: float) -> int:
 
 
 def _fit_edges(mu0: float, gain: float, sigma_adu: float, peaks: int, step: float) -> np.ndarray:
-    """Bins of σ/4 from μ₀ − 5σ to μ₀ + (K + ½)·g; on an ADC grid, whole steps with edges between codes."""
-    width = sigma_adu / _BINS_PER_SIGMA
+    """Bins of σ/4 (at most 2000 of them) from μ₀ − 5σ to μ₀ + (K + ½)·g; on an ADC grid, whole
+    steps with edges between codes."""
     lo, hi = mu0 - _LOW_SIGMAS * sigma_adu, mu0 + (peaks + 0.5) * gain
+    width = max(sigma_adu / _BINS_PER_SIGMA, (hi - lo) / _MAX_FIT_BINS)
     if step > 0:
         width = step * max(1, round(width / step))
         lo = (math.floor(lo / step) - 0.5) * step
@@ -328,7 +334,7 @@ def _fit_comb(groups: list[np.ndarray], start: tuple[float, float, float, np.nda
         m.errordef = Minuit.LEAST_SQUARES
         m.limits["mu0"] = (mu0 - gain / 2, mu0 + gain / 2)
         m.limits["gain"] = (0.5 * gain, 2.0 * gain)
-        m.limits["sigma"] = (1e-3, 2.0)
+        m.limits["sigma"] = (_MIN_SIGMA_E, 2.0)
         for b in bands:
             m.limits[f"lam{b}"] = (0, 50)
         m.migrad()
@@ -822,6 +828,8 @@ def _trial_comb(image: np.ndarray, keep: np.ndarray, step: float, hint_gain: flo
 def _unresolved_reason(comb: _Comb, max_chi2_ndof: float = MAX_CHI2_NDOF) -> str:
     if not comb.valid:
         return "the fit of its electron peaks did not converge"
+    if comb.sigma < 2 * _MIN_SIGMA_E:
+        return "its peaks are narrower than any read noise (an ADC grid, not electrons)"
     if comb.sigma >= RESOLVED_MAX_NOISE_E:
         return f"its read noise ({comb.sigma:.2f} e-) blurs the electron peaks together"
     if comb.chi2 > max_chi2_ndof * max(comb.ndof, 1):
@@ -911,16 +919,21 @@ def _region(active: np.ndarray) -> list[list[int]]:
 def _grid_step(image: np.ndarray) -> float:
     """The ADC's step when every value sits on one grid (integer codes, fpack), else 0.
 
-    The smallest gap between distinct values, provided every other gap is a whole number of it:
-    sparse bright pixels far apart do not hide the grid, as they would hide it from a median gap.
+    The smallest gap between distinct values, provided 95 % of the other gaps among the lowest
+    99.9 % of the values are a whole number of it: sparse bright pixels far apart (whose float32
+    spacing is coarser) and a few values off the grid do not hide it, as they would hide it from
+    a median gap.
     """
-    values = np.unique(_finite_sample(image))
-    if values.size < 2 or values.size > _finite_sample(image).size // 4:
+    sample = _finite_sample(image)
+    if sample.size == 0:
+        return 0.0
+    values = np.unique(sample[sample <= np.quantile(sample, 0.999)])  # float32 spacing of far glitches breaks a grid
+    if values.size < 2 or values.size > sample.size // 4:
         return 0.0
     gaps = np.diff(values)
     step = float(gaps.min())
     ratio = gaps / step
-    return step if np.all(np.abs(ratio - np.round(ratio)) < 0.01) else 0.0
+    return step if np.mean(np.abs(ratio - np.round(ratio)) < 0.01) >= 0.95 else 0.0  # a few stray values
 
 
 _ELECTRON_UNITS = frozenset({"electron", "electrons", "e-", "e"})
