@@ -10,7 +10,6 @@ its electron rules (after); the default model fed the median/MAD normalisation i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -47,7 +46,8 @@ def main() -> None:
     frames = 2 if args.quick else args.frames
     config = SIM_PRESETS["damic-m"]
     methods = {
-        "physical, σ rules (before)": lambda image, header: _label_physical(image.astype(np.float32), PhysicalParams()),
+        "physical, σ rules (before)": lambda image, header: _label_physical(image.astype(np.float32),
+                                                                             PhysicalParams()),
         "physical, electron rules (after)": lambda image, header: label_frame(image, "physical", header=header),
     }
     if not args.skip_model:

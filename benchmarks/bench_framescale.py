@@ -38,8 +38,8 @@ def main() -> None:
             print(f"{preset}: {dict(methods)}", flush=True)
         return
     damic = SIM_PRESETS["damic-m"]
-    cases = [("conventional 512²", SIM_PRESETS["conventional"]), ("single-sample 512 × 576", SIM_PRESETS["single-sample"]),
-             ("damic-m 320 × 640", damic)]
+    cases = [("conventional 512²", SIM_PRESETS["conventional"]),
+             ("single-sample 512 × 576", SIM_PRESETS["single-sample"]), ("damic-m 320 × 640", damic)]
     if not args.quick:
         cases += [("conventional 4096²", dataclasses.replace(SIM_PRESETS["conventional"], rows=4096, cols=4096)),
                   ("damic-m amplifier 1536 × 6144", dataclasses.replace(damic, rows=1536, cols=6144))]

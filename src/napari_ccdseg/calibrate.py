@@ -789,7 +789,8 @@ def _patchy_reason(aligned: np.ndarray, keep: np.ndarray, comb: _Comb) -> str:
     with_charge, without = float(below[above].mean()), float(below[~above].mean())
     if with_charge - without > MAX_NEIGHBOUR_EXCESS:
         return (f"its pixels holding charge come in patches, not scattered like dark current (the pixel below "
-                f"holds charge {with_charge:.0%} of the time under one holding charge, {without:.0%} under an empty one)")
+                f"holds charge {with_charge:.0%} of the time under one holding charge, "
+                f"{without:.0%} under an empty one)")
     return ""
 
 
