@@ -217,3 +217,27 @@ def test_train_options_become_the_training_config_field_by_field():
     assert defaults == TrainConfig()
     with pytest.raises(InputError, match="class weighting"):
         TrainConfig.from_options({"class_weighting": "square", "max_minutes": 0})
+
+
+def test_evaluate_on_simulated_frames_reports_particle_types(tmp_path, capsys):
+    """Frames with the simulator's X_meta.json get a particle confusion (true kind × predicted type)."""
+    from napari_ccdseg.particles import PARTICLE_TYPES
+
+    data, out = tmp_path / "data", tmp_path / "report"
+    assert main(["simulate", str(data), "--n", "3", "--size", "128", "128", "--seed", "2"]) == 0
+    metas = sorted(data.glob("*_meta.json"))
+    assert len(metas) == 3
+    metas[-1].unlink()  # a frame without its record is scored but not typed
+    kinds = [c["kind"] for meta in metas[:-1] for c in json.loads(meta.read_text())["clusters"]]
+    assert main(["evaluate", "default", str(data), "--out", str(out), "--device", "cpu"]) == 0
+    particles = json.loads((out / "report.json").read_text())["particles"]
+    assert particles["frames"] == 2 and particles["predicted"] == list(PARTICLE_TYPES)
+    assert particles["true_kinds"][: len(PARTICLE_TYPES)] == list(PARTICLE_TYPES)
+    counts = dict(zip(particles["true_kinds"], particles["counts"]))
+    assert sum(map(sum, counts.values())) > 0
+    for kind in PARTICLE_TYPES:  # each simulated event is the main part of one found cluster at most
+        assert sum(counts[kind]) <= kinds.count(kind)
+    assert sum(counts["point"]) >= 0.5 * kinds.count("point")  # the default model finds most points
+    assert 0 <= particles["accuracy"] <= 1
+    summary = (out / "summary.md").read_text()
+    assert "## Particle types" in summary and "2 simulated frame(s)" in summary and "| point |" in summary

@@ -204,18 +204,21 @@ def _evaluate_against_truth(args: argparse.Namespace) -> None:
     from .dataset import load_labelled
     from .report import write_report
     from .report_text import pixel_table
-    from .scoring import model_labeller, predict_and_evaluate
+    from .scoring import ParticleTally, model_labeller, predict_and_evaluate
 
     model, meta = _load_model(args.model, args.device)
     frames = tqdm(load_labelled(args.data, preset=args.preset), desc="evaluating", unit="frame", disable=None)
     examples: list = []
+    particles = ParticleTally()
 
-    def keep_example(frame, labels) -> None:  # the report shows the first three
+    def on_frame(frame, labels) -> None:  # the report shows the first three; simulated frames' types are tallied
         if len(examples) < 3:
             examples.append((frame.name, frame.image, frame.labels, labels))
+        particles.add(frame, labels)
 
-    evaluation = predict_and_evaluate(frames, model_labeller(model, meta), on_frame=keep_example)
-    summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}")
+    evaluation = predict_and_evaluate(frames, model_labeller(model, meta), on_frame=on_frame)
+    summary = write_report(args.out, evaluation, examples=examples, title=f"Evaluation of {Path(args.model).name}",
+                           particles=particles)
     print(pixel_table(evaluation.pixel))
     print(f"report: {summary}")
 

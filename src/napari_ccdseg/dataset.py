@@ -1,12 +1,14 @@
 """Labelled frames for training and evaluation: from dataset folders, files or napari layers.
 
 A dataset folder holds frames ``X.<ext>`` with optional label maps ``X_labels.<png|tif|npy>``
-and, for simulated data, exact cluster instances ``X_instances.npy``. Frames without a label
-map are auto-labelled when a preset is given.
+and, for simulated data, exact cluster instances ``X_instances.npy`` and the simulator's record
+``X_meta.json`` (gain, noise, every cluster's kind and charge). Frames without a label map are
+auto-labelled when a preset is given.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +30,8 @@ class LabelledFrame:
     image: np.ndarray
     labels: np.ndarray
     instances: np.ndarray | None = None
+    metadata: dict | None = None
+    """The simulator's ``X_meta.json`` beside a simulated frame (its "clusters" give true kinds)."""
 
     def __post_init__(self) -> None:
         check_pair(self.name, self.image, self.labels)
@@ -59,6 +63,17 @@ def _instances_for(frame_path: Path, stem: str, shape: tuple[int, ...]) -> np.nd
     return instances
 
 
+def _metadata_for(frame_path: Path, stem: str) -> dict | None:
+    """The simulator's record ``X_meta.json`` beside a frame, when present."""
+    path = frame_path.with_name(f"{stem}_meta.json")
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read the simulation record ({error})") from error
+
+
 def frame_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Path | None]]:
     """(frame, label map or None) for each input: a frame file or a dataset folder."""
     pairs: list[tuple[Path, Path | None]] = []
@@ -88,10 +103,11 @@ def load_labelled(
             stem = io.output_stem(frame_path, frame.name, len(in_file))
             labels_path = io.labels_path_for(frame_path, stem)
             shape = frame.data.shape[:2]
-            instances = None
+            instances = metadata = None
             if labels_path is not None:
                 labels = io.read_label_map(labels_path, expected_shape=shape, frame=frame_path)
                 instances = _instances_for(frame_path, stem, shape)
+                metadata = _metadata_for(frame_path, stem) if instances is not None else None
             elif preset is not None:
                 labels = label_frame(frame.data, preset, params=params, name=frame.name, header=frame.header)
             elif require_labels:
@@ -101,7 +117,7 @@ def load_labelled(
                 )
             else:
                 labels = np.full(shape, UNLABELLED, np.uint8)
-            frames.append(LabelledFrame(frame.name, frame.data, labels, instances))
+            frames.append(LabelledFrame(frame.name, frame.data, labels, instances, metadata))
     if not frames:
         raise InputError(f"no frames found in {', '.join(map(str, inputs))}")
     return frames

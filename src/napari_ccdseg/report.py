@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -23,6 +24,9 @@ from .classes import BACKGROUND, CLASS_COLOURS, CLASS_NAMES, CLUSTER, N_CLASSES,
 from .metrics import ClusterScores, Evaluation
 from .noise import display_range
 from .report_text import percent, summary_markdown
+
+if TYPE_CHECKING:
+    from .scoring import ParticleTally
 
 DPI = 150
 _STYLE = {
@@ -291,17 +295,24 @@ def write_report(
     history: list[dict] | None = None,
     examples: Sequence[Example] = (),
     title: str = "napari-ccdseg report",
+    particles: ParticleTally | None = None,
 ) -> Path:
     """Write report.json, the figures and summary.md (last, so it only links existing files).
 
     report.json holds ``evaluation.to_json()`` plus "title" and "history". The efficiency figure
     is left out when no cluster has a positive charge, the curves without history, the examples
     without examples. The evaluation's baselines (e.g. a threshold preset) are tabulated beside
-    it. Returns the summary's path.
+    it. ``particles``, tallied on frames with simulator truth, adds the particle-type confusion
+    (report.json's "particles", a table in summary.md). Returns the summary's path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "report.json", {"title": title, **evaluation.to_json(), "history": history or []})
+    if particles is not None and particles.confusion is None:
+        particles = None  # no frame had simulator truth
+    document = {"title": title, **evaluation.to_json(), "history": history or []}
+    if particles is not None:
+        document["particles"] = particles.to_json()
+    atomic_write_json(out / "report.json", document)
     confusion = plot_confusion(evaluation.pixel.confusion, out / "confusion.png")
     figures = {"Confusion matrix": confusion}
     efficiency = plot_efficiency(evaluation.clusters, out / "efficiency.png")
@@ -311,7 +322,7 @@ def write_report(
         figures["Training curves"] = plot_history(history, out / "curves.png")
     if examples:
         figures["Image, truth and prediction"] = plot_examples(examples, out / "examples.png")
-    return atomic_write_text(out / "summary.md", summary_markdown(title, evaluation, figures))
+    return atomic_write_text(out / "summary.md", summary_markdown(title, evaluation, figures, particles))
 
 
 # ---------------------------------------------------------------- checking without truth

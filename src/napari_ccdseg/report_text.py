@@ -15,6 +15,7 @@ from .classes import CLASS_NAMES
 
 if TYPE_CHECKING:  # annotations only: calibrate imports this module without metrics' scikit-learn
     from .metrics import ClassScores, ClusterScores, Evaluation, FrameScores, PixelScores
+    from .scoring import ParticleTally
 
 MAX_FRAME_ROWS = 50
 """Frames listed in a summary; report.json holds them all."""
@@ -129,8 +130,26 @@ def _comparison_markdown(evaluation: Evaluation) -> list[str]:
     return [*lines, ""]
 
 
-def summary_markdown(title: str, evaluation: Evaluation, figures: Mapping[str, Path]) -> str:
-    """The report's summary.md: headline numbers, tables and links to the figures beside it."""
+def _particles_markdown(particles: ParticleTally) -> list[str]:
+    from .particles import format_confusion
+
+    return [
+        "## Particle types",
+        "",
+        f"The clusters of the class maps of {particles.frames} simulated frame(s), typed by the bundled particle "
+        "classifier, against the kind of the simulated event holding most of each one's charge (*fragment*: "
+        "a minor piece of an event another cluster holds most of; *none*: no event, e.g. noise or a defect).",
+        "",
+        format_confusion(particles.confusion),
+        "",
+    ]
+
+
+def summary_markdown(
+    title: str, evaluation: Evaluation, figures: Mapping[str, Path], particles: ParticleTally | None = None
+) -> str:
+    """The report's summary.md: headline numbers, tables and links to the figures beside it (and the
+    particle-type confusion when ``particles`` counted simulated frames)."""
     pixel, clusters, frames = evaluation.pixel, evaluation.clusters, evaluation.frames
     lines = [
         f"# {title}",
@@ -155,6 +174,8 @@ def summary_markdown(title: str, evaluation: Evaluation, figures: Mapping[str, P
         "",
         *_frames_markdown(frames),
     ]
+    if particles is not None:
+        lines += ["", *_particles_markdown(particles)]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{caption}]({path.name})\n" for caption, path in figures.items()]
