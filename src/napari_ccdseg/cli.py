@@ -29,6 +29,21 @@ EXIT_INTERRUPTED = 130
 _MODEL_HELP = "model file or bundled model name (see `ccdseg models`), e.g. default"
 
 
+def _add_class_map_source(parser: argparse.ArgumentParser) -> None:
+    """--model | --preset physical | --labels DIR: where ClassMaps takes each frame's class map."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="class maps from this model (default: the bundled default); " + _MODEL_HELP)
+    source.add_argument("--preset", choices=["physical"], help="class maps from the physical auto-label preset")
+    source.add_argument("--labels", metavar="DIR", help="class maps X_labels.<png|tif|tiff|npy> from this folder")
+
+
+def _add_gain_fallback(parser: argparse.ArgumentParser) -> None:
+    """--gain | --calibration FILE: calibrate_frame's fallbacks for frames whose peaks are not resolved."""
+    gain = parser.add_mutually_exclusive_group()
+    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
+    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+
+
 # ---------------------------------------------------------------- subcommands
 
 
@@ -480,9 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
     p.add_argument("--out", required=True, help="output folder")
-    gain = p.add_mutually_exclusive_group()
-    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
-    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    _add_gain_fallback(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
@@ -490,13 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
     p.add_argument("--out", required=True, help="output folder")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", help="class maps from this model (default: the bundled default); " + _MODEL_HELP)
-    source.add_argument("--preset", choices=["physical"], help="class maps from the physical auto-label preset")
-    source.add_argument("--labels", metavar="DIR", help="class maps X_labels.<png|tif|tiff|npy> from this folder")
-    gain = p.add_mutually_exclusive_group()
-    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
-    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    _add_class_map_source(p)
+    _add_gain_fallback(p)
     p.add_argument("--ev-per-e", type=float, default=3.75, help="eV per electron-hole pair (default 3.75)")
     p.add_argument("--root", action="store_true", help="also write clusters.root (needs napari-ccdseg[root])")
     p.add_argument("--device", default="auto", help="device for the model: auto, cpu, cuda or cuda:N")
@@ -507,16 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="frame files or dataset folders")
     p.add_argument("--out", required=True, help="output folder")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", help="class maps from this model (default: the bundled default); " + _MODEL_HELP)
-    source.add_argument("--preset", choices=["physical"], help="class maps from the physical auto-label preset")
-    source.add_argument("--labels", metavar="DIR", help="class maps X_labels.<png|tif|tiff|npy> from this folder")
+    _add_class_map_source(p)
     p.add_argument("--halo", type=float, metavar="PX", help="halo radius of clusters up to 10 e- (default 2; +3 px per decade of charge)")
     p.add_argument("--bleed", type=int, metavar="PX", help="pixels masked after bright clusters along their rows (default 10)")
     p.add_argument("--edge", type=int, metavar="PX", help="pixels masked inside the active area's border (default 2)")
-    gain = p.add_mutually_exclusive_group()
-    gain.add_argument("--gain", type=float, help="ADU per electron, for frames whose electron peaks are not resolved")
-    gain.add_argument("--calibration", metavar="FILE", help="calibration.json for frames whose peaks are not resolved")
+    _add_gain_fallback(p)
     p.add_argument("--exposure", type=float, metavar="S", help="exposure time in s (default: header EXPTIME)")
     p.add_argument("--readout", type=float, metavar="S", help="readout time of the whole image in s (default: header READTIME)")
     p.add_argument("--device", default="auto", help="device for the model: auto, cpu, cuda or cuda:N")
