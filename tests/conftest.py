@@ -1,4 +1,5 @@
-"""Test-wide settings (headless Qt, no network call from albumentations) and the tiny_frames fixture."""
+"""Test-wide settings (headless Qt, no network call from albumentations), the tiny_frames fixture
+and the GUI tests' errors fixture."""
 
 import os
 
@@ -22,3 +23,19 @@ def tiny_frames():
         sim = simulate_frame(config, seed=seed)
         frames.append(LabelledFrame(f"sim{seed}", sim.image, sim.labels, sim.instances))
     return frames
+
+
+@pytest.fixture
+def errors():
+    """Error notifications shown to the user during the test (GUI tests)."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    shown: list[str] = []
+
+    def record(notification) -> None:
+        if notification.severity == NotificationSeverity.ERROR:
+            shown.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield shown
+    notification_manager.notification_ready.disconnect(record)

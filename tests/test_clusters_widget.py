@@ -16,7 +16,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt
 
 from napari.layers import Points  # noqa: E402
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_ccdseg.calibrate import read_calibration  # noqa: E402
@@ -39,20 +38,6 @@ SKIPPER = dataclasses.replace(
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
-
-
-@pytest.fixture
-def errors():
-    """Error notifications shown to the user during the test."""
-    shown: list[str] = []
-
-    def record(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            shown.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture(scope="module")

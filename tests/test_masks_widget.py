@@ -10,7 +10,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt
 
 from napari.layers import Labels  # noqa: E402
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_ccdseg.classes import CLUSTER, labels_layer_kwargs  # noqa: E402
@@ -25,19 +24,6 @@ CONFIG = SimConfig(
     gain_adu_per_e=5.0, read_noise_e=0.15, dark_current_e=DARK, cluster_rate=150.0, amp_glow_e=2.0,
     glow_band_probability=0.0, hot_columns=(1.0, 2.0),
 )
-
-
-@pytest.fixture
-def errors():
-    shown: list[str] = []
-
-    def record(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            shown.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture
@@ -96,3 +82,14 @@ def test_save_writes_the_mask_and_the_rates(masked, tmp_path):
     written = widget.save()
     assert {p.name for p in written} == {"run3_mask.tif", "rates.csv", "rates.md"}
     assert (tifffile.imread(tmp_path / "run3_mask.tif") == widget.shown.mask).all()
+
+
+def test_save_without_a_folder_asks_for_one(masked, tmp_path, monkeypatch):
+    from napari_ccdseg.widgets import _common
+
+    _, widget, _ = masked
+    answers = iter(["", str(tmp_path)])  # cancelled, then a folder picked
+    monkeypatch.setattr(_common.QFileDialog, "getExistingDirectory", lambda *args: next(answers))
+    widget.save_folder.setText("")
+    assert widget.save() == [] and widget.save_folder.text() == ""
+    assert (tmp_path / "rates.csv") in widget.save() and widget.save_folder.text() == str(tmp_path)

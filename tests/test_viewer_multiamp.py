@@ -14,7 +14,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt; pytest-xvfb gives it a display
 
 from napari.layers import Image, Labels  # noqa: E402
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QScrollArea  # noqa: E402
 
@@ -59,19 +58,6 @@ def viewer(make_napari_viewer, ccd_file):
     viewer = make_napari_viewer()
     viewer.open(str(ccd_file), plugin="napari-ccdseg")
     return viewer
-
-
-@pytest.fixture
-def errors():
-    shown: list[str] = []
-
-    def record(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            shown.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
 
 
 def images(viewer) -> list[Image]:

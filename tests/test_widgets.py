@@ -16,7 +16,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari starts Qt; pytest-xvfb gives it a display
 
 from napari.layers import Image, Labels  # noqa: E402
-from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_ccdseg import bundled, io  # noqa: E402
@@ -43,20 +42,6 @@ def user_data(tmp_path, monkeypatch):
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
-
-
-@pytest.fixture
-def errors():
-    """Error notifications shown to the user during the test."""
-    shown: list[str] = []
-
-    def record(notification) -> None:
-        if notification.severity == NotificationSeverity.ERROR:
-            shown.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield shown
-    notification_manager.notification_ready.disconnect(record)
 
 
 def dock(viewer, widget):

@@ -333,6 +333,14 @@ class PathEdit(QWidget):
     def setText(self, text: str) -> None:  # noqa: N802 - Qt style
         self.edit.setText(text)
 
+    def folder_or_ask(self, title: str) -> str:
+        """The folder typed here, else one picked in a dialog titled ``title`` (kept here); "" when cancelled."""
+        folder = self.text()
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(self, title, str(Path.home()))
+            self.setText(folder)
+        return folder
+
     def _browse(self) -> None:
         start = self.text() or str(Path.home())
         if self.mode == "folder":

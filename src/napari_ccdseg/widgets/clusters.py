@@ -33,7 +33,6 @@ from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -774,12 +773,9 @@ class ClustersWidget(WorkerWidget):
         if self.shown is None:
             report_error(InputError("run the catalogue first: there is nothing to export"), "export")
             return []
-        folder = self.export_folder.text()
+        folder = self.export_folder.folder_or_ask("Export the catalogue to")
         if not folder:
-            folder = QFileDialog.getExistingDirectory(self, "Export the catalogue to", str(Path.home()))
-            if not folder:
-                return []
-            self.export_folder.setText(folder)
+            return []
         table = self.shown.table[self.model.mask] if self.export_shown.isChecked() else self.shown.table
         try:
             written = [*write_catalogue(folder, table.reset_index(drop=True)),

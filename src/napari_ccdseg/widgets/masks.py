@@ -30,7 +30,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -423,12 +422,9 @@ class MasksWidget(WorkerWidget):
         if self.shown is None:
             report_error(InputError("run first: there is no mask to save"), "saving")
             return []
-        folder = self.save_folder.text()
+        folder = self.save_folder.folder_or_ask("Save the mask and rates to")
         if not folder:
-            folder = QFileDialog.getExistingDirectory(self, "Save the mask and rates to", str(Path.home()))
-            if not folder:
-                return []
-            self.save_folder.setText(folder)
+            return []
         update = self.shown
         try:
             written = [write_mask(Path(folder) / f"{safe_stem(update.name)}_mask.tif", update.mask),
