@@ -4,9 +4,9 @@ Run from the repository root: ``python benchmarks/bench_masks.py [--quick] [--se
 For each injected dark current λ from 10⁻³ to 1 e⁻/pixel, ``seeds`` electron-resolving frames are
 simulated in ADU (320 × 640 active pixels, prescan and overscan, gain 5 ADU/e⁻, read noise 0.15 e⁻;
 point clusters, muons, electron tracks, hot pixels, segments and columns, amplifier glow and glowing
-column bands), calibrated by ``calibrate_frame`` (class map's clusters and hot pixels left out, as
-``ccdseg mask`` does) and masked with the class map from the simulator's truth and from the
-``physical`` auto-label preset. λ is then fitted (``masks.rates``) in the unmasked pixels, and in
+column bands), calibrated by ``calibrate_frame`` (class map's clusters, hot pixels and glowing
+pixels left out, as ``ccdseg mask`` does) and masked with the class map from the simulator's
+truth and from the ``physical`` auto-label preset. λ is then fitted (``masks.rates``) in the unmasked pixels, and in
 the whole active area without masks. The markdown table gives, per λ, the inverse-variance mean over
 the frames ± its error, the pull (mean − injected) / error, and the unmasked share of the active area.
 Then the same for frames of the ``damic-m`` preset as it is, against the simulated λ of the rows
