@@ -11,7 +11,7 @@ from napari_ccdseg.calibrate import calibrate_frame
 from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.metrics import match_clusters
-from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
+from napari_ccdseg.simulate import SIM_PRESETS, SimConfig, simulate_frame
 
 DAMIC = dataclasses.replace(SIM_PRESETS["damic-m"], rows=256, cols=384)
 HEADER = {"PRESCAN": DAMIC.prescan_cols, "OVERSCAN": DAMIC.overscan_cols, "OVERSCNR": DAMIC.overscan_rows}
@@ -73,3 +73,25 @@ def test_a_calibration_decides_which_rules_apply():
 def test_electron_rule_parameters_are_checked(changes):
     with pytest.raises(InputError, match="seed_probability"):
         PhysicalParams(**changes)
+
+
+LOW_DARK = SimConfig(rows=128, cols=256, prescan_cols=8, overscan_cols=32, overscan_rows=8, units="adu",
+                     pedestal_adu=-39.0, gain_adu_per_e=5.0, read_noise_e=0.15, cluster_rate=100.0, muon_rate=1.0,
+                     electron_track_rate=3.0, amp_glow_e=2.0, glow_band_probability=0.0, hot_columns=(1.0, 2.0))
+
+
+@pytest.mark.parametrize("dark_e", [1e-3, 3e-3])
+def test_low_dark_current_is_not_glowing_the_amplifier_glow_is(dark_e):
+    """At 10⁻³ e-/px most blocks hold no electron: the trend fell to its floor and a window with
+    2 electrons for 1 expected stood '5 σ' above it, so tens of % of the frame were glowing."""
+    config = dataclasses.replace(LOW_DARK, dark_current_e=dark_e)
+    sim = simulate_frame(config, 2)
+    header = {"PRESCAN": config.prescan_cols, "OVERSCAN": config.overscan_cols, "OVERSCNR": config.overscan_rows}
+    labels = label_frame(sim.image, "physical", header=header)
+    truth = sim.labels == GLOWING
+    assert truth.sum() > 500  # the amplifier corner
+    assert abs(np.mean(labels == GLOWING) - truth.mean()) < 0.04  # its edge blurs over 32-px windows
+    assert np.mean(labels[truth] == GLOWING) > 0.5
+    far = np.ones(truth.shape, bool)
+    far[:100, : config.prescan_cols + 100] = False
+    assert np.mean(labels[far] == GLOWING) < 0.005

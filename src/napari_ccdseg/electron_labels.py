@@ -10,12 +10,15 @@ every rule asks what dark current alone would give:
    (λ = −ln P(0 e⁻)): clusters, trails and hot pixels only remove a few empty pixels, so
    they hardly move it. Summed over windows of ``glow_scale_px`` for the local λ, leaving out
    the clusters and hot pixels found against the trend (step 2) and 2 pixels around them.
-2. *Smooth trend*: a + b·row + c·column + d·row·column fitted robustly (3 σ clipping) through
-   the active blocks' λ: dark current growing along the readout, along rows and columns.
-3. *Glowing*: windows whose λ stands ``glow_sigma`` standard errors above the trend: glow is
-   local (the amplifier corner, a band of columns), a smooth rise never is.
-4. *Hot columns*: columns whose λ stands ``glow_sigma`` standard errors above the trend, in
-   groups at most ``hot_column_max_width`` wide (wider groups are a glowing band).
+2. *Smooth trend*: a + b·row + c·column + d·row·column fitted robustly (3 σ clipping; where a
+   block expects few occupied pixels, a Poisson tail instead) through the active blocks' λ:
+   dark current growing along the readout, along rows and columns.
+3. *Glowing*: windows holding more occupied pixels than the trend gives with the one-sided
+   probability of a ``glow_sigma`` excess (binomial counts: exact at 10⁻³ e⁻/px, where a window
+   holds a few electrons), and at least 0.1 e⁻/px above it: glow is local (the amplifier
+   corner, a band of columns), a smooth rise never is.
+4. *Hot columns*: columns holding more occupied pixels than the trend gives, by the same test,
+   in groups at most ``hot_column_max_width`` wide (wider groups are a glowing band).
 5. *Clusters*: 8-connected regions of pixels holding more electrons than dark current (the local
    λ: the window's, at least the trend's) puts in ``grow_probability`` of pixels, holding a seed
    above what it puts in ``seed_probability`` of pixels, and a charge above the dark current
@@ -45,6 +48,15 @@ _BLOCK = 8
 """Pixels per side of the blocks whose empty share gives λ."""
 _MIN_LAMBDA = 1e-4
 """λ floor (e⁻/px): an empty frame still has a finite seed threshold."""
+_MIN_GLOW_E = 0.1
+"""Least excess over the trend (e⁻/px) called glowing: at 10⁻³ e⁻/px a few stray electrons in a
+window are significant, yet far below any glow (the simulator labels glow from 0.5 e⁻/px)."""
+_TREND_KEEP_P = 1e-3
+"""A block whose count of occupied pixels dark current at the trend gives with at least this
+probability (either tail) stays in the trend fit, however small the spread of the others."""
+_FEW_OCCUPIED = 10.0
+"""Occupied pixels a block expects below which its counts, not the blocks' spread, decide
+whether it stays in the trend fit (above it the 3 σ clipping is sound)."""
 
 
 def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
@@ -58,7 +70,7 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
     zeros, pixels = _block_sums(empty)
     active = _active_mask(q.shape, header)
     inside, _ = _block_sums(active)
-    trend = _smooth_trend(_lambda(zeros, pixels), inside >= pixels / 2)
+    trend = _smooth_trend(zeros, pixels, inside >= pixels / 2)
     hot_columns = _hot_columns(empty, _pixels(trend, q.shape), p)
     # charge found against the trend alone stays out of the local λ: a track would lift it
     clusters, hot = _charge(q, counts, trend, hot_columns, p)
@@ -66,10 +78,11 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
     zeros, _ = _block_sums(empty & quiet)
     pixels, _ = _block_sums(quiet)
     window = max(1, round(p.glow_scale_px / _BLOCK))
-    n_window = np.maximum(ndi.uniform_filter(pixels, window, mode="nearest") * window**2, 1)
-    lam_window = _lambda(ndi.uniform_filter(zeros, window, mode="nearest") * window**2, n_window)
-    excess_err = np.sqrt(np.expm1(trend) / n_window)
-    glowing = _pixels(lam_window - trend >= p.glow_sigma * excess_err, q.shape) & active
+    n_window = np.maximum(np.rint(ndi.uniform_filter(pixels, window, mode="nearest") * window**2), 1)
+    zeros_window = np.rint(ndi.uniform_filter(zeros, window, mode="nearest") * window**2)
+    lam_window = _lambda(zeros_window, n_window)
+    bright = _poisson_excess(zeros_window, n_window, trend, p.glow_sigma)
+    glowing = _pixels(bright & (lam_window - trend >= _MIN_GLOW_E), q.shape) & active
     clusters, hot = _charge(q, counts, np.maximum(lam_window, trend), hot_columns, p)
     labels = np.full(q.shape, BACKGROUND, dtype=np.uint8)
     labels[glowing] = GLOWING
@@ -107,11 +120,13 @@ def _lambda(zeros: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return -np.log(np.maximum(zeros, 0.5) / pixels)
 
 
-def _smooth_trend(values: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """a + b·row + c·column + d·row·column through the active blocks' λ, refitted without the
-    blocks 3 robust σ off it: ramps along rows and columns, and their product (dark current
-    ∝ exposure time, which grows with both). Blocks with under a tenth of the median λ (an
-    overscan the header does not mark) stay out of the fit."""
+def _smooth_trend(zeros: np.ndarray, pixels: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """a + b·row + c·column + d·row·column through the active blocks' λ (from their ``zeros``
+    empty of ``pixels`` pixels), refitted without the blocks 3 robust σ off it (or, expecting
+    few occupied pixels, unlikely by Poisson statistics): ramps along rows and columns, and
+    their product (dark current ∝ exposure time, which grows with both). Blocks with under a
+    tenth of the median λ (an overscan the header does not mark) stay out of the fit."""
+    values = _lambda(zeros, pixels)
     rows, cols = np.indices(values.shape, dtype=np.float64)
     rows, cols = rows.ravel() / max(values.shape[0], 1), cols.ravel() / max(values.shape[1], 1)
     design = np.stack([np.ones(values.size), rows, cols, rows * cols], axis=1)
@@ -120,6 +135,7 @@ def _smooth_trend(values: np.ndarray, active: np.ndarray) -> np.ndarray:
     if usable.sum() < 4:
         usable = np.isfinite(y)
     usable &= y >= 0.1 * np.median(y[usable])
+    occupied = (pixels - zeros).ravel()
     kept = usable.copy()
     fit = np.zeros(values.size)
     for _ in range(10):
@@ -127,7 +143,13 @@ def _smooth_trend(values: np.ndarray, active: np.ndarray) -> np.ndarray:
         fit = design @ coefficients
         residual = y - fit
         spread = 1.4826 * float(np.median(np.abs(residual[kept])))
-        now = usable & (np.abs(residual) <= 3 * max(spread, 1e-6))
+        # at ≲ 0.01 e⁻/px most blocks hold no electron: the spread is ~0 and the clipping alone
+        # would drop every block with one, pulling the trend to 0 (and all else glowing); where a
+        # block expects few occupied pixels, Poisson statistics decide instead
+        chance = stats.binom(pixels.ravel().astype(np.int64), _occupied_share(fit))
+        likely = (chance.sf(occupied - 1) >= _TREND_KEEP_P) & (chance.cdf(occupied) >= _TREND_KEEP_P)
+        likely &= chance.mean() < _FEW_OCCUPIED
+        now = usable & ((np.abs(residual) <= 3 * max(spread, 1e-6)) | likely)
         if now.sum() < 4 or np.array_equal(now, kept):
             break
         kept = now
@@ -145,13 +167,10 @@ def _threshold(lam: np.ndarray, probability: float) -> np.ndarray:
 
 
 def _hot_columns(empty: np.ndarray, trend: np.ndarray, p: PhysicalParams) -> np.ndarray:
-    """Columns whose λ stands ``glow_sigma`` errors above the trend, in groups at most
-    ``hot_column_max_width`` wide."""
-    n = empty.shape[0]
-    lam = -np.log(np.maximum(empty.sum(axis=0), 0.5) / n)
-    expected = trend.mean(axis=0)
-    error = np.sqrt(np.expm1(expected) / n)
-    bright = lam - expected >= p.glow_sigma * error
+    """Columns holding a ``glow_sigma`` excess of occupied pixels over the trend, in groups at
+    most ``hot_column_max_width`` wide."""
+    n = np.full(empty.shape[1], empty.shape[0])
+    bright = _poisson_excess(empty.sum(axis=0), n, trend.mean(axis=0), p.glow_sigma)
     groups, count = ndi.label(bright)
     if count == 0:
         return bright
@@ -159,6 +178,20 @@ def _hot_columns(empty: np.ndarray, trend: np.ndarray, p: PhysicalParams) -> np.
     narrow = widths <= p.hot_column_max_width
     narrow[0] = False
     return narrow[groups]
+
+
+def _occupied_share(lam: np.ndarray) -> np.ndarray:
+    """Share of pixels holding at least one electron at dark current λ."""
+    return -np.expm1(-np.maximum(lam, _MIN_LAMBDA))
+
+
+def _poisson_excess(zeros: np.ndarray, pixels: np.ndarray, lam: np.ndarray, sigma: float) -> np.ndarray:
+    """Where ``pixels`` pixels hold more occupied ones (not among ``zeros``) than dark current λ
+    gives with the one-sided probability of a ``sigma`` Gaussian excess: exact for the few
+    electrons of a window at low λ, where a Gaussian error calls 2 electrons for 1 a 5 σ excess."""
+    n = pixels.astype(np.int64)
+    occupied = n - zeros.astype(np.int64)
+    return stats.binom.sf(occupied - 1, n, _occupied_share(lam)) <= stats.norm.sf(sigma)
 
 
 def _hot_segments(seeds: np.ndarray, grown: np.ndarray, longest: int) -> np.ndarray:

@@ -57,7 +57,9 @@ class AutolabelWidget(WorkerWidget):
         """Image, preset, thresholds, unmatched pixels, live preview."""
         defaults = PhysicalParams()
         self.image = LayerCombo(self.viewer, Image)
-        self.preset = combo(LABEL_PRESETS, "physical", "physical: thresholds in units of the frame's noise σ; "
+        self.preset = combo(LABEL_PRESETS, "physical",
+                            "physical: thresholds in units of the frame's noise σ, or, on frames that "
+                            "resolve single electrons, in electrons against the local dark current; "
                             "seed-v1: the original project's colour rules")
         self.sigmas = {
             name: dspin(getattr(defaults, name), low, high, step=step)
