@@ -62,6 +62,19 @@ def test_peaks_recover_gain_noise_and_dark_current(noise, dark, step, drift, gai
     assert cal.row_pedestal_adu.shape == (sim.image.shape[0],)
 
 
+@pytest.mark.parametrize(("noise", "dark", "seed"), [(0.1, 0.001, 1), (0.3, 0.01, 0)])
+def test_a_small_one_electron_peak_is_a_peak(noise, dark, seed):
+    """bench_calibrate's frames that the one-electron-peak check refused from 0d63401 on: at σ = 0.1 e⁻
+    the window below the peak lay in the zero-electron peak's tail, at σ = 0.3 e⁻ that tail drowns the dip."""
+    sim = _sim(seed, rows=400, cols=600, read_noise_e=noise, dark_current_e=dark, quantisation_step=0.25,
+               pedestal_drift_e=1 / 6, cluster_rate=60.0)
+    cal = _calibrate(sim)
+    assert cal.method == "peaks"
+    assert cal.gain_adu_per_e == pytest.approx(6.0, rel=0.02)
+    assert cal.noise_e == pytest.approx(noise, rel=0.10)
+    assert abs(cal.dark_current_e_per_px - dark) < 4 * cal.dark_err
+
+
 def test_dark_current_per_band_follows_a_ramp_with_honest_errors():
     sim = _sim(seed=3, rows=256, cols=320, dark_current_e=1.0, dark_current_row_ramp=0.6)
     cal = _calibrate(sim)

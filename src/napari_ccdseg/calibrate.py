@@ -226,11 +226,16 @@ _SEED_EXPECTED = 0.1
 _SEED_DILATION = 2
 """…dilated by this many pixels, so the faint halo of a cluster leaves the fit too."""
 MIN_PEAK_SIGNIFICANCE = 5.0
-"""The one-electron peak must stand this many Poisson σ above the charge either side of it."""
+"""The one-electron peak must stand this many Poisson σ above the charge beyond it…"""
+MIN_DIP_SIGNIFICANCE = 2.0
+"""…and this many above the charge between it and the zero-electron peak: at σ ≳ 0.3 e⁻ that
+window lies in the zero-electron peak's tail, whose Poisson error leaves a real peak 2–6 σ there."""
 MAX_LINE_SHARE = 2.0
 """Bright columns and rows may hold at most this many times the pixels with charge of the rest."""
 MAX_NEIGHBOUR_EXCESS = 0.5
 """Pixels below one holding electrons may hold electrons this much more often than pixels below an empty one."""
+_PEAK_GAP = 3.0
+"""Peak widths σ·g between the electron peaks and the windows that judge the one-electron peak."""
 _QUICK_PIXELS = 262_144
 """The quick look that turns away frames without a comb samples at most this many pixels."""
 
@@ -445,9 +450,13 @@ def _peak_reason(values: np.ndarray, mu0: float, gain: float, sigma: float, lam:
     A smooth continuum above the zero-electron peak (cluster halos, hot pixels of all charges)
     can be fitted with a Gaussian at μ₀ + g as well as a real peak can: the fit's χ² hardly
     notices a few hundred pixels. A real one-electron peak stands out where a continuum does not:
-    the pixels within g/4 of μ₀ + g, less the zero-electron peak's Gaussian tail there, must
-    outnumber those within g/4 of μ₀ + g/2 and of μ₀ + 3g/2 (same subtraction) by
-    ``MIN_PEAK_SIGNIFICANCE`` Poisson σ.
+    the density of pixels within g/4 (at most 3σ·g) of μ₀ + g must exceed that just beyond it by
+    ``MIN_PEAK_SIGNIFICANCE`` and that between the peaks by ``MIN_DIP_SIGNIFICANCE`` Poisson σ.
+    Each density first loses what the zero-electron peak's Gaussian tail puts there; its error is
+    the Poisson error of all that is expected there, tail included. The window between the peaks
+    keeps ``_PEAK_GAP`` widths σ·g from both peaks where the gain leaves room, else it is the
+    middle σ·g (a window starting g/4 above μ₀ held, at σ = 0.1 e⁻, thousands of tail pixels
+    whose subtraction drowned a peak standing 15 σ out).
     """
     from scipy.special import ndtr
 
@@ -456,17 +465,23 @@ def _peak_reason(values: np.ndarray, mu0: float, gain: float, sigma: float, lam:
 
     width = sigma * gain
     zero = values.size * math.exp(-max(lam, 0.0))
-    excess, observed = [], []
-    for centre in (0.5, 1.0, 1.5):
-        lo, hi = snap(mu0 + (centre - 0.25) * gain), snap(mu0 + (centre + 0.25) * gain)
+    gap = max(gain / 4, min(_PEAK_GAP * width, gain / 2 - width / 2))
+    half = min(gain / 4, _PEAK_GAP * width)
+    windows = ((gap, gain - gap), (gain - half, gain + half), (gain + half, gain + half + 2 * half))
+    rate, error2 = [], []
+    for low, high in windows:
+        lo, hi = snap(mu0 + low), snap(mu0 + high)
+        if hi <= lo:
+            lo, hi = lo - step / 2, lo + step / 2
         n = int(np.count_nonzero((values >= lo) & (values < hi)))
-        observed.append(n)
-        excess.append(n - zero * (ndtr((hi - mu0) / width) - ndtr((lo - mu0) / width)))
-    side = int(np.argmax([excess[0], excess[2]])) * 2
-    significance = (excess[1] - excess[side]) / math.sqrt(max(observed[1] + observed[side], 1))
-    if significance < MIN_PEAK_SIGNIFICANCE:
+        tail = zero * (ndtr((hi - mu0) / width) - ndtr((lo - mu0) / width))
+        rate.append((n - tail) / (hi - lo))
+        error2.append(max(n, tail, 1.0) / (hi - lo) ** 2)
+    dip, stand = ((rate[1] - rate[side]) / math.sqrt(error2[1] + error2[side]) for side in (0, 2))
+    if stand < MIN_PEAK_SIGNIFICANCE or dip < MIN_DIP_SIGNIFICANCE:
         return (f"its histogram shows no one-electron peak at {gain:.3g} ADU above the zero-electron peak "
-                f"(it stands {significance:.1f} σ above its surroundings, {MIN_PEAK_SIGNIFICANCE:g} needed)")
+                f"(it stands {stand:.1f} σ above the charge beyond it, {MIN_PEAK_SIGNIFICANCE:g} needed, and "
+                f"{dip:.1f} σ above the charge below it, {MIN_DIP_SIGNIFICANCE:g} needed)")
     return ""
 
 
@@ -478,7 +493,9 @@ def _quick_look(image: np.ndarray, keep: np.ndarray, step: float,
     Most frames do not resolve electrons; this look costs ~10 ms where the full fit costs a
     second. Rows are aligned on their robust pedestals, and the look repeated, only when the
     sample's row medians scatter by more than 3 times their noise (a drifting pedestal may blur
-    a comb).
+    a comb). Their noise is the smaller of two: from the pixels' spread, and from the differences
+    of neighbouring rows' medians (at λ ≳ 1 e⁻/px the first, ~1 e⁻/√columns, hid a slow drift of
+    1/6 e⁻ rms).
     """
     rows = max(1, image.shape[0] // max(1, _QUICK_PIXELS // max(image.shape[1], 1)))
     columns = max(1, math.ceil(image.shape[1] * math.ceil(image.shape[0] / rows) / _QUICK_PIXELS))
@@ -488,7 +505,10 @@ def _quick_look(image: np.ndarray, keep: np.ndarray, step: float,
         return "", guess
     _, spread = pedestal_noise(sample[ok])
     medians = np.median(sample, axis=1).astype(np.float64)  # pixels left out by ``keep`` are too few to move a row's median
-    if medians.size < 8 or np.std(medians) < 3 * 1.2533 * spread / math.sqrt(sample.shape[1]):
+    if medians.size < 8:
+        return reason, None
+    neighbours = 1.4826 * float(np.median(np.abs(np.diff(medians)))) / math.sqrt(2)
+    if np.std(medians) < 3 * min(1.2533 * spread / math.sqrt(sample.shape[1]), neighbours):
         return reason, None  # no drift along the rows hides a comb
     rough = row_pedestals(image).astype(np.float64)
     rough = np.round(rough / step) * step if step > 0 else rough
@@ -502,10 +522,10 @@ def _sample_reason(values: np.ndarray, step: float,
     guess = _first_guess(values, step, hint_gain)
     if guess is None:
         return "its histogram shows no second electron peak", None
-    mu0, gain, sigma, lam = guess
+    sigma = guess[2]
     if sigma >= RESOLVED_MAX_NOISE_E:
         return f"its read noise ({sigma:.2f} e-) blurs the electron peaks together", guess
-    return _peak_reason(values, mu0, gain, sigma, lam, step), guess
+    return "", guess  # the one-electron peak is judged on the trial's fitted comb: a first guess may be ~g/4
 
 
 def _smoothed_histogram(values: np.ndarray, low: float, high: float, width: float,
