@@ -15,11 +15,10 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, jsonable
 from .errors import InputError
 from .noise import _finite_sample, check_finite, pedestal_noise, robust_levels, row_pedestals
 from .report_text import plus_minus as _pm
@@ -95,7 +94,7 @@ class Calibration:
         """JSON-able dict: the keys of the issue's calibration.json first, NaN as null."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["row_pedestal_adu"] = self.row_pedestal_adu.tolist()
-        return _jsonable(out)
+        return jsonable(out)
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
@@ -124,19 +123,6 @@ class Calibration:
         except (TypeError, ValueError, KeyError) as error:
             raise InputError(f"calibration of {data.get('frame', '?')!r} has a bad value ({error})") from None
         return cls(**values)
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars and arrays converted, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------- files
