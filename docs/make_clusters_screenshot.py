@@ -19,10 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from make_screenshots import OUT, WINDOW, dock, pump, save_viewer, save_widget, wait  # noqa: E402
-
-import napari  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
+from make_screenshots import dock, run_on_sim, save_viewer, save_widget, simulate_one, wait  # noqa: E402
 
 SEED = 1
 """Simulation seed of the frame shown (any works; this one holds a muon, electron tracks and trails)."""
@@ -30,18 +27,7 @@ DOCK_WIDTH = 560
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-ccdseg", show=True)
-    viewer.window.resize(*WINDOW)
-    pump(1.0)
-
-    current = dock(viewer, "Simulate")
-    sim = current[1]
-    sim.preset.setCurrentText("damic-m")
-    sim.n_frames.setValue(1)
-    sim.seed.setValue(SEED)
-    sim.run_button.click()
-    wait(sim, "simulate")
+    viewer, current = simulate_one("damic-m", SEED)
 
     current = dock(viewer, "Predict and correct", current)
     predict = current[1]
@@ -50,15 +36,8 @@ def main() -> None:
     wait(predict, "predict")
     viewer.layers["sim 0 truth"].visible = False
 
-    current = dock(viewer, "Clusters", current)
-    clusters = current[1]
-    viewer.window._qt_window.resizeDocks([current[0]], [DOCK_WIDTH], Qt.Horizontal)
-    clusters.image.setCurrentText("sim 0")
-    clusters.class_map.setCurrentText("sim 0 prediction")
-    clusters.run_button.click()
-    wait(clusters, "catalogue")
-    if clusters.shown is None:
-        sys.exit("the catalogue failed: see the notification above")
+    clusters = run_on_sim(viewer, "Clusters", current, DOCK_WIDTH, "sim 0 prediction", "catalogue",
+                          "the catalogue failed: see the notification above")
     viewer.layers["sim 0 prediction"].opacity = 0.35
     energy = [name for name, _, _ in clusters.model.columns].index("energy_kev")
     clusters.table_view.sortByColumn(energy, 1)  # descending

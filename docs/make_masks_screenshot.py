@@ -19,38 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from make_screenshots import OUT, WINDOW, dock, pump, save_viewer, save_widget, wait  # noqa: E402
-
-import napari  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
+from make_screenshots import run_on_sim, save_viewer, save_widget, simulate_one  # noqa: E402
 
 SEED = 2
 DOCK_WIDTH = 520
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-ccdseg", show=True)
-    viewer.window.resize(*WINDOW)
-    pump(1.0)
-
-    current = dock(viewer, "Simulate")
-    sim = current[1]
-    sim.preset.setCurrentText("skipper")
-    sim.n_frames.setValue(1)
-    sim.seed.setValue(SEED)
-    sim.run_button.click()
-    wait(sim, "simulate")
-
-    current = dock(viewer, "Masks", current)
-    masks = current[1]
-    viewer.window._qt_window.resizeDocks([current[0]], [DOCK_WIDTH], Qt.Horizontal)
-    masks.image.setCurrentText("sim 0")
-    masks.class_map.setCurrentText("sim 0 truth")
-    masks.run_button.click()
-    wait(masks, "mask")
-    if masks.shown is None:
-        sys.exit("masking failed: see the notification above")
+    viewer, current = simulate_one("skipper", SEED)
+    masks = run_on_sim(viewer, "Masks", current, DOCK_WIDTH, "sim 0 truth", "mask",
+                       "masking failed: see the notification above")
     viewer.layers["sim 0 truth"].visible = False
     save_viewer(viewer, "gui-masks.png", focus="sim 0")
     save_widget(masks, "gui-masks-widget.png")

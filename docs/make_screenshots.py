@@ -108,6 +108,38 @@ def dock(viewer, name: str, previous=None):
     return dock_widget, widget
 
 
+def simulate_one(preset: str, seed: int):
+    """A fresh window holding frame ``sim 0`` (and ``sim 0 truth``) of ``preset``, simulated in the
+    Simulate widget as a user would; returns the viewer and the Simulate dock (for :func:`dock` to replace)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(title="napari-ccdseg", show=True)
+    viewer.window.resize(*WINDOW)
+    pump(1.0)
+    current = dock(viewer, "Simulate")
+    sim = current[1]
+    sim.preset.setCurrentText(preset)
+    sim.n_frames.setValue(1)
+    sim.seed.setValue(seed)
+    sim.run_button.click()
+    wait(sim, "simulate")
+    return viewer, current
+
+
+def run_on_sim(viewer, name: str, previous, width: int, class_map: str, what: str, failed: str):
+    """Open widget ``name`` (``width`` px wide) on ``sim 0`` with ``class_map`` as class map, press Run
+    and wait; stop the script with ``failed`` when nothing came of it. Returns the widget."""
+    current = dock(viewer, name, previous)
+    widget = current[1]
+    viewer.window._qt_window.resizeDocks([current[0]], [width], Qt.Horizontal)
+    widget.image.setCurrentText("sim 0")
+    widget.class_map.setCurrentText(class_map)
+    widget.run_button.click()
+    wait(widget, what)
+    if widget.shown is None:
+        sys.exit(failed)
+    return widget
+
+
 def show_only(viewer, *names: str) -> None:
     for layer in viewer.layers:
         layer.visible = layer.name in names
