@@ -403,3 +403,43 @@ class LayerCombo(QComboBox):
             if isinstance(layer, self.layer_type):
                 return layer
         return None
+
+
+# ---------------------------------------------------------------- plots in napari's colours
+
+PLOT_BACKGROUND, PLOT_INK = "#262930", "#d0d3d8"
+"""Plots in the widgets are drawn on napari's dark background, so colours read as on the canvas."""
+
+
+def dark_figure(margins: dict[str, float] | None = None):
+    """A 4.2 × 2.8 in figure on napari's background, its Qt canvas and its axes. ``margins``
+    (``subplots_adjust``'s) fix the layout; without them ``tight_layout`` finds it on each draw."""
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.2, 2.8), facecolor=PLOT_BACKGROUND)
+    if margins is None:
+        figure.set_layout_engine("tight")
+    else:
+        figure.subplots_adjust(**margins)
+    canvas = FigureCanvasQTAgg(figure)
+    canvas.setMinimumHeight(220)
+    return figure, canvas, figure.subplots()
+
+
+def clear_dark_axes(axes, xlabel: str, ylabel: str) -> None:
+    """Empty ``axes`` for a redraw, in napari's colours, with its axis labels."""
+    axes.clear()
+    axes.set_facecolor(PLOT_BACKGROUND)
+    for spine in axes.spines.values():
+        spine.set_color(PLOT_INK)
+    axes.tick_params(labelsize=7, colors=PLOT_INK, which="both")
+    axes.set_xlabel(xlabel, fontsize=8, color=PLOT_INK)
+    axes.set_ylabel(ylabel, fontsize=8, color=PLOT_INK)
+
+
+def dark_legend(axes, **kwargs) -> None:
+    """The axes' legend in napari's colours (``kwargs`` go to ``axes.legend``)."""
+    legend = axes.legend(fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK, **kwargs)
+    for text in legend.get_texts():
+        text.set_color(PLOT_INK)

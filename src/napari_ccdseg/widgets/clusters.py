@@ -53,7 +53,19 @@ from ..errors import InputError
 from ..io import Frame
 from ..report_text import plus_minus
 from ..updates import LogUpdate, StepUpdate
-from ._common import LayerCombo, PathEdit, WorkerWidget, dspin, report_error, spin, wrapped_label
+from ._common import (
+    PLOT_INK,
+    LayerCombo,
+    PathEdit,
+    WorkerWidget,
+    clear_dark_axes,
+    dark_figure,
+    dark_legend,
+    dspin,
+    report_error,
+    spin,
+    wrapped_label,
+)
 from ._layers import frame_layers, frame_shape, full_name, labels_name, place_like, watch_layers
 
 UNCLASSIFIED = ""
@@ -89,9 +101,6 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("depth_um", "depth (µm)", "{:.0f}"),
     ("depth_err_um", "± (µm)", "{:.0f}"),
 )
-
-PLOT_BACKGROUND, PLOT_INK = "#262930", "#d0d3d8"
-"""The spectrum is drawn on napari's dark background, so the type colours read as on the canvas."""
 
 CLASS_MAP_KINDS = ("prediction", "labels", "truth")
 """Which ``<image> <kind>`` Labels layer the class-map picker proposes first for a chosen image."""
@@ -350,28 +359,15 @@ class SpectrumPlot:
     the binning and intervals of the CLI's spectrum.png (``catalogue_report``), in the type colours."""
 
     def __init__(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         # Fixed margins: tight_layout measures every tick label on each redraw (a second with a big frame).
-        self.figure = Figure(figsize=(4.2, 2.8), facecolor=PLOT_BACKGROUND)
-        self.figure.subplots_adjust(left=0.17, right=0.97, bottom=0.16, top=0.9)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
-        self.axes = self.figure.subplots()
+        self.figure, self.canvas, self.axes = dark_figure(dict(left=0.17, right=0.97, bottom=0.16, top=0.9))
         self.draw(pd.DataFrame({"energy_kev": [], "particle": []}))
 
     def draw(self, table: pd.DataFrame) -> None:
         from ..catalogue_report import energy_bin_edges, garwood_interval
 
         axes = self.axes
-        axes.clear()
-        axes.set_facecolor(PLOT_BACKGROUND)
-        for spine in axes.spines.values():
-            spine.set_color(PLOT_INK)
-        axes.tick_params(labelsize=7, colors=PLOT_INK, which="both")
-        axes.set_xlabel("cluster energy (keV)", fontsize=8, color=PLOT_INK)
-        axes.set_ylabel("dN/dE (clusters / keV)", fontsize=8, color=PLOT_INK)
+        clear_dark_axes(axes, "cluster energy (keV)", "dN/dE (clusters / keV)")
         energy = table["energy_kev"].to_numpy(np.float64)
         edges = energy_bin_edges(energy)
         if edges.size == 0:
@@ -399,9 +395,7 @@ class SpectrumPlot:
         note = f" ({off_axis} with E ≤ 0 off the log axis)" if off_axis else ""
         axes.set_title(f"{len(table)} clusters shown{note}; 68 % Poisson intervals", fontsize=8, color=PLOT_INK)
         axes.grid(True, which="major", alpha=0.2)
-        legend = axes.legend(loc="upper right", fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK)
-        for text in legend.get_texts():
-            text.set_color(PLOT_INK)
+        dark_legend(axes, loc="upper right")
         self.canvas.draw_idle()
 
 

@@ -46,7 +46,19 @@ from ..catalogue import CALIBRATION_EXCLUDED
 from ..errors import InputError
 from ..masks import BITS, COUNTED_PEAKS, MaskParams, Rates, bit_counts
 from ..updates import LogUpdate, StepUpdate
-from ._common import LayerCombo, PathEdit, WorkerWidget, dspin, report_error, spin, wrapped_label
+from ._common import (
+    PLOT_INK,
+    LayerCombo,
+    PathEdit,
+    WorkerWidget,
+    clear_dark_axes,
+    dark_figure,
+    dark_legend,
+    dspin,
+    report_error,
+    spin,
+    wrapped_label,
+)
 from ._layers import frame_layers, frame_shape, full_name, labels_name, place_like
 
 BIT_COLOURS: dict[str, str] = {
@@ -64,8 +76,6 @@ BIT_COLOURS: dict[str, str] = {
 
 MASK_STEPS = 3
 """calibrate, mask, fit: the worker's progress steps."""
-
-PLOT_BACKGROUND, PLOT_INK = "#262930", "#d0d3d8"
 
 
 def shown_bits(mask: np.ndarray, names: set[str] | frozenset[str]) -> np.ndarray:
@@ -175,24 +185,12 @@ class CombPlot:
     """Histogram of the unmasked pixels' charge (log counts) with the fitted comb, on napari's background."""
 
     def __init__(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4.2, 2.8), tight_layout=True, facecolor=PLOT_BACKGROUND)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
-        self.axes = self.figure.subplots()
+        self.figure, self.canvas, self.axes = dark_figure()
         self.draw(None)
 
     def draw(self, result: Rates | None) -> None:
         axes = self.axes
-        axes.clear()
-        axes.set_facecolor(PLOT_BACKGROUND)
-        for spine in axes.spines.values():
-            spine.set_color(PLOT_INK)
-        axes.tick_params(labelsize=7, colors=PLOT_INK, which="both")
-        axes.set_xlabel("unmasked pixel charge (e⁻)", fontsize=8, color=PLOT_INK)
-        axes.set_ylabel("pixels per bin", fontsize=8, color=PLOT_INK)
+        clear_dark_axes(axes, "unmasked pixel charge (e⁻)", "pixels per bin")
         fit = result.fit if result is not None else None
         if fit is None:
             axes.set_title("no fit (run first, or peaks not resolved)", fontsize=8, color=PLOT_INK)
@@ -204,9 +202,7 @@ class CombPlot:
             axes.set_ylim(bottom=0.5)
             axes.set_title(f"λ = {fit.values['lam']:.3g} ± {fit.errors['lam']:.2g} e⁻/pixel, "
                            f"σ = {fit.values['sigma']:.3f} e⁻", fontsize=8, color=PLOT_INK)
-            legend = axes.legend(fontsize=6, facecolor=PLOT_BACKGROUND, edgecolor=PLOT_INK)
-            for text in legend.get_texts():
-                text.set_color(PLOT_INK)
+            dark_legend(axes)
         self.canvas.draw_idle()
 
 
