@@ -128,6 +128,20 @@ def paired_labels(viewer: napari.Viewer, image: Image) -> dict[str, Labels]:
     return found
 
 
+CLASS_MAP_KINDS: tuple[str, ...] = ("prediction", "labels", "truth")
+"""Which ``<image> <kind>`` Labels layer a class-map picker proposes first for a chosen image."""
+
+
+def own_class_map(viewer: napari.Viewer, image: Image) -> str | None:
+    """The name of the image's own class map, the first of :data:`CLASS_MAP_KINDS` that is a Labels
+    layer, to propose when the image is chosen; None when it has none."""
+    for kind in CLASS_MAP_KINDS:
+        name = labels_name(image.name, kind)
+        if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+            return name
+    return None
+
+
 def unique_prefix_index(viewer: napari.Viewer, prefix: str, count: int) -> int:
     """First index i such that ``prefix i`` ... ``prefix i+count-1`` are all free layer names."""
     names = {layer.name for layer in viewer.layers}

@@ -66,7 +66,7 @@ from ._common import (
     spin,
     wrapped_label,
 )
-from ._layers import frame_layers, frame_shape, full_name, labels_name, place_like, watch_layers
+from ._layers import frame_layers, frame_shape, full_name, labels_name, own_class_map, place_like, watch_layers
 
 UNCLASSIFIED = ""
 """The ``particle`` value of a cluster no classifier named (shown as "unclassified")."""
@@ -101,9 +101,6 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("depth_um", "depth (µm)", "{:.0f}"),
     ("depth_err_um", "± (µm)", "{:.0f}"),
 )
-
-CLASS_MAP_KINDS = ("prediction", "labels", "truth")
-"""Which ``<image> <kind>`` Labels layer the class-map picker proposes first for a chosen image."""
 
 HOVER_FIRST = ("particle", "energy_kev", "npix", "charge_e", "cluster_id")
 """Feature columns the status bar shows first when the cursor is on a ring (it shows them all, in order)."""
@@ -559,12 +556,9 @@ class ClustersWidget(WorkerWidget):
     def _image_chosen(self, name: str) -> None:
         """Propose the image's own class map, and show its catalogue if it has one."""
         layer = self.image.layer()
-        if layer is not None:
-            for kind in CLASS_MAP_KINDS:
-                candidate = labels_name(layer.name, kind)
-                if candidate in self.viewer.layers and isinstance(self.viewer.layers[candidate], Labels):
-                    self.class_map.setCurrentText(candidate)
-                    break
+        own = own_class_map(self.viewer, layer) if layer is not None else None
+        if own is not None:
+            self.class_map.setCurrentText(own)
         if name in self.results:
             self.show_result(self.results[name])
 

@@ -59,7 +59,7 @@ from ._common import (
     spin,
     wrapped_label,
 )
-from ._layers import frame_layers, frame_shape, full_name, labels_name, place_like
+from ._layers import frame_layers, frame_shape, full_name, labels_name, own_class_map, place_like
 
 BIT_COLOURS: dict[str, str] = {
     "cluster": "#ff3333",
@@ -297,13 +297,9 @@ class MasksWidget(WorkerWidget):
     def _image_chosen(self, _name: str) -> None:
         """Propose the image's own class map (prediction, labels or truth)."""
         layer = self.image.layer()
-        if layer is None:
-            return
-        for kind in ("prediction", "labels", "truth"):
-            candidate = labels_name(layer.name, kind)
-            if candidate in self.viewer.layers and isinstance(self.viewer.layers[candidate], Labels):
-                self.class_map.setCurrentText(candidate)
-                return
+        own = own_class_map(self.viewer, layer) if layer is not None else None
+        if own is not None:
+            self.class_map.setCurrentText(own)
 
     def settings(self) -> MaskSettings:
         params = MaskParams(halo_px=self.halo.value(), bleed_px=self.bleed.value(), edge_px=self.edge.value())
