@@ -1,7 +1,7 @@
 import numpy as np
 
-from napari_ccdseg.augment import augment_pair, build_augmentation
-from napari_ccdseg.classes import UNLABELLED
+from napari_ccdseg.augment import augment_pair, band_columns, build_augmentation, paste_band_strip
+from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, UNLABELLED
 
 
 def _pair(rows=80, cols=90, seed=0):
@@ -43,3 +43,50 @@ def test_seeded_augmentation_is_reproducible():
     image, labels = _pair()
     a = [augment_pair(build_augmentation(64, seed=7), image, labels)[0] for _ in range(2)]
     assert np.array_equal(a[0], a[1])
+
+
+def _banded(rows=64, cols=48, band=(5, 17)):
+    """A frame with a glowing band of columns; the image holds each pixel's column index."""
+    labels = np.zeros((rows, cols), np.uint8)
+    labels[:, band[0] : band[1]] = GLOWING
+    labels[3, band[0] + 2] = CLUSTER  # a cluster in the band does not stop it being a band column
+    image = np.broadcast_to(np.arange(cols, dtype=np.float32), (rows, cols)).copy()
+    return image, labels
+
+
+def test_band_columns_are_the_mostly_glowing_columns():
+    image, labels = _banded()
+    labels[:40, 30] = GLOWING  # 40 of 64 rows glowing: amplifier glow, not a band
+    labels[:, 40] = UNLABELLED
+    labels[:2, 40] = GLOWING  # the labelled part of a column decides
+    assert band_columns(labels).tolist() == list(range(5, 17)) + [40]
+
+
+def test_band_strip_lies_along_one_edge_and_copies_band_pixels_with_their_labels():
+    image, labels = _banded()
+    columns = band_columns(labels)
+    tile = np.full((32, 32), -1.0, np.float32), np.zeros((32, 32), np.uint8)
+    rng = np.random.default_rng(0)
+    edges, widths = set(), set()
+    for _ in range(60):
+        out_image, out_labels = paste_band_strip(*tile, (image, labels), columns, rng, max_width=6)
+        pasted = out_image >= 0
+        assert out_image.shape == out_labels.shape == (32, 32)
+        assert np.all((out_labels == BACKGROUND) == ~pasted)
+        assert set(np.unique(out_image[pasted]).tolist()) <= set(range(5, 17))  # band columns only
+        rows, cols = np.nonzero(pasted)
+        width = max(int(pasted.all(axis=0).sum()), int(pasted.all(axis=1).sum()))
+        assert 1 <= width <= 6 and pasted.sum() == 32 * width  # whole rows or whole columns
+        widths.add(width)
+        edges.add((rows.min() == 0, rows.max() == 31, cols.min() == 0, cols.max() == 31))
+    assert len(edges) == 4  # all four edges
+    assert len(widths) >= 4
+
+
+def test_band_strip_leaves_a_tile_alone_without_band_or_when_the_frame_is_too_short():
+    image, labels = _banded(rows=20)
+    tile = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.uint8)
+    rng = np.random.default_rng(1)
+    for columns in (band_columns(labels), np.array([], int)):
+        out_image, out_labels = paste_band_strip(*tile, (image, labels), columns, rng)
+        assert np.array_equal(out_image, tile[0]) and np.array_equal(out_labels, tile[1])

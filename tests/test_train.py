@@ -146,3 +146,28 @@ def test_an_exception_mid_epoch_keeps_the_last_good_model_and_history(tiny_frame
     assert meta["history_summary"]["epoch"] == 1
     assert [row["epoch"] for row in json.loads((tmp_path / "m_history.json").read_text())] == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m_history.csv", "m_history.json"]
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_band_augment_puts_thin_strips_of_the_band_on_tiles_that_had_none(share):
+    from napari_ccdseg.classes import GLOWING
+    from napari_ccdseg.train import _prepare, _TileSampler
+
+    labels = np.zeros((64, 256), np.uint8)
+    labels[:, :40] = GLOWING
+    image = np.random.default_rng(0).normal(size=labels.shape).astype(np.float32) + 5.0 * (labels == GLOWING)
+    frames = _prepare([LabelledFrame("banded", image, labels)], "sigma", {"clip": 10.0, "scale": "robust"})
+    config = TrainConfig(**{**FAST, "band_augment": share, "cluster_oversample": 0.0})
+    sampler = _TileSampler(frames, config)
+    strips = 0
+    for _ in range(200):
+        _, tile_labels = sampler.tile()
+        glowing = tile_labels == GLOWING
+        whole_lines = max(glowing.all(axis=0).sum(), glowing.all(axis=1).sum())
+        strips += bool(0 < whole_lines <= 16 and glowing.sum() == 32 * whole_lines)
+    assert (strips > 60) if share else (strips < 20)
+
+
+def test_band_augment_must_be_a_share(tiny_frames, tmp_path):
+    with pytest.raises(InputError, match="band augment"):
+        train(tiny_frames, tmp_path / "m.safetensors", TrainConfig(**{**FAST, "band_augment": 1.5}))

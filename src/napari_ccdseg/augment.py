@@ -4,6 +4,10 @@ No intensity changes: labels come from intensity thresholds and from the noise l
 changing brightness or adding blur would make the labels wrong. Pixels are moved, never
 resampled: affine transforms use nearest-neighbour for the image as well as the mask, so the
 pixel-value distribution (read noise, single electrons) stays that of a real frame.
+
+Band strips (:func:`paste_band_strip`) copy a few columns of a frame's own glowing band onto a
+tile's edge: training frames with wide bands then teach what real frames show, a thin strip of glow
+at the frame's edge next to empty background, which a model that saw only wide bands calls clusters.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import os
 import cv2
 import numpy as np
 
-from .classes import UNLABELLED
+from .classes import GLOWING, UNLABELLED
+
+BAND_SHARE = 0.9
+"""A column belongs to a glowing band when at least this share of its labelled pixels are glowing."""
+MAX_STRIP_PX = 16
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would call the network on import
 import albumentations as A  # noqa: E402
@@ -52,3 +60,36 @@ def augment_pair(
     """Apply one random draw of ``transform`` to a normalised tile and its label map alike."""
     out = transform(image=image, mask=labels)
     return out["image"], out["mask"]
+
+
+def band_columns(labels: np.ndarray) -> np.ndarray:
+    """Indices of the columns that are glowing along ≥ 90 % of their labelled pixels (a band's)."""
+    labelled = (labels != UNLABELLED).sum(0)
+    glowing = (labels == GLOWING).sum(0)
+    return np.flatnonzero((labelled > 0) & (glowing >= BAND_SHARE * labelled))
+
+
+def paste_band_strip(
+    image: np.ndarray,
+    labels: np.ndarray,
+    source: tuple[np.ndarray, np.ndarray],
+    columns: np.ndarray,
+    rng: np.random.Generator,
+    max_width: int = MAX_STRIP_PX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tile with a strip of 1–``max_width`` adjacent band ``columns`` of ``source`` (image,
+    labels of the same frame) along one random edge; the tile unchanged when the frame is too short."""
+    turns = int(rng.integers(4))
+    image, labels = np.rot90(image, turns).copy(), np.rot90(labels, turns).copy()
+    rows, cols = labels.shape
+    source_image, source_labels = source
+    if len(columns) == 0 or source_labels.shape[0] < rows:
+        return np.rot90(image, -turns).copy(), np.rot90(labels, -turns).copy()
+    runs = np.split(columns, np.flatnonzero(np.diff(columns) != 1) + 1)
+    run = runs[rng.integers(len(runs))]
+    width = int(rng.integers(1, min(max_width, len(run), cols) + 1))
+    first = run[int(rng.integers(len(run) - width + 1))]
+    top = int(rng.integers(source_labels.shape[0] - rows + 1))
+    image[:, :width] = source_image[top : top + rows, first : first + width]
+    labels[:, :width] = source_labels[top : top + rows, first : first + width]
+    return np.rot90(image, -turns).copy(), np.rot90(labels, -turns).copy()

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_write_text
-from .augment import augment_pair, build_augmentation
+from .augment import augment_pair, band_columns, build_augmentation, paste_band_strip
 from .classes import CLASS_NAMES, CLASS_WEIGHTINGS, CLUSTER, N_CLASSES, UNLABELLED, class_weights
 from .dataset import LabelledFrame
 from .devices import describe_device, native_bfloat16, resolve_device
@@ -49,6 +49,10 @@ class TrainConfig:
     augment: bool = True
     cluster_oversample: float = 0.5
     """Share of training tiles centred on a cluster pixel: clusters are rare but matter most."""
+    band_augment: float = 0.25
+    """Share of training tiles (with ``augment``, from frames with a glowing band) given a 1–16 px
+    strip of that band along one edge (:func:`augment.paste_band_strip`), so thin glow strips at a
+    frame's edge are not taken for clusters."""
     class_weighting: str = "sqrt"
     """One of ``classes.CLASS_WEIGHTINGS``: ``inverse`` presence, its square root, or ``none``.
 
@@ -71,6 +75,9 @@ class TrainConfig:
             raise InputError(f"optimiser {self.optimiser!r}: choose one of {', '.join(OPTIMISERS)}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise InputError(f"class weighting {self.class_weighting!r}: choose one of {', '.join(CLASS_WEIGHTINGS)}")
+        for name in ("cluster_oversample", "band_augment"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"{name.replace('_', ' ')} {getattr(self, name)}: must be a share in [0, 1]")
         if not 0 <= self.val_split < 1:
             raise InputError(f"validation split {self.val_split}: must be in [0, 1)")
         for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size"):
@@ -117,6 +124,7 @@ class _Prepared:
     image: np.ndarray
     labels: np.ndarray
     cluster_pixels: np.ndarray
+    band_columns: np.ndarray
 
 
 def _prepare(frames: Sequence[LabelledFrame], method: str, params: dict) -> list[_Prepared]:
@@ -133,6 +141,7 @@ def _prepare(frames: Sequence[LabelledFrame], method: str, params: dict) -> list
                 normalise(frame.image, method, **params, source=frame.name),
                 frame.labels,
                 np.argwhere(frame.labels == CLUSTER),
+                band_columns(frame.labels),
             )
         )
     return prepared
@@ -178,6 +187,7 @@ class _TileSampler:
         self.frames = frames
         self.size = config.tile_size
         self.oversample = config.cluster_oversample
+        self.band_augment = config.band_augment if config.augment else 0.0
         self.rng = np.random.default_rng(config.seed)
         self.with_clusters = [i for i, f in enumerate(frames) if len(f.cluster_pixels)]
         # Margin so that affine transforms and crops see real pixels, not padding.
@@ -199,6 +209,8 @@ class _TileSampler:
         image, labels = _crop(frame, top, left, size)
         if self.transform is not None:
             image, labels = augment_pair(self.transform, image, labels)
+        if self.band_augment and len(frame.band_columns) and self.rng.random() < self.band_augment:
+            image, labels = paste_band_strip(image, labels, (frame.image, frame.labels), frame.band_columns, self.rng)
         return image, labels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
