@@ -1,6 +1,6 @@
 """Models trained on balanced seed-v1 images, scored on balanced and on realistic seed-v1 frames.
 
-Run from the repository root: ``python benchmarks/bench_seed_v1.py [--minutes 8] [--variants plain,bands]``.
+Run from the repository root: ``python benchmarks/bench_seed_v1.py [--minutes 8] [--variants plain,context]``.
 
 Training: the original project's 60 images from ``../shared/data/seed-v1/train`` when present
 (colour-rule labels, the seeded 48/12 split of docs/benchmarks.md), else 60 balanced frames from
@@ -36,10 +36,10 @@ SHARED = ROOT.parent / "shared" / "data" / "seed-v1" / "train"
 REALISTIC_SEED = 920_000
 BALANCED_SEED = 930_000
 VARIANTS = {
-    "plain": {"band_augment": 0.0},
-    "bands": {},
+    "plain": {"band_augment": 0.0, "hot_augment": 0.0},
+    "context": {},
 }
-"""Training settings per variant: ``plain`` as before (no band augmentation), ``bands`` the defaults."""
+"""Training settings per variant: ``plain`` as before (no band or hot-pixel pastes), ``context`` the defaults (both)."""
 
 
 def colour_labelled(images: list[tuple[np.ndarray, object]], prefix: str) -> list[LabelledFrame]:

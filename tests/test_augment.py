@@ -1,7 +1,8 @@
 import numpy as np
+from scipy import ndimage
 
-from napari_ccdseg.augment import augment_pair, band_columns, build_augmentation, paste_band_strip
-from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, UNLABELLED
+from napari_ccdseg.augment import augment_pair, band_columns, build_augmentation, paste_band_strip, paste_hot_pixels
+from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, UNLABELLED
 
 
 def _pair(rows=80, cols=90, seed=0):
@@ -90,3 +91,25 @@ def test_band_strip_leaves_a_tile_alone_without_band_or_when_the_frame_is_too_sh
     for columns in (band_columns(labels), np.array([], int)):
         out_image, out_labels = paste_band_strip(*tile, (image, labels), columns, rng)
         assert np.array_equal(out_image, tile[0]) and np.array_equal(out_labels, tile[1])
+
+
+def test_hot_pixel_pastes_are_short_straight_runs_with_the_given_values():
+    rng = np.random.default_rng(2)
+    values = np.array([7.0, 9.0], np.float32)
+    sizes = set()
+    for _ in range(50):
+        image, labels = np.zeros((40, 40), np.float32), np.zeros((40, 40), np.uint8)
+        out_image, out_labels = paste_hot_pixels(image, labels, values, rng, max_count=3, max_length=4)
+        hot = out_labels == HOT_PIXEL
+        assert np.array_equal(hot, out_image != 0) and set(np.unique(out_image[hot])) <= {7.0, 9.0}
+        assert not labels.any() and not image.any()  # inputs untouched
+        runs, n = ndimage.label(hot)
+        sizes.update(np.bincount(runs.ravel())[1:].tolist())
+        assert 1 <= n and hot.sum() <= 3 * 4
+    assert {1, 2, 3, 4} <= sizes
+
+
+def test_hot_pixel_pastes_need_hot_values():
+    image, labels = np.zeros((8, 8), np.float32), np.zeros((8, 8), np.uint8)
+    out_image, out_labels = paste_hot_pixels(image, labels, np.array([], np.float32), np.random.default_rng(0))
+    assert not out_image.any() and not out_labels.any()

@@ -208,8 +208,10 @@ def test_train_options_become_the_training_config_field_by_field():
     args = build_parser().parse_args([
         "train", "data", "--out", "m", "--config", "seed", "--steps", "3", "--tile", "48", "--lr", "0.01",
         "--no-augment", "--max-minutes", "2", "--class-weighting", "none", "--batch-size", "4", "--seed", "7",
+        "--band-augment", "0.5", "--hot-augment", "0",
     ])
     config = TrainConfig.from_options(vars(args))
+    assert (config.band_augment, config.hot_augment) == (0.5, 0.0)
     assert (config.architecture, config.steps_per_epoch, config.tile_size, config.learning_rate) == ("seed", 3, 48, 0.01)
     assert (config.augment, config.max_minutes, config.class_weighting) == (False, 2.0, "none")
     assert (config.batch_size, config.seed, config.epochs) == (4, 7, TrainConfig.epochs)
@@ -217,6 +219,8 @@ def test_train_options_become_the_training_config_field_by_field():
     assert defaults == TrainConfig()
     with pytest.raises(InputError, match="class weighting"):
         TrainConfig.from_options({"class_weighting": "square", "max_minutes": 0})
+    with pytest.raises(InputError, match="hot augment"):
+        TrainConfig.from_options({"hot_augment": -0.1})
 
 
 def test_evaluate_on_simulated_frames_reports_particle_types(tmp_path, capsys):

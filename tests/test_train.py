@@ -171,3 +171,22 @@ def test_band_augment_puts_thin_strips_of_the_band_on_tiles_that_had_none(share)
 def test_band_augment_must_be_a_share(tiny_frames, tmp_path):
     with pytest.raises(InputError, match="band augment"):
         train(tiny_frames, tmp_path / "m.safetensors", TrainConfig(**{**FAST, "band_augment": 1.5}))
+
+
+def test_hot_augment_puts_hot_pixels_with_the_frames_values_on_tiles_far_from_its_hot_block():
+    from napari_ccdseg.classes import HOT_PIXEL
+    from napari_ccdseg.train import _prepare, _TileSampler
+
+    labels = np.zeros((64, 256), np.uint8)
+    labels[:, :40] = HOT_PIXEL  # hot pixels only in a dense block, as in the original's training images
+    image = np.random.default_rng(0).normal(size=labels.shape).astype(np.float32) + 50.0 * (labels == HOT_PIXEL)
+    frames = _prepare([LabelledFrame("block", image, labels)], "sigma", {"clip": 10.0, "scale": "robust"})
+    sampler = _TileSampler(frames, TrainConfig(**{**FAST, "hot_augment": 1.0, "cluster_oversample": 0.0}))
+    lone = 0
+    for _ in range(100):
+        tile_image, tile_labels = sampler.tile()
+        hot = tile_labels == HOT_PIXEL
+        if 0 < hot.sum() <= 8 * 6:  # a few pasted pixels, not a piece of the block
+            lone += 1
+            assert tile_image[hot].min() > 5  # the block's values (normalised), not noise
+    assert lone > 30

@@ -8,6 +8,8 @@ pixel-value distribution (read noise, single electrons) stays that of a real fra
 Band strips (:func:`paste_band_strip`) copy a few columns of a frame's own glowing band onto a
 tile's edge: training frames with wide bands then teach what real frames show, a thin strip of glow
 at the frame's edge next to empty background, which a model that saw only wide bands calls clusters.
+Hot-pixel pastes (:func:`paste_hot_pixels`) do the same for frames whose hot pixels come only in
+dense groups: single hot pixels and short segments in empty background, as real frames have them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import os
 import cv2
 import numpy as np
 
-from .classes import GLOWING, UNLABELLED
+from .classes import GLOWING, HOT_PIXEL, UNLABELLED
 
 BAND_SHARE = 0.9
 """A column belongs to a glowing band when at least this share of its labelled pixels are glowing."""
 MAX_STRIP_PX = 16
+MAX_HOT_PASTES = 8
+MAX_HOT_LENGTH = 6
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would call the network on import
 import albumentations as A  # noqa: E402
@@ -93,3 +97,26 @@ def paste_band_strip(
     image[:, :width] = source_image[top : top + rows, first : first + width]
     labels[:, :width] = source_labels[top : top + rows, first : first + width]
     return np.rot90(image, -turns).copy(), np.rot90(labels, -turns).copy()
+
+
+def paste_hot_pixels(
+    image: np.ndarray,
+    labels: np.ndarray,
+    values: np.ndarray,
+    rng: np.random.Generator,
+    max_count: int = MAX_HOT_PASTES,
+    max_length: int = MAX_HOT_LENGTH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tile with 1–``max_count`` hot pixels or segments (1–``max_length`` px along a row or a
+    column) at random places, their values drawn from ``values`` (the frame's own hot pixels)."""
+    if len(values) == 0:
+        return image, labels
+    image, labels = image.copy(), labels.copy()
+    rows, cols = labels.shape
+    for _ in range(int(rng.integers(1, max_count + 1))):
+        length = int(rng.integers(1, max_length + 1))
+        row, col = int(rng.integers(rows)), int(rng.integers(cols))
+        where = (slice(row, row + length), col) if rng.random() < 0.5 else (row, slice(col, col + length))
+        image[where] = rng.choice(values, size=image[where].shape)
+        labels[where] = HOT_PIXEL
+    return image, labels

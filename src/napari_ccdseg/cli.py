@@ -440,7 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", dest="learning_rate", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--optimiser", choices=OPTIMISERS, default=TrainConfig.optimiser)
     p.add_argument("--val-split", type=float, default=TrainConfig.val_split)
-    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_false",
+        help="no augmentation at all: no flips, turns and affine moves, band strips or hot-pixel pastes",
+    )
+    p.add_argument(
+        "--band-augment", type=float, default=TrainConfig.band_augment,
+        help="share of tiles given a thin strip of their frame's glowing band along one edge",
+    )
+    p.add_argument(
+        "--hot-augment", type=float, default=TrainConfig.hot_augment,
+        help="share of tiles given lone hot pixels and short segments with their frame's hot-pixel values",
+    )
     p.add_argument(
         "--class-weighting", choices=CLASS_WEIGHTINGS, default=TrainConfig.class_weighting,
         help="loss weights from class presence: inverse (the original's), its square root, or none",

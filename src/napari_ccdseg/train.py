@@ -20,8 +20,8 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_write_text
-from .augment import augment_pair, band_columns, build_augmentation, paste_band_strip
-from .classes import CLASS_NAMES, CLASS_WEIGHTINGS, CLUSTER, N_CLASSES, UNLABELLED, class_weights
+from .augment import augment_pair, band_columns, build_augmentation, paste_band_strip, paste_hot_pixels
+from .classes import CLASS_NAMES, CLASS_WEIGHTINGS, CLUSTER, HOT_PIXEL, N_CLASSES, UNLABELLED, class_weights
 from .dataset import LabelledFrame
 from .devices import describe_device, native_bfloat16, resolve_device
 from .ddp import SingleProcess
@@ -32,6 +32,7 @@ from .unet import build_unet
 from .updates import EpochUpdate, LogUpdate, StepUpdate, Update
 
 OPTIMISERS = ("adam", "adadelta")
+HOT_VALUE_SAMPLE = 4096
 
 
 @dataclass
@@ -53,6 +54,10 @@ class TrainConfig:
     """Share of training tiles (with ``augment``, from frames with a glowing band) given a 1–16 px
     strip of that band along one edge (:func:`augment.paste_band_strip`), so thin glow strips at a
     frame's edge are not taken for clusters."""
+    hot_augment: float = 0.25
+    """Share of training tiles (with ``augment``, from frames with hot pixels) given 1–8 single hot
+    pixels or short segments with the frame's own hot-pixel values (:func:`augment.paste_hot_pixels`),
+    so lone hot pixels are known where the training frames have them only in dense groups."""
     class_weighting: str = "sqrt"
     """One of ``classes.CLASS_WEIGHTINGS``: ``inverse`` presence, its square root, or ``none``.
 
@@ -75,7 +80,7 @@ class TrainConfig:
             raise InputError(f"optimiser {self.optimiser!r}: choose one of {', '.join(OPTIMISERS)}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise InputError(f"class weighting {self.class_weighting!r}: choose one of {', '.join(CLASS_WEIGHTINGS)}")
-        for name in ("cluster_oversample", "band_augment"):
+        for name in ("cluster_oversample", "band_augment", "hot_augment"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"{name.replace('_', ' ')} {getattr(self, name)}: must be a share in [0, 1]")
         if not 0 <= self.val_split < 1:
@@ -125,6 +130,8 @@ class _Prepared:
     labels: np.ndarray
     cluster_pixels: np.ndarray
     band_columns: np.ndarray
+    hot_values: np.ndarray
+    """Up to HOT_VALUE_SAMPLE normalised values of the frame's hot pixels, for hot-pixel pastes."""
 
 
 def _prepare(frames: Sequence[LabelledFrame], method: str, params: dict) -> list[_Prepared]:
@@ -135,13 +142,12 @@ def _prepare(frames: Sequence[LabelledFrame], method: str, params: dict) -> list
                 f"{frame.name}: mixes colour images and CCD frames in one training set "
                 f"(expected '{method}' data like the first frame)"
             )
+        image = normalise(frame.image, method, **params, source=frame.name)
+        hot = image[frame.labels == HOT_PIXEL]
         prepared.append(
             _Prepared(
-                frame.name,
-                normalise(frame.image, method, **params, source=frame.name),
-                frame.labels,
-                np.argwhere(frame.labels == CLUSTER),
-                band_columns(frame.labels),
+                frame.name, image, frame.labels, np.argwhere(frame.labels == CLUSTER), band_columns(frame.labels),
+                np.random.default_rng(0).choice(hot, min(len(hot), HOT_VALUE_SAMPLE), replace=False),
             )
         )
     return prepared
@@ -188,6 +194,7 @@ class _TileSampler:
         self.size = config.tile_size
         self.oversample = config.cluster_oversample
         self.band_augment = config.band_augment if config.augment else 0.0
+        self.hot_augment = config.hot_augment if config.augment else 0.0
         self.rng = np.random.default_rng(config.seed)
         self.with_clusters = [i for i, f in enumerate(frames) if len(f.cluster_pixels)]
         # Margin so that affine transforms and crops see real pixels, not padding.
@@ -211,6 +218,8 @@ class _TileSampler:
             image, labels = augment_pair(self.transform, image, labels)
         if self.band_augment and len(frame.band_columns) and self.rng.random() < self.band_augment:
             image, labels = paste_band_strip(image, labels, (frame.image, frame.labels), frame.band_columns, self.rng)
+        if self.hot_augment and len(frame.hot_values) and self.rng.random() < self.hot_augment:
+            image, labels = paste_hot_pixels(image, labels, frame.hot_values, self.rng)
         return image, labels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:

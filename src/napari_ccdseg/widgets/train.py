@@ -141,8 +141,12 @@ class TrainWidget(WorkerWidget):
             "loss weights from the training labels: inverse class presence, its square root, or none",
         )
         self.seed = spin(defaults.seed, 0, 2**31 - 1, "random seed of tiles, augmentation and initial weights")
-        self.augment = QCheckBox("Geometric augmentation")
+        self.augment = QCheckBox("Augmentation")
         self.augment.setChecked(defaults.augment)
+        self.augment.setToolTip(
+            "flips, turns and small affine moves; thin strips of a frame's glowing band at tile edges; "
+            "lone hot pixels with the frame's hot-pixel values"
+        )
         devices = available_devices()
         self.device = combo(devices, devices[1] if len(devices) > 1 else "cpu", "CPU or a CUDA device")
         self.config_boxes = {  # TrainConfig field -> (row label, box); settings() reads them all
