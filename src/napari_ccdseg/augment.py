@@ -81,7 +81,7 @@ def paste_band_strip(
     rng: np.random.Generator,
     max_width: int = MAX_STRIP_PX,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The tile with a strip of 1–``max_width`` adjacent band ``columns`` of ``source`` (image,
+    """The tile with a strip of 1–``max_width`` (log-uniform) adjacent band ``columns`` of ``source`` (image,
     labels of the same frame) along one random edge; the tile unchanged when the frame is too short."""
     turns = int(rng.integers(4))
     image, labels = np.rot90(image, turns).copy(), np.rot90(labels, turns).copy()
@@ -91,7 +91,8 @@ def paste_band_strip(
         return np.rot90(image, -turns).copy(), np.rot90(labels, -turns).copy()
     runs = np.split(columns, np.flatnonzero(np.diff(columns) != 1) + 1)
     run = runs[rng.integers(len(runs))]
-    width = int(rng.integers(1, min(max_width, len(run), cols) + 1))
+    limit = min(max_width, len(run), cols)
+    width = min(int(np.exp(rng.uniform(0, np.log(limit + 1)))), limit)  # log-uniform: thin strips are the hard ones
     first = run[int(rng.integers(len(run) - width + 1))]
     top = int(rng.integers(source_labels.shape[0] - rows + 1))
     image[:, :width] = source_image[top : top + rows, first : first + width]
