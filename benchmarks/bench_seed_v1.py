@@ -48,6 +48,11 @@ def colour_labelled(images: list[tuple[np.ndarray, object]], prefix: str) -> lis
     ]
 
 
+def realistic_frames(n: int) -> list[LabelledFrame]:
+    """``n`` realistic seed-v1 frames (seeds REALISTIC_SEED + i) with their colour-rule labels."""
+    return colour_labelled(rendered_frames(REALISTIC, n, REALISTIC_SEED), "realistic")
+
+
 def balanced_images() -> tuple[str, list[LabelledFrame]]:
     if SHARED.is_dir():
         return "the original's 60 training images", load_labelled([SHARED], preset="seed-v1")
@@ -62,6 +67,7 @@ def scores(model, meta, frames: list[LabelledFrame]) -> dict:
     false_cluster = (pred == CLUSTER) & (truth != CLUSTER)
     return {
         **{f"f1_{name}": evaluation.pixel.classes[name].f1 for name in CLASS_NAMES},
+        "f1_macro avg": evaluation.pixel.macro.f1,
         "efficiency": evaluation.clusters.efficiency,
         "fakes_per_mpix": evaluation.clusters.fakes_per_megapixel,
         "false_cluster_px": int(false_cluster.sum()),
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source, frames = balanced_images()
     train_frames, held_out = split_frames(frames, 0.2, seed=0)
-    realistic = colour_labelled(rendered_frames(REALISTIC, args.realistic, REALISTIC_SEED), "realistic")
+    realistic = realistic_frames(args.realistic)
     print(f"training on {len(train_frames)} of {source}; tests: {len(held_out)} balanced held out, "
           f"{len(realistic)} realistic; {torch.get_num_threads()} torch threads, budget {args.minutes} min")
     header = "| variant | test set | F1 background | F1 glowing | F1 hot pixel | F1 cluster | cluster efficiency | fakes / MPix | false cluster px in glowing |"
