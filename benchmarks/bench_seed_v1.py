@@ -1,6 +1,6 @@
 """Models trained on balanced seed-v1 images, scored on balanced and on realistic seed-v1 frames.
 
-Run from the repository root: ``python benchmarks/bench_seed_v1.py [--minutes 8] [--variants plain,context]``.
+Run from the repository root: ``python benchmarks/bench_seed_v1.py [--minutes 8] [--variants plain,bands,context] [--threads N]``.
 
 Training: the original project's 60 images from ``../shared/data/seed-v1/train`` when present
 (colour-rule labels, the seeded 48/12 split of docs/benchmarks.md), else 60 balanced frames from
@@ -37,9 +37,11 @@ REALISTIC_SEED = 920_000
 BALANCED_SEED = 930_000
 VARIANTS = {
     "plain": {"band_augment": 0.0, "hot_augment": 0.0},
+    "bands": {"hot_augment": 0.0},
     "context": {},
 }
-"""Training settings per variant: ``plain`` as before (no band or hot-pixel pastes), ``context`` the defaults (both)."""
+"""Training settings per variant: ``plain`` as before (no band strips or hot-pixel pastes), ``bands``
+band strips alone, ``context`` the defaults (both)."""
 
 
 def colour_labelled(images: list[tuple[np.ndarray, object]], prefix: str) -> list[LabelledFrame]:
@@ -81,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--realistic", type=int, default=16, help="realistic test frames")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     source, frames = balanced_images()
     train_frames, held_out = split_frames(frames, 0.2, seed=0)
     realistic = realistic_frames(args.realistic)
