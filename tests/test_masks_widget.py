@@ -93,3 +93,23 @@ def test_save_without_a_folder_asks_for_one(masked, tmp_path, monkeypatch):
     widget.save_folder.setText("")
     assert widget.save() == [] and widget.save_folder.text() == ""
     assert (tmp_path / "rates.csv") in widget.save() and widget.save_folder.text() == str(tmp_path)
+
+
+def test_a_calibration_stored_on_the_image_is_reused_not_fitted_again(qtbot, make_napari_viewer, errors, monkeypatch):
+    from napari_ccdseg import calibrate
+    from napari_ccdseg.calibrate import calibrate_frame
+    from napari_ccdseg.catalogue import CALIBRATION_EXCLUDED
+
+    viewer = make_napari_viewer()
+    sim = simulate_frame(CONFIG, seed=1)
+    stored = calibrate_frame(sim.image, exclude=np.isin(sim.labels, CALIBRATION_EXCLUDED))
+    viewer.add_image(sim.image, name="run3", metadata={"simulation": sim.metadata, "calibration": stored.to_dict()})
+    viewer.add_labels(sim.labels.copy(), **labels_layer_kwargs("run3 truth"))
+    fits = []
+    monkeypatch.setattr(calibrate, "calibrate_frame", lambda *a, **k: fits.append(1))
+    widget = MasksWidget(viewer)
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    assert errors == [] and fits == []
+    assert widget.shown.calibration.gain_adu_per_e == stored.gain_adu_per_e
+    assert abs(widget.shown.rates.ser_e_per_px - DARK) < 4 * widget.shown.rates.ser_err

@@ -1,7 +1,9 @@
 """Masks widget: the analysis mask of an image and its class map, and the single-electron rate, in the viewer.
 
 Run does what ``ccdseg mask`` does, in a worker: calibrate the image (class map's cluster and hot
-pixels left out; a given gain when the peaks are not resolved), build the mask bitfield
+pixels left out; a given gain when the peaks are not resolved) unless the image layer already
+carries a calibration (the Clusters widget's, or one the View widget attached), which is reused
+when no gain is typed in; build the mask bitfield
 (:func:`napari_ccdseg.masks.build_mask`) and fit λ in the unmasked pixels
 (:func:`napari_ccdseg.masks.rates`). The class map is read when Run is pressed, so hand corrections
 change the mask.
@@ -121,6 +123,8 @@ class MaskJob:
     frame: str
     header: dict
     region: tuple | None
+    calibration: Calibration | None = None
+    """The image layer's calibration (Clusters widget, View widget), reused instead of a new fit."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +144,15 @@ def mask_worker(job: MaskJob, settings: MaskSettings, stop: threading.Event) -> 
     from ..masks import build_mask, rates
 
     yield StepUpdate(1, 1, 0, MASK_STEPS)
-    yield LogUpdate(f"{job.name}: calibrating …")
-    calibration = calibrate_frame(
-        job.image, frame=job.frame, header=job.header, exclude=np.isin(job.labels, CALIBRATION_EXCLUDED),
-        gain=settings.gain,
-    )
+    if job.calibration is not None and settings.gain is None:
+        calibration = job.calibration
+        yield LogUpdate(f"{job.name}: using the image's calibration ({calibration.method})")
+    else:
+        yield LogUpdate(f"{job.name}: calibrating …")
+        calibration = calibrate_frame(
+            job.image, frame=job.frame, header=job.header, exclude=np.isin(job.labels, CALIBRATION_EXCLUDED),
+            gain=settings.gain,
+        )
     if stop.is_set():
         yield LogUpdate("stopped: no mask")
         return
@@ -325,7 +333,9 @@ class MasksWidget(WorkerWidget):
         header = image.metadata.get("header") or {}
         data = np.asarray(image.data, dtype=np.float32)
         region = active_region(data.shape, header, image.metadata.get("simulation"))
-        return MaskJob(image.name, data, np.array(labels.data, dtype=np.uint8), full_name(image), header, region)
+        stored = image.metadata.get("calibration")
+        calibration = Calibration.from_dict(stored) if stored else None
+        return MaskJob(image.name, data, np.array(labels.data, dtype=np.uint8), full_name(image), header, region, calibration)
 
     # ------------------------------------------------------------ run
 
