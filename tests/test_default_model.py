@@ -48,3 +48,23 @@ def test_the_default_model_finds_bright_clusters_on_a_real_detector_preset(defau
     assert evaluation.clusters.fakes_per_megapixel < 2000
     glitches = frame.image >= 1e6
     assert glitches.any() and not (pred[glitches] == 3).any()  # a glitch is never a cluster
+
+
+def test_the_default_model_labels_a_long_curly_track_as_one_class(default_model):
+    """Issue 15, item 3: on single-sample frames (~90 ADU noise) a track is not cut into cluster,
+    hot-pixel and glowing pieces (benchmarks/bench_tracks.py measures it on many more tracks)."""
+    model, meta = default_model
+    config = dataclasses.replace(
+        SIM_PRESETS["single-sample"], rows=192, cols=192, electron_track_rate=40.0, amp_glow_e=0.0,
+        electron_energy_kev=(300.0, 1000.0), cluster_rate=0.0, muon_rate=0.0, serial_trail_rate=0.0,
+    )
+    marked = []
+    for seed in (5, 6):
+        frame = simulate_frame(config, seed=seed)
+        pred = predict_frame(model, meta, frame.image, source="single-sample").labels
+        tracks = [c for c in frame.metadata["clusters"] if c["kind"] == "electron" and c["pixels"] >= 30]
+        assert len(tracks) >= 3
+        marked += [pred[frame.instances == c["id"]] for c in tracks]
+    marked = np.concatenate(marked)
+    marked = marked[marked != 0]
+    assert len(marked) >= 600 and (marked == 3).mean() >= 0.98
