@@ -190,3 +190,13 @@ def test_hot_augment_puts_hot_pixels_with_the_frames_values_on_tiles_far_from_it
             lone += 1
             assert tile_image[hot].min() > 5  # the block's values (normalised), not noise
     assert lone > 30
+
+
+def test_learning_rate_halves_on_plateaus_but_not_below_a_hundredth_of_its_start(tiny_frames, tmp_path):
+    # a learning rate too small to move the loss: every epoch is a plateau, so it halves each time
+    config = TrainConfig(**{**FAST, "epochs": 10, "steps_per_epoch": 1, "learning_rate": 1e-12, "plateau_patience": 0,
+                            "early_stopping": 100})
+    result = train(tiny_frames, tmp_path / "m.safetensors", config)
+    rates = [row["lr"] for row in result.history]
+    assert rates[0] == pytest.approx(1e-12)
+    assert rates[-1] == pytest.approx(1e-14) and min(rates) == pytest.approx(1e-14)
