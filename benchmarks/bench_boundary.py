@@ -182,21 +182,33 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else float("nan")
 
 
-def _mean_err(values: list) -> str:
+def _mean_and_error(values: list) -> tuple[float | None, float | None]:
+    """Mean and its standard error (None without values; the error None for one value)."""
     if not values:
-        return "–"
+        return None, None
     v = np.asarray(values, np.float64)
-    err = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else float("nan")
-    return f"{v.mean():+.2f} ± {err:.2f}"
+    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None)
+
+
+def _pm(summary_: dict, key: str) -> str:
+    """``mean ± error`` of a summary's bias (its ``<key>_err`` may be absent: cards made before it)."""
+    mean, err = summary_.get(key), summary_.get(f"{key}_err")
+    if mean is None:
+        return "–"
+    return f"{mean:+.2f}" + (f" ± {err:.2f}" if err is not None else "")
 
 
 def summary(tally: Tally) -> dict:
     """The figures of one test set and rule, as numbers (the card stores these)."""
     precision, recall = _ratio(tally.tp, tally.tp + tally.fp), _ratio(tally.tp, tally.tp + tally.fn)
     fakes = len(tally.fakes)
+    (width, width_err), (diameter, diameter_err) = _mean_and_error(tally.delta_px), _mean_and_error(tally.delta_diameter)
+    rounded = lambda value, digits: None if value is None else round(value, digits)  # noqa: E731
     return {
-        "width_bias_px": round(float(np.mean(tally.delta_px)), 2) if tally.delta_px else None,
-        "width_bias_diameter_px": round(float(np.mean(tally.delta_diameter)), 3) if tally.delta_diameter else None,
+        "width_bias_px": rounded(width, 2),
+        "width_bias_px_err": rounded(width_err, 2),
+        "width_bias_diameter_px": rounded(diameter, 3),
+        "width_bias_diameter_px_err": rounded(diameter_err, 3),
         "matched_clusters": len(tally.delta_px),
         "ring_precision": round(_ratio(tally.band_tp, tally.band_called), 4),
         "ring_recall": round(_ratio(tally.band_tp, tally.band_true), 4),
@@ -212,17 +224,17 @@ def summary(tally: Tally) -> dict:
     }
 
 
-def boundary_table(results: dict[str, dict[str, Tally]]) -> str:
+def boundary_table(summaries: dict[str, dict[str, dict]]) -> str:
+    """Markdown table of :func:`summary` figures per test set and rule (the card stores the same dicts)."""
     lines = [
         "| test set | rule | width bias (px) | diameter bias (px) | ring precision | ring recall | outer ring called "
         "| cluster precision | recall | F1 | detection ≥ 10 px | detection < 10 px | fakes/MPix |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, rules in results.items():
-        for rule, tally in rules.items():
-            s = summary(tally)
+    for name, rules in summaries.items():
+        for rule, s in rules.items():
             lines.append(
-                f"| {name} | {rule} | {_mean_err(tally.delta_px)} | {_mean_err(tally.delta_diameter)} | "
+                f"| {name} | {rule} | {_pm(s, 'width_bias_px')} | {_pm(s, 'width_bias_diameter_px')} | "
                 f"{s['ring_precision']:.3f} | {s['ring_recall']:.3f} | {s['outer_ring_called']:.3f} | "
                 f"{s['cluster_precision']:.3f} | {s['cluster_recall']:.3f} | {s['cluster_f1']:.3f} | "
                 f"{s['detection_10px']:.3f} ({s['clusters_10px']}) | {s['detection_below_10px']:.3f} ({s['clusters_below_10px']}) | "
@@ -302,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     for smallest in args.min_pixels:
         rules[f"{last} offsets, ≥ {smallest} px"] = (offsets, smallest)
     results = measure(model, meta, test_sets(args.quick), rules)
-    print(boundary_table(results))
+    print(boundary_table({name: {rule: summary(t) for rule, t in per_rule.items()} for name, per_rule in results.items()}))
     print()
     print(fakes_table(results))
     print(f"\n{time.monotonic() - started:.0f} s, torch {torch.__version__}, 1 thread", file=sys.stderr)

@@ -131,15 +131,21 @@ def calibrate(model_path: Path, ranges: DomainRanges) -> dict:
     return meta[DECISION_KEY]
 
 
-def boundary_figures(model_path: Path) -> dict:
-    """Mask-boundary and fake-cluster figures (benchmarks/bench_boundary.py, its quick test sets)
-    of the plain argmax and of the stored decision rule."""
+def _bench_boundary():
+    """benchmarks/bench_boundary.py as a module: its test sets, measures and table."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_boundary", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_boundary.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+def boundary_figures(model_path: Path) -> dict:
+    """Mask-boundary and fake-cluster figures (benchmarks/bench_boundary.py, its test sets)
+    of the plain argmax and of the stored decision rule."""
+    bench = _bench_boundary()
     model, meta = load_model(model_path, "cpu")
     rule = bench.DecisionRule.from_metadata(meta)
     rules = {"argmax": (None, 1), "decision rule": (rule.offsets, rule.min_cluster_pixels)}
@@ -180,24 +186,6 @@ def table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def boundary_table(boundary: dict) -> str:
-    """The card's mask-boundary figures: plain argmax against the decision rule, per test set."""
-    lines = [
-        "| test set | rule | width bias (px) | diameter bias (px) | ring precision | ring recall | cluster precision "
-        "| recall | F1 | detection ≥ 10 px | detection < 10 px | fakes/MPix |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, rules in boundary.items():
-        for rule, s in rules.items():
-            lines.append(
-                f"| {name} | {rule} | {s['width_bias_px']:+.2f} | {s['width_bias_diameter_px']:+.2f} | "
-                f"{s['ring_precision']:.3f} | {s['ring_recall']:.3f} | {s['cluster_precision']:.3f} | "
-                f"{s['cluster_recall']:.3f} | {s['cluster_f1']:.3f} | {s['detection_10px']:.3f} | "
-                f"{s['detection_below_10px']:.3f} | {s['fakes_per_megapixel']:.1f} |"
-            )
-    return "\n".join(lines)
-
-
 def _decision_text(card: dict) -> str:
     """The page's section on the decision rule, when the card records one."""
     decision = card.get("decision")
@@ -218,7 +206,7 @@ unused by training and fitting) compares the plain argmax and the rule; *width b
 pixels per one-to-one matched cluster, and as an equivalent diameter; *ring*: cluster precision and recall
 on each true cluster's edge pixels and the one-pixel ring outside it.
 
-{boundary_table(card["boundary"])}
+{_bench_boundary().boundary_table(card["boundary"])}
 {_plain_argmax_text(card)}"""
 
 
