@@ -187,6 +187,11 @@ def test_view_widget_turns_the_view_only_and_isolates_one_amplifier(viewer):
     widget.amplifier.setCurrentText(amp2.name)
     shown = [layer.name for layer in viewer.layers if layer.visible]
     assert shown == [amp2.name, f"{amp2.name} labels"]
+    # layers added later: one made from the shown frame stays visible, one from another frame is hidden
+    other = images(viewer)[0]
+    viewer.add_labels(np.zeros(amp2.data.shape, np.uint8), name=f"{amp2.name} prediction")
+    viewer.add_labels(np.zeros(other.data.shape, np.uint8), name=f"{other.name} prediction")
+    assert viewer.layers[f"{amp2.name} prediction"].visible and not viewer.layers[f"{other.name} prediction"].visible
     widget.amplifier.setCurrentText(widget.amplifier.itemText(0))
     assert all(layer.visible for layer in viewer.layers)
 

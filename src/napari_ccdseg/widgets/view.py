@@ -70,7 +70,7 @@ def ds9_orientation(viewer) -> bool:
 
 
 class ViewWidget(QWidget):
-    """Orientation, contrast presets, one amplifier alone, calibrations: display settings only."""
+    """Orientation, contrast presets, one amplifier alone (layers added meanwhile follow it), calibrations: display settings only."""
 
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(parent)
@@ -119,6 +119,7 @@ class ViewWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._hidden_by_us: list = []
+        napari_viewer.layers.events.inserted.connect(self._layer_added)
 
     def apply_contrast(self) -> int:
         """Set the chosen contrast on every CCD frame; returns how many frames got it."""
@@ -161,6 +162,15 @@ class ViewWidget(QWidget):
         canvas = getattr(self.viewer, "_canvas_size", None)  # (height, width) once a canvas exists
         if canvas is not None and min(canvas) > 0:
             camera(self.viewer).zoom = 0.95 * float(min(np.asarray(canvas) / np.maximum(high - low, 1)))
+
+    def _layer_added(self, event) -> None:
+        """While one frame is shown alone, a new layer stays visible only if it is made from that frame."""
+        chosen, layer = self.amplifier.layer(), event.value
+        if chosen is None or layer is chosen or not layer.visible:
+            return
+        if not any(layer is derived for derived in derived_from(self.viewer, chosen)):
+            layer.visible = False
+            self._hidden_by_us.append(layer)
 
     def prefer_reader(self) -> None:
         patterns = prefer_for_fits()
