@@ -83,12 +83,12 @@ def paste_band_strip(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tile with a strip of 1–``max_width`` (log-uniform) adjacent band ``columns`` of ``source`` (image,
     labels of the same frame) along one random edge; the tile unchanged when the frame is too short."""
+    source_image, source_labels = source
+    if len(columns) == 0 or source_labels.shape[0] < max(labels.shape):
+        return image, labels
     turns = int(rng.integers(4))
     image, labels = np.rot90(image, turns).copy(), np.rot90(labels, turns).copy()
     rows, cols = labels.shape
-    source_image, source_labels = source
-    if len(columns) == 0 or source_labels.shape[0] < rows:
-        return np.rot90(image, -turns).copy(), np.rot90(labels, -turns).copy()
     runs = np.split(columns, np.flatnonzero(np.diff(columns) != 1) + 1)
     run = runs[rng.integers(len(runs))]
     limit = min(max_width, len(run), cols)
