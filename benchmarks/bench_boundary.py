@@ -22,7 +22,9 @@ when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables 
 Decision rules: ``argmax`` (no offsets), ``model file`` (the offsets stored in the model, if any)
 and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised validation frames
 of 256², ``scripts/train_default_model.py``'s ``VALIDATION_SEED``: never a training seed).
-``--min-pixels K …`` adds the last rule's offsets with clusters of < K px dropped.
+``--min-pixels K …`` adds the last rule's offsets with clusters of < K px dropped; ``--veto`` adds
+each rule with the zero-electron veto (``napari_ccdseg.decision``: on frames that resolve electrons,
+cluster pixels below half an electron given their best other class).
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
 """
 
@@ -42,7 +44,8 @@ from scipy import ndimage
 
 from napari_ccdseg.bundled import resolve_model
 from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
-from napari_ccdseg.decision import DecisionRule, decide, drop_small_clusters, fit_model_offsets
+from napari_ccdseg.decision import EMPTY_BELOW_E, DecisionRule, decide, drop_small_clusters, fit_model_offsets
+from napari_ccdseg.framescale import electron_scale
 from napari_ccdseg.metrics import cluster_instances, match_clusters
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
@@ -266,25 +269,38 @@ def fakes_table(results: dict[str, dict[str, Tally]]) -> str:
     return "\n".join(lines)
 
 
-def decide_frame(logits: np.ndarray, offsets: np.ndarray | None, min_pixels: int) -> np.ndarray:
-    """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would."""
-    shifted = logits if offsets is None else logits + offsets[:, None, None]
+def decide_frame(logits: np.ndarray, rule: DecisionRule, empty: np.ndarray | None) -> np.ndarray:
+    """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would
+    (``empty``: the frame's pixels below half an electron, None when it does not resolve them)."""
+    shifted = logits if rule.offsets is None else logits + rule.offsets[:, None, None]
     labels = decide(shifted).astype(np.uint8)
     fallback = decide(np.delete(shifted, CLUSTER, axis=0)).astype(np.uint8)
     fallback[fallback >= CLUSTER] += 1
-    return drop_small_clusters(labels, fallback, min_pixels)
+    if rule.zero_electron_veto and empty is not None:
+        vetoed = empty & (labels == CLUSTER)
+        labels[vetoed] = fallback[vetoed]
+    return drop_small_clusters(labels, fallback, rule.min_cluster_pixels)
 
 
-def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dict) -> dict[str, dict[str, Tally]]:
-    """Tallies per test set and rule (``rules``: name → (offsets or None, smallest cluster kept))."""
+def empty_pixels(image: np.ndarray) -> np.ndarray | None:
+    """Pixels holding no electron when the frame resolves electrons (its own comb), else None."""
+    found = electron_scale(image)
+    return None if found is None else found.electrons(image) < EMPTY_BELOW_E
+
+
+def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dict[str, DecisionRule]) -> dict[str, dict[str, Tally]]:
+    """Tallies per test set and decision rule."""
     results: dict[str, dict[str, Tally]] = {}
     for name, frames in sets.items():
         results[name] = {rule: Tally() for rule in rules}
         for frame in frames:
-            prediction = predict_frame(model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1)
+            prediction = predict_frame(
+                model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1, zero_electron_veto=False
+            )
             logits = np.log(np.maximum(prediction.probabilities, 1e-30))
-            for rule, (offsets, min_pixels) in rules.items():
-                add_frame(results[name][rule], frame, decide_frame(logits, offsets, min_pixels))
+            empty = empty_pixels(frame.image) if any(r.zero_electron_veto for r in rules.values()) else None
+            for rule_name, rule in rules.items():
+                add_frame(results[name][rule_name], frame, decide_frame(logits, rule, empty))
     return results
 
 
@@ -296,23 +312,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--min-pixels", type=int, nargs="*", default=[], help="also the last rule's offsets with these smallest cluster sizes"
     )
+    parser.add_argument("--veto", action="store_true", help="also each rule with the zero-electron veto")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.monotonic()
     model, meta = load_model(resolve_model(args.model))
-    rules: dict = {"argmax": (None, 1)}
+    rules: dict[str, DecisionRule] = {"argmax": DecisionRule()}
     stored = DecisionRule.from_metadata(meta)
-    if stored.offsets is not None or stored.min_cluster_pixels > 1:
-        rules["model file"] = (stored.offsets, stored.min_cluster_pixels)
+    if stored.offsets is not None or stored.min_cluster_pixels > 1 or stored.zero_electron_veto:
+        rules["model file"] = stored
     if args.fit:
         frames = randomised_frames(min(args.fit, 8) if args.quick else args.fit, _card_script().VALIDATION_SEED)
         fit = fit_model_offsets(model, meta, frames)
-        rules["fitted"] = (np.asarray(fit.offsets, np.float32), 1)
+        rules["fitted"] = DecisionRule(np.asarray(fit.offsets, np.float32))
         print(f"fitted offsets {np.round(fit.offsets, 3).tolist()} on {len(frames)} frames: "
               f"macro F1 {fit.score_before:.4f} -> {fit.score_after:.4f}")
-    last, (offsets, _) = list(rules.items())[-1]
+    last, last_rule = list(rules.items())[-1]
     for smallest in args.min_pixels:
-        rules[f"{last} offsets, ≥ {smallest} px"] = (offsets, smallest)
+        rules[f"{last}, ≥ {smallest} px"] = dataclasses.replace(last_rule, min_cluster_pixels=smallest)
+    if args.veto:
+        for name, rule in list(rules.items()):
+            if not rule.zero_electron_veto:
+                rules[f"{name}, zero-electron veto"] = dataclasses.replace(rule, zero_electron_veto=True)
     results = measure(model, meta, test_sets(args.quick), rules)
     print(boundary_table({name: {rule: summary(t) for rule, t in per_rule.items()} for name, per_rule in results.items()}))
     print()

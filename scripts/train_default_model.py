@@ -125,7 +125,8 @@ def calibrate(model_path: Path, ranges: DomainRanges) -> dict:
     frames = randomised_frames(VALIDATION_FRAMES, VALIDATION_SEED, ranges=ranges)
     fit = fit_model_offsets(model, meta, frames)
     meta[DECISION_KEY] = fit.to_metadata(
-        f"{len(frames)} 256² frames from the model's training ranges, seed {VALIDATION_SEED}", MIN_CLUSTER_PIXELS
+        f"{len(frames)} 256² frames from the model's training ranges, seed {VALIDATION_SEED}", MIN_CLUSTER_PIXELS,
+        zero_electron_veto=True,
     )
     save_model(model_path, model, meta)
     return meta[DECISION_KEY]
@@ -148,7 +149,7 @@ def boundary_figures(model_path: Path) -> dict:
     bench = _bench_boundary()
     model, meta = load_model(model_path, "cpu")
     rule = bench.DecisionRule.from_metadata(meta)
-    rules = {"argmax": (None, 1), "decision rule": (rule.offsets, rule.min_cluster_pixels)}
+    rules = {"argmax": bench.DecisionRule(), "decision rule": rule}
     results = bench.measure(model, meta, bench.test_sets(quick=False), rules)
     return {name: {r: bench.summary(t) for r, t in per_rule.items()} for name, per_rule in results.items()}
 
@@ -200,7 +201,7 @@ the rare classes: cluster masks come out about a pixel wider than the clusters a
 become fake clusters. The model file therefore carries a decision rule (`napari_ccdseg.decision`), which
 `ccdseg predict`, the widgets and batch prediction all apply: logit offsets ({offsets}), fitted to
 maximise the mean pixel F1 of the classes on {decision["fitted_on"]} (macro F1 {decision["score_before"]}
-→ {decision["score_after"]}), then predicted clusters smaller than {decision["min_cluster_pixels"]} px
+→ {decision["score_after"]}){_veto_text(decision)}, then predicted clusters smaller than {decision["min_cluster_pixels"]} px
 are given their best other class. The table (from `benchmarks/bench_boundary.py`'s test frames, seeds
 unused by training and fitting) compares the plain argmax and the rule; *width bias*: predicted minus true
 pixels per one-to-one matched cluster, and as an equivalent diameter; *ring*: cluster precision and recall
@@ -208,6 +209,17 @@ on each true cluster's edge pixels and the one-pixel ring outside it.
 
 {_bench_boundary().boundary_table(card["boundary"])}
 {_plain_argmax_text(card)}"""
+
+
+def _veto_text(decision: dict) -> str:
+    """The rule's zero-electron veto, when it has one, as a clause."""
+    if not decision.get("zero_electron_veto"):
+        return ""
+    return (
+        "; on frames that resolve single electrons, cluster pixels reading less than half an electron above"
+        " their row's zero-electron peak are given their best other class (an empty pixel holds no event's"
+        " charge)"
+    )
 
 
 def _plain_argmax_text(card: dict) -> str:

@@ -97,7 +97,10 @@ def test_min_cluster_pixels_in_the_file_removes_small_components(tmp_path, model
 
 @pytest.mark.parametrize(
     "decision",
-    [{"logit_offsets": [0.0, 1.0]}, {"logit_offsets": [0.0, 0.0, 0.0, float("nan")]}, {"min_cluster_pixels": 0}, [1, 2]],
+    [
+        {"logit_offsets": [0.0, 1.0]}, {"logit_offsets": [0.0, 0.0, 0.0, float("nan")]}, {"min_cluster_pixels": 0},
+        {"zero_electron_veto": "yes"}, [1, 2],
+    ],
 )
 def test_a_malformed_rule_is_refused_naming_the_file(tmp_path, model, decision):
     path = save_model(tmp_path / "model.safetensors", model, {"normalisation": "sigma"})
@@ -127,3 +130,37 @@ def test_fitting_recovers_a_known_cluster_bias():
     assert fit.offsets[CLUSTER] - reference.offsets[CLUSTER] == pytest.approx(-bias, abs=0.15)
     assert fit.score_after > fit.score_before
     assert fit.pixels == n - 100
+
+
+SKIPPER = SimConfig(rows=160, cols=160, units="adu", pedestal_adu=200.0, gain_adu_per_e=6.0, read_noise_e=0.15,
+                    dark_current_e=0.05, cluster_rate=400.0)
+"""A frame that resolves single electrons (its own comb gives pedestal and gain)."""
+
+
+def _electrons(sim):
+    return (sim.image - sim.metadata["pedestal_adu"]) / sim.metadata["gain_adu_per_e"]
+
+
+def test_the_veto_keeps_empty_pixels_out_of_clusters_on_a_frame_that_resolves_electrons(tmp_path, model):
+    sim = simulate_frame(SKIPPER, seed=5)
+    everything_cluster = {"logit_offsets": [0.0, 0.0, 0.0, 60.0]}
+    loaded, meta = _saved(tmp_path, model, everything_cluster)
+    plain = predict_frame(loaded, meta, sim.image).labels
+    assert (plain == CLUSTER).all()
+    loaded, meta = _saved(tmp_path, model, {**everything_cluster, "zero_electron_veto": True})
+    assert DecisionRule.from_metadata(meta).zero_electron_veto
+    vetoed = predict_frame(loaded, meta, sim.image).labels
+    electrons = _electrons(sim)
+    assert (vetoed[electrons < 0.3] != CLUSTER).all()  # empty pixels (3 σ below the cut) never cluster
+    assert (vetoed[electrons > 0.7] == CLUSTER).all()  # occupied ones keep the network's call
+    assert vetoed[sim.labels == CLUSTER].tolist().count(CLUSTER) / (sim.labels == CLUSTER).sum() > 0.99
+    # the caller can switch it off for the raw rule
+    assert (predict_frame(loaded, meta, sim.image, zero_electron_veto=False).labels == CLUSTER).all()
+
+
+def test_the_veto_changes_nothing_on_a_frame_that_does_not_resolve_electrons(tmp_path, model, frame):
+    rule = {"logit_offsets": [0.0, 0.0, 0.0, 1.0]}
+    loaded, meta = _saved(tmp_path, model, rule)
+    without = predict_frame(loaded, meta, frame.image).labels
+    loaded, meta = _saved(tmp_path, model, {**rule, "zero_electron_veto": True})
+    assert np.array_equal(predict_frame(loaded, meta, frame.image).labels, without)

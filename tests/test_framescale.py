@@ -43,6 +43,8 @@ def test_frames_without_resolved_electrons_normalise_bit_for_bit_as_before(prese
     scale = frame_scale(sim.image)
     assert scale.method == "robust" and not scale.resolves_electrons
     np.testing.assert_array_equal(normalise(sim.image, "sigma"), _old_sigma(sim.image))
+    with pytest.raises(InputError, match="no gain"):
+        scale.electrons(sim.image)
 
 
 @pytest.mark.parametrize(("preset", "seed"), [("skipper", 2), ("damic-m", 0), ("damic-m", 2)])
@@ -61,6 +63,8 @@ def test_electron_counting_frames_take_the_zero_electron_peak(preset, seed):
     if overscan is not None:
         residual = overscan - scale.row_pedestal_adu[:, None]
         assert abs(residual.mean()) < 0.15 * noise and residual.std() == pytest.approx(noise, rel=0.1)
+    if overscan is not None:  # in electrons the empty overscan reads 0 e⁻ within the noise
+        assert abs(scale.electrons(sim.image)[:, config.prescan_cols + config.cols :].mean()) < 0.15 * config.read_noise_e
     robust_pedestal, robust_noise = pedestal_noise(sim.image)
     if config.dark_current_e > 0.5:  # what the median and MAD would have said
         assert robust_noise > 3 * noise and robust_pedestal - pedestal > 0.15 * gain

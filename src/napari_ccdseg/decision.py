@@ -7,6 +7,12 @@ to the logits (a prior correction) undoes that without retraining. The offsets a
 frames with truth the network never trained on, stored in the model file's metadata under
 ``decision`` and applied by :func:`napari_ccdseg.predict.predict_frame` for every caller (CLI,
 widgets, batch); a model file without them predicts with the plain argmax, as before.
+
+On a frame that resolves single electrons the rule can also veto cluster pixels that hold no
+electron (``zero_electron_veto``): truth calls a pixel cluster only when an event left ≥ 1 e⁻ in
+it, and at skipper noise an empty pixel is told from a 1-e⁻ one at > 3 σ, so the network's
+habit of painting a smooth footprint around a cluster (learnt on noisy frames, where edges
+cannot be seen) is undone by the frame's own electron count.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from .classes import N_CLASSES, UNLABELLED
 
 DECISION_KEY = "decision"
 """Model-file metadata key of the decision rule."""
+EMPTY_BELOW_E = 0.5
+"""A pixel reading less than this many electrons above its row's zero-electron peak holds none."""
 OBJECTIVE = "macro F1"
 """What the offsets maximise: the mean pixel F1 of the classes present in the truth, so the cluster
 offset cannot buy cluster F1 with hot-pixel or glowing pixels."""
@@ -34,11 +42,12 @@ class OffsetFit:
     score_after: float
     pixels: int
 
-    def to_metadata(self, fitted_on: str, min_cluster_pixels: int = 1) -> dict:
+    def to_metadata(self, fitted_on: str, min_cluster_pixels: int = 1, zero_electron_veto: bool = False) -> dict:
         """The model file's ``decision`` entry: what :meth:`DecisionRule.from_metadata` reads back."""
         return {
             "logit_offsets": [round(v, 4) for v in self.offsets],
             "min_cluster_pixels": min_cluster_pixels,
+            "zero_electron_veto": zero_electron_veto,
             "objective": OBJECTIVE,
             "score_before": round(self.score_before, 4),
             "score_after": round(self.score_after, 4),
@@ -49,11 +58,14 @@ class OffsetFit:
 
 @dataclass(frozen=True)
 class DecisionRule:
-    """How logits become classes: offsets added (None: plain argmax), then cluster components of
-    fewer than ``min_cluster_pixels`` pixels given their best other class (1: none dropped)."""
+    """How logits become classes: offsets added (None: plain argmax); with ``zero_electron_veto``,
+    on frames that resolve electrons, cluster pixels below :data:`EMPTY_BELOW_E` given their best
+    other class; then cluster components of fewer than ``min_cluster_pixels`` pixels likewise
+    (1: none dropped)."""
 
     offsets: np.ndarray | None = None
     min_cluster_pixels: int = 1
+    zero_electron_veto: bool = False
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> DecisionRule:
@@ -75,7 +87,10 @@ class DecisionRule:
         smallest = entry.get("min_cluster_pixels", 1)
         if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 1:
             raise ValueError(f"'min_cluster_pixels' must be an integer >= 1, got {smallest!r}")
-        return cls(None if values is None else np.asarray(values, np.float32), smallest)
+        veto = entry.get("zero_electron_veto", False)
+        if not isinstance(veto, bool):
+            raise ValueError(f"'zero_electron_veto' must be true or false, got {veto!r}")
+        return cls(None if values is None else np.asarray(values, np.float32), smallest, veto)
 
 
 def decide(logits: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
@@ -158,7 +173,8 @@ def fit_model_offsets(model, metadata: dict, frames, **kwargs) -> OffsetFit:
 
     logits, truth = [], []
     for frame in frames:
-        prediction = predict_frame(model, metadata, frame.image, source=frame.name, probabilities=True, offsets=None, min_cluster_pixels=1)
+        prediction = predict_frame(model, metadata, frame.image, source=frame.name, probabilities=True, offsets=None,
+                                   min_cluster_pixels=1, zero_electron_veto=False)
         logits.append(np.log(np.maximum(prediction.probabilities, 1e-30)).reshape(N_CLASSES, -1))
         truth.append(np.asarray(frame.labels).reshape(-1))
     kwargs.setdefault("start", prior_correction(metadata))

@@ -63,8 +63,7 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
                     header: dict | None = None) -> np.ndarray:
     """uint8 class labels of a frame that resolves electrons (module docstring); ``header``'s
     PRESCAN/OVERSCAN/OVERSCNR keep the pre- and overscan (no dark current) out of the trend."""
-    q = scale.above_pedestal(image)
-    q /= np.float32(scale.gain_adu_per_e)
+    q = scale.electrons(image)
     counts = np.rint(q)
     empty = counts <= 0
     zeros, pixels = _block_sums(empty)

@@ -63,6 +63,14 @@ class FrameScale:
         z -= self.row_offset_adu[:, None]
         return z
 
+    def electrons(self, image: np.ndarray) -> np.ndarray:
+        """float32 ``image`` in electrons above its row pedestals; needs a gain."""
+        if self.gain_adu_per_e is None:
+            raise InputError("this frame's scale has no gain: it does not resolve electrons and none was given")
+        q = self.above_pedestal(image)
+        q /= np.float32(self.gain_adu_per_e)
+        return q
+
 
 def frame_scale(image: np.ndarray, *, calibration: Calibration | None = None,
                 header: dict | None = None) -> FrameScale:

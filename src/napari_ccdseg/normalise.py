@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import is_colour, monochrome
-from .framescale import frame_scale, robust_scale
+from .framescale import FrameScale, frame_scale, robust_scale
 from .noise import check_finite
 
 NORMALISATIONS = ("sigma", "unit")
@@ -49,7 +49,7 @@ def normalisation_params(method: str, *, clip: float = DEFAULT_CLIP, scale: str 
 
 def normalise(
     image: np.ndarray, method: str, *, clip: float = DEFAULT_CLIP, scale: str = "frame",
-    source: str = "image",
+    source: str = "image", known: FrameScale | None = None,
 ) -> np.ndarray:
     """Float32 ``(H, W)`` network input from a 2-D frame or an RGB(A) image; never modifies it.
 
@@ -57,7 +57,8 @@ def normalise(
     at a time), never tiles: the pedestal and noise estimates need the full frame. ``scale``
     (``sigma`` only): ``frame`` takes pedestal and σ from :func:`framescale.frame_scale`;
     ``robust`` always from the median and MAD, as models saved before frame_scale were trained
-    (the two differ only on frames that resolve electrons).
+    (the two differ only on frames that resolve electrons). ``known``: the frame's scale when the
+    caller has measured it already (``frame`` uses it instead of measuring again).
     """
     _check_method(method)
     image = np.asarray(image)
@@ -67,7 +68,7 @@ def normalise(
         return _unit(plane, image.dtype)
     _check_clip(clip)
     _check_scale(scale)
-    return _sigma(plane, clip, scale)
+    return _sigma(plane, clip, scale, known)
 
 
 def _check_method(method: str) -> None:
@@ -97,7 +98,7 @@ def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def _sigma(plane: np.ndarray, clip: float, scale: str = "frame") -> np.ndarray:
+def _sigma(plane: np.ndarray, clip: float, scale: str = "frame", known: FrameScale | None = None) -> np.ndarray:
     """Pixels in σ above the row pedestal, compressed logarithmically beyond ``clip`` σ.
 
     Pedestal and σ come from :func:`framescale.frame_scale`: the zero-electron peak of each row
@@ -105,7 +106,10 @@ def _sigma(plane: np.ndarray, clip: float, scale: str = "frame") -> np.ndarray:
     (measured after removing them, so a drifting baseline does not inflate σ). Invariant to gain
     and pedestal (``a·x + b``, a > 0). ``scale="robust"`` skips the electron comb.
     """
-    found = frame_scale(plane) if scale == "frame" else robust_scale(plane)
+    if scale == "robust":
+        found = robust_scale(plane)
+    else:
+        found = known if known is not None else frame_scale(plane)
     z = found.above_pedestal(plane)
     z /= np.float32(found.noise_adu)
     return soft_clip(z, clip)

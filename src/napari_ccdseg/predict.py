@@ -18,10 +18,12 @@ import torch
 
 from .atomic import atomic_path
 from .classes import CLUSTER
-from .decision import DecisionRule, decide, drop_small_clusters
+from .decision import EMPTY_BELOW_E, DecisionRule, decide, drop_small_clusters
 from .devices import resolve_precision
 from .errors import InputError
-from .io import write_label_map
+from .framescale import FrameScale, electron_scale
+from .io import monochrome, write_label_map
+from .noise import check_finite
 from .normalise import normalise
 from .unet import UNet
 from .updates import StepUpdate
@@ -115,11 +117,13 @@ def predict_normalised(
     progress: Callable[[StepUpdate], None] | None = None,
     offsets: np.ndarray | None = None,
     min_cluster_pixels: int = 1,
+    empty: np.ndarray | None = None,
 ) -> Prediction:
     """Predict a frame that is already normalised (2-D float32); ``batch_size`` None: per device;
     ``precision``: one of ``devices.PRECISIONS`` (logits are blended in float32 either way);
     ``offsets``: per-class logit offsets added before the argmax and the softmax (None: plain argmax);
-    cluster components smaller than ``min_cluster_pixels`` get their best other class."""
+    ``empty``: (rows, cols) bool, pixels that hold no electron: never cluster (probabilities unchanged);
+    then cluster components smaller than ``min_cluster_pixels`` get their best other class."""
     model.eval()
     device = next(model.parameters()).device
     dtype = resolve_precision(precision, device)
@@ -132,7 +136,9 @@ def predict_normalised(
     n_classes = model.config.n_classes
 
     labels = np.empty((rows, cols), np.uint8)
-    fallback = np.empty((rows, cols), np.uint8) if min_cluster_pixels > 1 else None
+    if empty is not None and empty.shape != image.shape:
+        raise InputError(f"the map of empty pixels has shape {empty.shape}, the frame {image.shape}")
+    fallback = np.empty((rows, cols), np.uint8) if min_cluster_pixels > 1 or empty is not None else None
     probs = np.empty((n_classes, rows, cols), np.float32) if probabilities else None
     strip = np.zeros((n_classes, tile_h, cols), np.float32)
     weight = np.zeros((tile_h, cols), np.float32)
@@ -147,6 +153,10 @@ def predict_normalised(
         if fallback is not None:
             best_other = decide(np.delete(logits, CLUSTER, axis=0))
             fallback[strip_top : strip_top + n_rows] = best_other + (best_other >= CLUSTER)
+        if empty is not None:
+            done = slice(strip_top, strip_top + n_rows)
+            vetoed = empty[done] & (labels[done] == CLUSTER)
+            labels[done][vetoed] = fallback[done][vetoed]
         if probs is not None:
             shifted = np.exp(logits - logits.max(0, keepdims=True))
             probs[:, strip_top : strip_top + n_rows] = shifted / shifted.sum(0, keepdims=True)
@@ -182,13 +192,26 @@ def predict_frame(
 ) -> Prediction:
     """Normalise a whole raw frame as the model was trained (``meta``: the model file's
     metadata), then predict it tile by tile with the decision rule the metadata records
-    (:class:`~napari_ccdseg.decision.DecisionRule`; pass ``offsets=None, min_cluster_pixels=1``
-    for the plain argmax); ``source`` names the frame in errors."""
-    normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source)
+    (:class:`~napari_ccdseg.decision.DecisionRule`; pass ``offsets=None, min_cluster_pixels=1,
+    zero_electron_veto=False`` for the plain argmax); ``source`` names the frame in errors."""
     rule = DecisionRule.from_metadata(meta)
+    veto = kwargs.pop("zero_electron_veto", rule.zero_electron_veto)
+    found = _electron_scale(image, meta, source) if veto else None
+    normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
+    if found is not None:
+        kwargs.setdefault("empty", found.electrons(monochrome(np.asarray(image), source)) < EMPTY_BELOW_E)
     return predict_normalised(model, normalised, **kwargs)
+
+
+def _electron_scale(image: np.ndarray, meta: dict, source: str) -> FrameScale | None:
+    """The frame's electron scale when it resolves electrons (CCD frames only), else None."""
+    if meta["normalisation"] != "sigma":
+        return None
+    plane = monochrome(np.asarray(image), source)
+    check_finite(plane, source)
+    return electron_scale(plane)
 
 
 def prediction_paths(out_dir: str | Path, stem: str, probabilities: bool) -> list[Path]:
