@@ -4,8 +4,9 @@ Run from the repository root: ``python benchmarks/bench_boundary.py [--model def
 
 Test frames are simulated with seeds no training or fitting run uses: the default model's held-out
 single-amplifier detector (ADU, gain 5, row drift, CTI, trails, few-electron hits, glitches,
-overscan) at read noise 0.16, 1.6 and 3 e⁻, and the ``damic-m`` (electron-counting skipper
-amplifier, dark current 0.3–1.5 e⁻/px) and ``single-sample`` presets. Truth: a pixel is cluster
+overscan) at read noise 0.16, 1.6 and 3 e⁻, the ``damic-m`` (electron-counting skipper
+amplifier, dark current 0.3–1.5 e⁻/px) and ``single-sample`` presets, and 4-amplifier ``damic-m``
+readouts of 384 × 256 per amplifier. Truth: a pixel is cluster
 when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables give:
 
 - *width bias*: per one-to-one matched cluster (one predicted component meets one true cluster),
@@ -17,7 +18,9 @@ when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables 
   their pixels called cluster), fake clusters (predicted components touching no true cluster) per MPix;
 - what the fakes are: where (touching a true hot pixel or glitch, glowing, within 2 px of a true
   cluster, outside the active area, or elsewhere: dark current and noise), their size and charge
-  (e⁻, from the simulator's pedestal and gain).
+  (e⁻, from the simulator's pedestal and gain);
+- *glowing called (true)*: share of all pixels called glowing, and truly glowing (a dark-current
+  rise called glowing shows here).
 
 Decision rules: ``argmax`` (no offsets), ``model file`` (the offsets stored in the model, if any)
 and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised validation frames
@@ -50,11 +53,14 @@ from napari_ccdseg.metrics import cluster_instances, match_clusters
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
 from napari_ccdseg.randomise import randomised_frames
-from napari_ccdseg.simulate import SIM_PRESETS, SimulatedFrame, frame_seed, simulate_frame
+from napari_ccdseg.simulate import SIM_PRESETS, AmplifierLayout, SimulatedFrame, frame_seed, simulate_ccd, simulate_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SEED = 910_000
 """Seeds of the test frames: not the card's (900 000), not training's (0, 1), not fitting's."""
+DAMIC_AMPS = "damic-m 4 amps, 384 × 256"
+"""``ccdseg simulate --preset damic-m --amplifiers 4 --size 384 256``: the dark-current rise along
+each amplifier's rows spans a larger share of the network's field of view than at 320 × 640."""
 MIN_SIZE_PX = 10
 EIGHT = np.ones((3, 3), bool)
 FAKE_PLACES = ("hot pixel / glitch", "glowing", "next to a cluster", "outside active area", "dark current / noise")
@@ -78,10 +84,16 @@ def test_sets(quick: bool) -> dict[str, list[SimulatedFrame]]:
     }
     configs["damic-m preset"] = SIM_PRESETS["damic-m"]
     configs["single-sample preset"] = dataclasses.replace(SIM_PRESETS["single-sample"], rows=side, cols=side)
-    return {
+    sets = {
         name: [simulate_frame(config, frame_seed(TEST_SEED + k, i)) for i in range(n)]
         for k, (name, config) in enumerate(configs.items())
     }
+    readout = dataclasses.replace(SIM_PRESETS["damic-m"], rows=384, cols=256)
+    sets[DAMIC_AMPS] = [
+        amp for ccd in range(1 if quick else 2)
+        for amp in simulate_ccd(readout, frame_seed(TEST_SEED + len(configs), ccd), AmplifierLayout(amplifiers=4))
+    ]
+    return sets
 
 
 @dataclasses.dataclass
@@ -101,6 +113,8 @@ class Tally:
     small: int = 0
     small_found: int = 0
     megapixels: float = 0.0
+    glow_called: int = 0
+    glow_true: int = 0
     delta_px: list = dataclasses.field(default_factory=list)
     delta_diameter: list = dataclasses.field(default_factory=list)
     fakes: list = dataclasses.field(default_factory=list)
@@ -166,6 +180,8 @@ def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray) -> None:
     tally.small += int((match.sizes < MIN_SIZE_PX).sum())
     tally.small_found += int(match.found[match.sizes < MIN_SIZE_PX].sum())
     tally.megapixels += match.n_pixels / 1e6
+    tally.glow_called += int((pred == GLOWING).sum())
+    tally.glow_true += int((frame.labels == GLOWING).sum())
     components = cluster_instances(pred)
     true_ids, pred_ids = _one_to_one(frame.instances, components)
     true_sizes = np.bincount(frame.instances.ravel())
@@ -224,15 +240,24 @@ def summary(tally: Tally) -> dict:
         "detection_below_10px": round(_ratio(tally.small_found, tally.small), 4),
         "clusters_below_10px": tally.small,
         "fakes_per_megapixel": round(fakes / tally.megapixels, 1),
+        "glowing_called_share": round(tally.glow_called / (tally.megapixels * 1e6), 4),
+        "glowing_true_share": round(tally.glow_true / (tally.megapixels * 1e6), 4),
     }
+
+
+def _glow(summary_: dict) -> str:
+    """Share of pixels called glowing, and truly glowing (absent from cards made before it)."""
+    if "glowing_called_share" not in summary_:
+        return "–"
+    return f"{summary_['glowing_called_share']:.1%} ({summary_['glowing_true_share']:.1%})"
 
 
 def boundary_table(summaries: dict[str, dict[str, dict]]) -> str:
     """Markdown table of :func:`summary` figures per test set and rule (the card stores the same dicts)."""
     lines = [
         "| test set | rule | width bias (px) | diameter bias (px) | ring precision | ring recall | outer ring called "
-        "| cluster precision | recall | F1 | detection ≥ 10 px | detection < 10 px | fakes/MPix |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cluster precision | recall | F1 | detection ≥ 10 px | detection < 10 px | fakes/MPix | glowing called (true) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rules in summaries.items():
         for rule, s in rules.items():
@@ -241,7 +266,7 @@ def boundary_table(summaries: dict[str, dict[str, dict]]) -> str:
                 f"{s['ring_precision']:.3f} | {s['ring_recall']:.3f} | {s['outer_ring_called']:.3f} | "
                 f"{s['cluster_precision']:.3f} | {s['cluster_recall']:.3f} | {s['cluster_f1']:.3f} | "
                 f"{s['detection_10px']:.3f} ({s['clusters_10px']}) | {s['detection_below_10px']:.3f} ({s['clusters_below_10px']}) | "
-                f"{s['fakes_per_megapixel']:.1f} |"
+                f"{s['fakes_per_megapixel']:.1f} | {_glow(s)} |"
             )
     return "\n".join(lines)
 
