@@ -57,6 +57,22 @@ def test_a_smooth_dark_current_rise_is_never_glowing_an_amplifier_glow_is():
     assert np.mean(labels[_active(glowing) & ~truth] == GLOWING) < 0.05  # windows of 32 px blur its edge
 
 
+@pytest.mark.parametrize(("dark_e", "seed"), [(0.3, 2), (1.0, 1)])
+def test_a_glow_band_is_glowing_not_one_big_cluster(dark_e, seed):
+    """A band of 10–40 columns at 2–6 e-/px: found against the smooth trend it is one region of
+    charge, and without its own λ the cluster rules called ~80 % of it cluster."""
+    banded = SimConfig(rows=320, cols=320, units="adu", pedestal_adu=100.0, gain_adu_per_e=6.0, read_noise_e=0.16,
+                       dark_current_e=dark_e, glow_band_probability=1.0, amp_glow_e=0.0, cluster_rate=100.0)
+    sim = simulate_frame(banded, seed)
+    labels = label_frame(sim.image, "physical")
+    band = sim.labels == GLOWING
+    assert band.sum() > 5000
+    assert np.mean(labels[band] == GLOWING) > 0.9
+    assert np.mean(labels[band] == CLUSTER) < 0.03
+    match = match_clusters(sim.instances, labels)  # the clusters around it are still found
+    assert match.found[match.sizes >= 10].mean() > 0.8
+
+
 def test_a_calibration_decides_which_rules_apply():
     sim = simulate_frame(DAMIC, 3)
     calibration = calibrate_frame(sim.image, header=HEADER)

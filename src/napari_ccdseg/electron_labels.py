@@ -9,7 +9,9 @@ every rule asks what dark current alone would give:
 1. *Dark-current level*: λ of each block of 8 × 8 pixels from its share of empty pixels
    (λ = −ln P(0 e⁻)): clusters, trails and hot pixels only remove a few empty pixels, so
    they hardly move it. Summed over windows of ``glow_scale_px`` for the local λ, leaving out
-   the clusters and hot pixels found against the trend (step 2) and 2 pixels around them.
+   the clusters and hot pixels found against the trend (step 2) and 2 pixels around them —
+   except blocks that such charge fills with Poisson-like counts (a glow band of a few e⁻/px,
+   which keeps its own λ, at least its block's where the window reaches past its edge).
 2. *Smooth trend*: a + b·row + c·column + d·row·column fitted robustly (3 σ clipping; where a
    block expects few occupied pixels, a Poisson tail instead) through the active blocks' λ:
    dark current growing along the readout, along rows and columns.
@@ -51,6 +53,9 @@ _MIN_LAMBDA = 1e-4
 _MIN_GLOW_E = 0.1
 """Least excess over the trend (e⁻/px) called glowing: at 10⁻³ e⁻/px a few stray electrons in a
 window are significant, yet far below any glow (the simulator labels glow from 0.5 e⁻/px)."""
+_GLOW_DISPERSION = 2.0
+"""Variance over mean of a block's electron counts up to which it reads as dark current (Poisson:
+1, plus a trend's spread); a cluster's or track's charge varies far more across its pixels."""
 _TREND_KEEP_P = 1e-3
 """A block whose count of occupied pixels dark current at the trend gives with at least this
 probability (either tail) stays in the trend fit, however small the spread of the others."""
@@ -71,9 +76,11 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
     inside, _ = _block_sums(active)
     trend = _smooth_trend(zeros, pixels, inside >= pixels / 2)
     hot_columns = _hot_columns(empty, _pixels(trend, q.shape), p)
-    # charge found against the trend alone stays out of the local λ: a track would lift it
+    # charge found against the trend alone stays out of the local λ (a track would lift it),
+    # unless it fills whole blocks with Poisson-like counts: that is a glow band, whose λ is wanted
     clusters, hot = _charge(q, counts, trend, hot_columns, p)
-    quiet = ~ndi.binary_dilation(clusters | hot, iterations=2)
+    raised = _dark_current_like(counts, clusters)
+    quiet = ~ndi.binary_dilation((clusters | hot) & ~_pixels(raised, q.shape), iterations=2)
     zeros, _ = _block_sums(empty & quiet)
     pixels, _ = _block_sums(quiet)
     window = max(1, round(p.glow_scale_px / _BLOCK))
@@ -82,7 +89,9 @@ def label_electrons(image: np.ndarray, scale: FrameScale, p: PhysicalParams,
     lam_window = _lambda(zeros_window, n_window)
     bright = _poisson_excess(zeros_window, n_window, trend, p.glow_sigma)
     glowing = _pixels(bright & (lam_window - trend >= _MIN_GLOW_E), q.shape) & active
-    clusters, hot = _charge(q, counts, np.maximum(lam_window, trend), hot_columns, p)
+    # at a band's edge the window mixes band and surroundings: the band's blocks keep their own λ
+    lam_blocks = np.maximum(lam_window, np.where(raised, _lambda(zeros, np.maximum(pixels, 1)), 0.0))
+    clusters, hot = _charge(q, counts, np.maximum(lam_blocks, trend), hot_columns, p)
     labels = np.full(q.shape, BACKGROUND, dtype=np.uint8)
     labels[glowing] = GLOWING
     labels[:, hot_columns] = HOT_PIXEL
@@ -112,6 +121,19 @@ def _block_sums(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inside[:rows, :cols] = 1
     return (zeros.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)),
             inside.reshape(n_r, _BLOCK, n_c, _BLOCK).sum(axis=(1, 3)))
+
+
+def _dark_current_like(counts: np.ndarray, charged: np.ndarray) -> np.ndarray:
+    """Blocks mostly of ``charged`` pixels whose electron counts spread like Poisson counts
+    (variance at most ``_GLOW_DISPERSION`` times the mean): a region of raised dark current such
+    as a glow band, not a cluster, whose charge piles up towards its core."""
+    n, _ = _block_sums(np.ones(counts.shape, bool))
+    share, _ = _block_sums(charged)
+    total, _ = _block_sums(counts)
+    squares, _ = _block_sums(counts**2)
+    mean = total / n
+    variance = squares / n - mean**2
+    return (share >= 0.5 * n) & (variance <= _GLOW_DISPERSION * mean)
 
 
 def _lambda(zeros: np.ndarray, pixels: np.ndarray) -> np.ndarray:
