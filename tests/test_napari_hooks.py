@@ -240,3 +240,21 @@ def test_gzipped_fits_is_offered_to_napari_and_read(tmp_path, frame, suffix):
     (data, kwargs, kind), = _napari.get_reader(str(path))(str(path))
     assert kind == "image" and "run" in kwargs["name"]
     np.testing.assert_array_equal(data, frame)
+
+
+def test_a_sample_opened_twice_pairs_each_copy_with_its_own_truth(make_napari_viewer):
+    """napari renames the second copies `simulated frame [1]` and `simulated frame truth [1]`:
+    the copy's truth must pair with the copy, not be lost (nor taken for the first frame's)."""
+    from napari_ccdseg.widgets._layers import derived_from, own_class_map, paired_labels, split_labels_name
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ccdseg", "simulated_frame")
+    viewer.open_sample("napari-ccdseg", "simulated_frame")
+    first, copy = viewer.layers["simulated frame"], viewer.layers["simulated frame [1]"]
+    assert paired_labels(viewer, first)["truth"] is viewer.layers["simulated frame truth"]
+    assert paired_labels(viewer, copy)["truth"] is viewer.layers["simulated frame truth [1]"]
+    assert own_class_map(viewer, copy) == "simulated frame truth [1]"
+    assert derived_from(viewer, first) == [viewer.layers["simulated frame truth"]]
+    assert derived_from(viewer, copy) == [viewer.layers["simulated frame truth [1]"]]
+    assert split_labels_name("simulated frame truth [1]") == ("simulated frame [1]", "truth")
+    assert split_labels_name("simulated frame [1] prediction") == ("simulated frame [1]", "prediction")

@@ -13,6 +13,7 @@ Pass ``like=image`` to :func:`add_frame` / :func:`set_labels`, or ``**placement_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -35,12 +36,19 @@ def labels_name(image_name: str, kind: str) -> str:
     return f"{image_name} {kind}"
 
 
+_COPY = re.compile(r"^(.*)( \[\d+\])$")
+"""napari's name for a second layer of an existing name: ``X [1]``, ``X truth [1]``."""
+
+
 def split_labels_name(name: str) -> tuple[str, str] | None:
-    """(image name, kind) of a ``X labels|truth|prediction`` name, or None."""
+    """(image name, kind) of a ``X labels|truth|prediction`` name, or None. A file opened twice
+    gives napari's copies ``X [1]`` and ``X truth [1]``: the latter is ``X [1]``'s truth."""
+    copy = _COPY.match(name)
+    base, copy_suffix = copy.groups() if copy else (name, "")
     for kind in LABEL_KINDS:
         suffix = f" {kind}"
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], kind
+        if base.endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)] + copy_suffix, kind
     return None
 
 
@@ -97,12 +105,18 @@ def frame_layers(viewer: napari.Viewer) -> list[Image]:
 
 
 def derived_from(viewer: napari.Viewer, image: Image) -> list:
-    """Layers made from ``image``: ``<image> labels|truth|prediction|…`` and any naming it in ``ccdseg_source``."""
-    return [
-        layer for layer in viewer.layers
-        if layer is not image
-        and (layer.metadata.get("ccdseg_source") == image.name or layer.name.startswith(f"{image.name} "))
-    ]
+    """Layers made from ``image``: ``<image> labels|truth|prediction|…`` and any naming it in
+    ``ccdseg_source`` (napari's copies ``<image> [1]``, ``<image> truth [1]`` belong to the copy)."""
+
+    def made_from(layer) -> bool:
+        if layer.metadata.get("ccdseg_source") == image.name:
+            return True
+        parsed = split_labels_name(layer.name)
+        if parsed is not None:
+            return parsed[0] == image.name
+        return layer.name.startswith(f"{image.name} ") and not _COPY.match(layer.name[len(image.name):])
+
+    return [layer for layer in viewer.layers if layer is not image and made_from(layer)]
 
 
 def labels_layers(viewer: napari.Viewer) -> list[Labels]:
@@ -117,15 +131,14 @@ def frame_shape(layer: Image) -> tuple[int, int]:
 
 
 def paired_labels(viewer: napari.Viewer, image: Image) -> dict[str, Labels]:
-    """The ``<image> labels|truth|prediction`` layers that exist and have the image's shape."""
+    """The ``<image> labels|truth|prediction`` layers (:func:`split_labels_name`) that exist and
+    have the image's shape."""
     found = {}
-    for kind in LABEL_KINDS:
-        name = labels_name(image.name, kind)
-        if name in viewer.layers:
-            layer = viewer.layers[name]
-            if isinstance(layer, Labels) and tuple(layer.data.shape) == frame_shape(image):
-                found[kind] = layer
-    return found
+    for layer in labels_layers(viewer):
+        parsed = split_labels_name(layer.name)
+        if parsed is not None and parsed[0] == image.name and tuple(layer.data.shape) == frame_shape(image):
+            found.setdefault(parsed[1], layer)
+    return {kind: found[kind] for kind in LABEL_KINDS if kind in found}
 
 
 CLASS_MAP_KINDS: tuple[str, ...] = ("prediction", "labels", "truth")
@@ -135,11 +148,12 @@ CLASS_MAP_KINDS: tuple[str, ...] = ("prediction", "labels", "truth")
 def own_class_map(viewer: napari.Viewer, image: Image) -> str | None:
     """The name of the image's own class map, the first of :data:`CLASS_MAP_KINDS` that is a Labels
     layer, to propose when the image is chosen; None when it has none."""
-    for kind in CLASS_MAP_KINDS:
-        name = labels_name(image.name, kind)
-        if name in viewer.layers and isinstance(viewer.layers[name], Labels):
-            return name
-    return None
+    own: dict[str, str] = {}
+    for layer in labels_layers(viewer):
+        parsed = split_labels_name(layer.name)
+        if parsed is not None and parsed[0] == image.name:
+            own.setdefault(parsed[1], layer.name)
+    return next((own[kind] for kind in CLASS_MAP_KINDS if kind in own), None)
 
 
 def unique_prefix_index(viewer: napari.Viewer, prefix: str, count: int) -> int:
