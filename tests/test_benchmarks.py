@@ -59,3 +59,12 @@ def test_recall_by_charge_on_a_frame_with_known_answers(bench):
     assert [row[3] for row in rows] == [0.0, 0.0, 1.0, 1.0]
     # the oracle finds the 3 pixels ≥ 1σ: recall 3/4, precision 1, F1 6/7, on the first row only
     assert rows[0][-1] == pytest.approx(6 / 7) and all(row[-1] is None for row in rows[1:])
+
+
+def test_rewriting_the_page_keeps_the_sections_other_scripts_wrote(bench, tmp_path):
+    page = tmp_path / "benchmarks.md"
+    assert bench.kept_sections(page) == ""
+    page.write_text("# Benchmarks\n\n## 1. Quality\n\nold table\n\n## 5. Masks\n\nmasks table\n\n## 6. More\n\nx\n")
+    kept = bench.kept_sections(page)
+    assert kept == "\n## 5. Masks\n\nmasks table\n\n## 6. More\n\nx\n"
+    assert "old table" not in kept
