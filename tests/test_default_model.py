@@ -34,6 +34,19 @@ def test_the_default_model_ships_with_its_card():
         assert 0 <= result["unet"]["cluster_f1"] <= 1
 
 
+def test_the_default_model_calls_no_empty_pixel_cluster_on_an_electron_counting_frame(default_model):
+    """Its decision rule vetoes cluster pixels holding < 0.5 e-: on a damic-m frame none is called cluster."""
+    model, meta = default_model
+    config = dataclasses.replace(SIM_PRESETS["damic-m"], rows=160, cols=320)
+    frame = simulate_frame(config, seed=4)
+    pred = predict_frame(model, meta, frame.image).labels
+    electrons = (frame.image - config.pedestal_adu) / config.gain_adu_per_e
+    assert (pred == 3).sum() > 100
+    assert not (pred[electrons < 0.3] == 3).any()  # 0.3: clear of the drift and the 0.16 e- noise
+    plain = predict_frame(model, meta, frame.image, zero_electron_veto=False).labels
+    assert (plain[electrons < 0.3] == 3).sum() > 10  # the network alone does call some
+
+
 @pytest.mark.parametrize("preset", ["damic-m", "single-sample"])
 def test_the_default_model_finds_bright_clusters_on_a_real_detector_preset(default_model, preset):
     model, meta = default_model
