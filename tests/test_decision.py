@@ -1,6 +1,7 @@
 """The decision rule: logit offsets and the smallest cluster kept, read from the model file and
 applied by predict_frame; offsets fitted on labelled pixels recover a known bias."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from napari_ccdseg.calibrate import calibrate_frame
 from napari_ccdseg.classes import BACKGROUND, CLUSTER, HOT_PIXEL, N_CLASSES, UNLABELLED
 from napari_ccdseg.decision import DECISION_KEY, DecisionRule, drop_small_clusters, fit_logit_offsets
 from napari_ccdseg.errors import InputError
@@ -164,3 +166,18 @@ def test_the_veto_changes_nothing_on_a_frame_that_does_not_resolve_electrons(tmp
     without = predict_frame(loaded, meta, frame.image).labels
     loaded, meta = _saved(tmp_path, model, {**rule, "zero_electron_veto": True})
     assert np.array_equal(predict_frame(loaded, meta, frame.image).labels, without)
+
+
+def test_a_calibration_given_to_predict_frame_sets_the_electron_scale_of_the_veto(tmp_path, model):
+    """The frame's own calibration is the one source of its gain: one that says 3× the gain makes
+    one-electron pixels read a third of an electron, and the veto takes them out of clusters."""
+    sim = simulate_frame(SKIPPER, seed=6)
+    loaded, meta = _saved(tmp_path, model, {"logit_offsets": [0.0, 0.0, 0.0, 60.0], "zero_electron_veto": True})
+    own = calibrate_frame(sim.image, frame="skipper")
+    assert own.resolves_electrons
+    one_electron = np.abs(_electrons(sim) - 1) < 0.3
+    with_own = predict_frame(loaded, meta, sim.image, calibration=own).labels
+    np.testing.assert_array_equal(with_own, predict_frame(loaded, meta, sim.image).labels)
+    assert (with_own[one_electron] == CLUSTER).all()
+    tripled = dataclasses.replace(own, gain_adu_per_e=3 * own.gain_adu_per_e)
+    assert not (predict_frame(loaded, meta, sim.image, calibration=tripled).labels[one_electron] == CLUSTER).any()

@@ -501,6 +501,32 @@ def test_an_empty_model_field_predicts_with_the_bundled_default_model(qtbot, vie
     assert layer.metadata["ccdseg_model"] == str(default)
 
 
+def test_predict_uses_the_calibration_made_in_the_viewer(qtbot, viewer, tmp_path):
+    """The image layer's calibration (Clusters or View widget) sets the electron scale of the
+    decision rule's zero-electron veto: one saying 3× the gain vetoes the one-electron pixels."""
+    from napari_ccdseg.calibrate import calibrate_frame
+
+    config = dataclasses.replace(SIM_PRESETS["skipper"], rows=160, cols=160)
+    sim = simulate_frame(config, seed=6)
+    tiny = build_unet(UNetConfig(widths=(4, 8, 16)))
+    rule = {"logit_offsets": [0.0, 0.0, 0.0, 60.0], "zero_electron_veto": True}  # every pixel cluster, bar the veto
+    model = save_model(tmp_path / "m.safetensors", tiny, {"normalisation": "sigma", "decision": rule})
+    own = calibrate_frame(sim.image, frame="skipper")
+    assert own.resolves_electrons
+    tripled = dataclasses.replace(own, gain_adu_per_e=3 * own.gain_adu_per_e)
+    viewer.add_image(sim.image, name="skipper", metadata={"calibration": tripled.to_dict()})
+    widget = dock(viewer, PredictWidget(viewer))
+    widget.model.setText(str(model))
+    widget.device.setCurrentText("cpu")
+    click(qtbot, widget.predict_button)
+    wait(qtbot, widget)
+    electrons = (sim.image - own.row_pedestal_adu[:, None]) / own.gain_adu_per_e
+    one_electron = np.abs(electrons - 1) < 0.3
+    labels = viewer.layers["skipper prediction"].data
+    assert one_electron.sum() > 100 and not (labels[one_electron] == CLUSTER).any()
+    assert (labels[electrons > 3.5] == CLUSTER).all()  # > 3 × 1 e⁻ plus noise: kept
+
+
 def test_without_a_bundled_model_an_empty_model_field_says_to_choose_or_train_one(
     qtbot, viewer, tmp_path, monkeypatch, errors
 ):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .calibrate import Calibration
 from .classes import CLUSTER
 from .decision import EMPTY_BELOW_E, DecisionRule, decide, drop_small_clusters
 from .devices import resolve_precision
@@ -188,15 +189,18 @@ def predict_frame(
     image: np.ndarray,
     *,
     source: str = "image",
+    calibration: Calibration | None = None,
     **kwargs,
 ) -> Prediction:
     """Normalise a whole raw frame as the model was trained (``meta``: the model file's
     metadata), then predict it tile by tile with the decision rule the metadata records
     (:class:`~napari_ccdseg.decision.DecisionRule`; pass ``offsets=None, min_cluster_pixels=1,
-    zero_electron_veto=False`` for the plain argmax); ``source`` names the frame in errors."""
+    zero_electron_veto=False`` for the plain argmax); ``source`` names the frame in errors.
+    ``calibration``: the frame's own, if made (it then gives pedestals, noise and gain, as
+    :func:`~napari_ccdseg.framescale.frame_scale` says), else the frame's comb is looked for."""
     rule = DecisionRule.from_metadata(meta)
     veto = kwargs.pop("zero_electron_veto", rule.zero_electron_veto)
-    found = _electron_scale(image, meta, source) if veto else None
+    found = _electron_scale(image, meta, source, calibration) if veto or calibration is not None else None
     normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
@@ -205,13 +209,13 @@ def predict_frame(
     return predict_normalised(model, normalised, **kwargs)
 
 
-def _electron_scale(image: np.ndarray, meta: dict, source: str) -> FrameScale | None:
+def _electron_scale(image: np.ndarray, meta: dict, source: str, calibration: Calibration | None) -> FrameScale | None:
     """The frame's electron scale when it resolves electrons (CCD frames only), else None."""
     if meta["normalisation"] != "sigma":
         return None
     plane = monochrome(np.asarray(image), source)
     check_finite(plane, source)
-    return electron_scale(plane)
+    return electron_scale(plane, calibration=calibration)
 
 
 def prediction_paths(out_dir: str | Path, stem: str, probabilities: bool) -> list[Path]:

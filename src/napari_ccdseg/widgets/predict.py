@@ -202,13 +202,14 @@ class PredictWidget(WorkerWidget):
             raise InputError("check at least one image layer to predict")
         jobs = []
         for image in images:
-            truth = self.truth_for(image)
+            truth, calibration = self.truth_for(image), image.metadata.get("calibration")
             if truth is None:
-                jobs.append(PredictJob(image.name, np.asarray(image.data)))
+                jobs.append(PredictJob(image.name, np.asarray(image.data), calibration=calibration))
                 continue
             instances = truth.metadata.get("ccdseg_instances")
             exact = is_simulation_truth(truth)
-            jobs.append(PredictJob(image.name, np.asarray(image.data), np.array(truth.data), instances, truth.name, exact))
+            jobs.append(PredictJob(image.name, np.asarray(image.data), np.array(truth.data), instances, truth.name, exact,
+                                   calibration))
         return PredictSettings(model, self.device.currentText(), jobs, self.probabilities.isChecked())
 
     def predict(self) -> None:

@@ -66,7 +66,8 @@ class LabelledUpdate:
 @dataclass(frozen=True)
 class PredictJob:
     """One image to predict, with its truth (labels and cluster instances) when the user chose one,
-    the truth layer's name and whether it is a simulation's exact truth (else a reference)."""
+    the truth layer's name and whether it is a simulation's exact truth (else a reference), and the
+    image's calibration (``Calibration.to_dict()``) when one was made in the viewer."""
 
     name: str
     image: np.ndarray
@@ -74,6 +75,7 @@ class PredictJob:
     instances: np.ndarray | None = None
     truth_name: str = ""
     exact: bool = False
+    calibration: dict | None = None
 
 
 # ---------------------------------------------------------------- settings: what a run was started with
@@ -255,6 +257,7 @@ def predict_worker(settings: PredictSettings, stop: threading.Event):
     Yields a LogUpdate naming the device, StepUpdates (epoch = frame number, step = row of tiles)
     and one PredictedUpdate per frame.
     """
+    from ..calibrate import Calibration
     from ..dataset import LabelledFrame
     from ..devices import describe_device, resolve_device
     from ..modelfile import load_model
@@ -274,10 +277,12 @@ def predict_worker(settings: PredictSettings, stop: threading.Event):
                 emit(StepUpdate(number, len(jobs), update.step, update.steps))
 
             predicted = []
+            calibration = Calibration.from_dict(job.calibration) if job.calibration else None
 
             def label(frame) -> np.ndarray:
                 predicted.append(predict_frame(
-                    model, meta, frame.image, source=frame.name, probabilities=settings.probabilities, progress=progress
+                    model, meta, frame.image, source=frame.name, calibration=calibration,
+                    probabilities=settings.probabilities, progress=progress,
                 ))
                 return predicted[-1].labels
 
