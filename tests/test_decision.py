@@ -181,3 +181,6 @@ def test_a_calibration_given_to_predict_frame_sets_the_electron_scale_of_the_vet
     assert (with_own[one_electron] == CLUSTER).all()
     tripled = dataclasses.replace(own, gain_adu_per_e=3 * own.gain_adu_per_e)
     assert not (predict_frame(loaded, meta, sim.image, calibration=tripled).labels[one_electron] == CLUSTER).any()
+    # a rule without the veto takes the calibration for the normalisation only: no pixel is vetoed
+    no_veto = predict_frame(loaded, meta, sim.image, calibration=tripled, zero_electron_veto=False).labels
+    assert (no_veto[one_electron] == CLUSTER).all()

@@ -204,7 +204,7 @@ def predict_frame(
     normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
-    if found is not None:
+    if veto and found is not None:
         kwargs.setdefault("empty", found.electrons(monochrome(np.asarray(image), source)) < EMPTY_BELOW_E)
     return predict_normalised(model, normalised, **kwargs)
 
