@@ -112,7 +112,8 @@ def _charge(q: np.ndarray, counts: np.ndarray, lam_blocks: np.ndarray, hot_colum
 
 
 def _block_sums(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of ``mask`` and all pixels of each 8 × 8 block (edge blocks partial)."""
+    """Sum of ``mask`` (a boolean mask: its pixels; counts: their sum) and all pixels of each
+    8 × 8 block (edge blocks partial)."""
     rows, cols = mask.shape
     n_r, n_c = -(-rows // _BLOCK), -(-cols // _BLOCK)
     zeros = np.zeros((n_r * _BLOCK, n_c * _BLOCK), np.float32)
