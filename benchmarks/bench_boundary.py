@@ -47,7 +47,9 @@ from scipy import ndimage
 
 from napari_ccdseg.bundled import resolve_model
 from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
-from napari_ccdseg.decision import EMPTY_BELOW_E, DecisionRule, decide, drop_small_clusters, fit_model_offsets
+from napari_ccdseg.decision import (
+    DecisionRule, decide, drop_small_clusters, empty_pixels, fit_model_offsets, veto_empty,
+)
 from napari_ccdseg.framescale import electron_scale
 from napari_ccdseg.metrics import cluster_instances, match_clusters
 from napari_ccdseg.modelfile import load_model
@@ -302,15 +304,14 @@ def decide_frame(logits: np.ndarray, rule: DecisionRule, empty: np.ndarray | Non
     fallback = decide(np.delete(shifted, CLUSTER, axis=0)).astype(np.uint8)
     fallback[fallback >= CLUSTER] += 1
     if rule.zero_electron_veto and empty is not None:
-        vetoed = empty & (labels == CLUSTER)
-        labels[vetoed] = fallback[vetoed]
+        veto_empty(labels, fallback, empty)
     return drop_small_clusters(labels, fallback, rule.min_cluster_pixels)
 
 
-def empty_pixels(image: np.ndarray) -> np.ndarray | None:
+def _empty(image: np.ndarray) -> np.ndarray | None:
     """Pixels holding no electron when the frame resolves electrons (its own comb), else None."""
     found = electron_scale(image)
-    return None if found is None else found.electrons(image) < EMPTY_BELOW_E
+    return None if found is None else empty_pixels(found, image)
 
 
 def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dict[str, DecisionRule]) -> dict[str, dict[str, Tally]]:
@@ -323,7 +324,7 @@ def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dic
                 model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1, zero_electron_veto=False
             )
             logits = np.log(np.maximum(prediction.probabilities, 1e-30))
-            empty = empty_pixels(frame.image) if any(r.zero_electron_veto for r in rules.values()) else None
+            empty = _empty(frame.image) if any(r.zero_electron_veto for r in rules.values()) else None
             for rule_name, rule in rules.items():
                 add_frame(results[name][rule_name], frame, decide_frame(logits, rule, empty))
     return results

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .classes import N_CLASSES, UNLABELLED
+from .classes import CLUSTER, N_CLASSES, UNLABELLED
+
+if TYPE_CHECKING:
+    from .framescale import FrameScale
 
 DECISION_KEY = "decision"
 """Model-file metadata key of the decision rule."""
@@ -179,6 +183,20 @@ def fit_model_offsets(model, metadata: dict, frames, **kwargs) -> OffsetFit:
         truth.append(np.asarray(frame.labels).reshape(-1))
     kwargs.setdefault("start", prior_correction(metadata))
     return fit_logit_offsets(np.concatenate(logits, axis=1), np.concatenate(truth), **kwargs)
+
+
+def empty_pixels(scale: FrameScale, plane: np.ndarray) -> np.ndarray:
+    """Bool map of the pixels of ``plane`` (2-D) reading less than :data:`EMPTY_BELOW_E` above
+    their row's zero-electron peak, from the frame's electron ``scale``."""
+    return scale.electrons(plane) < EMPTY_BELOW_E
+
+
+def veto_empty(labels: np.ndarray, fallback: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """``labels`` with cluster pixels that are ``empty`` given their ``fallback`` class (the best
+    class other than cluster), in place; returns ``labels``."""
+    vetoed = empty & (labels == CLUSTER)
+    labels[vetoed] = fallback[vetoed]
+    return labels
 
 
 def drop_small_clusters(labels: np.ndarray, fallback: np.ndarray, min_pixels: int) -> np.ndarray:

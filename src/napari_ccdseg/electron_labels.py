@@ -128,8 +128,7 @@ def _dark_current_like(counts: np.ndarray, charged: np.ndarray) -> np.ndarray:
     """Blocks mostly of ``charged`` pixels whose electron counts spread like Poisson counts
     (variance at most ``_GLOW_DISPERSION`` times the mean): a region of raised dark current such
     as a glow band, not a cluster, whose charge piles up towards its core."""
-    n, _ = _block_sums(np.ones(counts.shape, bool))
-    share, _ = _block_sums(charged)
+    share, n = _block_sums(charged)
     total, _ = _block_sums(counts)
     squares, _ = _block_sums(counts**2)
     mean = total / n

@@ -19,10 +19,10 @@ import torch
 from .atomic import atomic_path
 from .calibrate import Calibration
 from .classes import CLUSTER
-from .decision import EMPTY_BELOW_E, DecisionRule, decide, drop_small_clusters
+from .decision import DecisionRule, decide, drop_small_clusters, empty_pixels, veto_empty
 from .devices import resolve_precision
 from .errors import InputError
-from .framescale import FrameScale, electron_scale
+from .framescale import electron_scale
 from .io import monochrome, write_label_map
 from .noise import check_finite
 from .normalise import normalise
@@ -156,8 +156,7 @@ def predict_normalised(
             fallback[strip_top : strip_top + n_rows] = best_other + (best_other >= CLUSTER)
         if empty is not None:
             done = slice(strip_top, strip_top + n_rows)
-            vetoed = empty[done] & (labels[done] == CLUSTER)
-            labels[done][vetoed] = fallback[done][vetoed]
+            veto_empty(labels[done], fallback[done], empty[done])
         if probs is not None:
             shifted = np.exp(logits - logits.max(0, keepdims=True))
             probs[:, strip_top : strip_top + n_rows] = shifted / shifted.sum(0, keepdims=True)
@@ -200,22 +199,17 @@ def predict_frame(
     :func:`~napari_ccdseg.framescale.frame_scale` says), else the frame's comb is looked for."""
     rule = DecisionRule.from_metadata(meta)
     veto = kwargs.pop("zero_electron_veto", rule.zero_electron_veto)
-    found = _electron_scale(image, meta, source, calibration) if veto or calibration is not None else None
+    found = None  # the frame's electron scale, measured once for the normalisation and the veto
+    if meta["normalisation"] == "sigma" and (veto or calibration is not None):
+        plane = monochrome(np.asarray(image), source)
+        check_finite(plane, source)
+        found = electron_scale(plane, calibration=calibration)
     normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
     if veto and found is not None:
-        kwargs.setdefault("empty", found.electrons(monochrome(np.asarray(image), source)) < EMPTY_BELOW_E)
+        kwargs.setdefault("empty", empty_pixels(found, plane))
     return predict_normalised(model, normalised, **kwargs)
-
-
-def _electron_scale(image: np.ndarray, meta: dict, source: str, calibration: Calibration | None) -> FrameScale | None:
-    """The frame's electron scale when it resolves electrons (CCD frames only), else None."""
-    if meta["normalisation"] != "sigma":
-        return None
-    plane = monochrome(np.asarray(image), source)
-    check_finite(plane, source)
-    return electron_scale(plane, calibration=calibration)
 
 
 def prediction_paths(out_dir: str | Path, stem: str, probabilities: bool) -> list[Path]:
