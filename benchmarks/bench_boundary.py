@@ -1,6 +1,7 @@
 """Mask boundary and fake clusters of a model, with its plain argmax and with its decision rule.
 
-Run from the repository root: ``python benchmarks/bench_boundary.py [--model default] [--quick] [--fit N]``.
+Run from the repository root: ``python benchmarks/bench_boundary.py [--model default] [--quick] [--fit N]
+[--veto] [--dark-as-noise] [--oracle]``.
 
 Test frames are simulated with seeds no training or fitting run uses: the default model's held-out
 single-amplifier detector (ADU, gain 5, row drift, CTI, trails, few-electron hits, glitches,
@@ -28,6 +29,10 @@ of 256², ``scripts/train_default_model.py``'s ``VALIDATION_SEED``: never a trai
 ``--min-pixels K …`` adds the last rule's offsets with clusters of < K px dropped; ``--veto`` adds
 each rule with the zero-electron veto (``napari_ccdseg.decision``: on frames that resolve electrons,
 cluster pixels below half an electron given their best other class).
+``--dark-as-noise`` adds every rule with the normalisation's ``dark_as_noise`` switched from what the
+model file records (``napari_ccdseg.normalise``: dark current counted as noise on frames holding more
+than ``framescale.DENSE_DARK_E``). ``--oracle`` adds :func:`oracle_rows` on the skipper sets: what the
+electron count alone allows at cluster edges.
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
 """
 
@@ -330,6 +335,27 @@ def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dic
     return results
 
 
+def oracle_rows(sets: dict[str, list[SimulatedFrame]], counts: tuple[int, ...] = (1, 2, 3, 4)) -> str:
+    """What the electron count alone allows at a cluster's edge, whatever the model: an oracle that
+    knows every true cluster's interior exactly (its 8-connected erosion) and calls a pixel of the
+    band around it (the cluster's edge pixels and its outer ring) cluster when it reads ≥ k e⁻.
+    Its precision and recall bound those of any rule that decides edge pixels by their count."""
+    lines = ["| test set | oracle | cluster precision | recall |", "|---|---|---|---|"]
+    for name, frames in sets.items():
+        for k in counts:
+            tp = fp = fn = 0
+            for frame in frames:
+                truth = frame.labels == CLUSTER
+                core = ndimage.binary_erosion(truth, EIGHT, border_value=1)
+                band = ndimage.binary_dilation(truth, EIGHT) & ~core
+                called = core | (band & (np.rint(_electrons(frame)) >= k))
+                tp += int((called & truth).sum())
+                fp += int((called & ~truth).sum())
+                fn += int((~called & truth).sum())
+            lines.append(f"| {name} | edge pixels ≥ {k} e⁻ | {_ratio(tp, tp + fp):.3f} | {_ratio(tp, tp + fn):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model file or bundled model name")
@@ -339,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         "--min-pixels", type=int, nargs="*", default=[], help="also the last rule's offsets with these smallest cluster sizes"
     )
     parser.add_argument("--veto", action="store_true", help="also each rule with the zero-electron veto")
+    parser.add_argument(
+        "--dark-as-noise", action="store_true",
+        help="also every rule with the normalisation's dark_as_noise switched from what the model file records",
+    )
+    parser.add_argument("--oracle", action="store_true", help="also the edge-count oracle on the skipper sets")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.monotonic()
@@ -360,10 +391,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, rule in list(rules.items()):
             if not rule.zero_electron_veto:
                 rules[f"{name}, zero-electron veto"] = dataclasses.replace(rule, zero_electron_veto=True)
-    results = measure(model, meta, test_sets(args.quick), rules)
+    sets = test_sets(args.quick)
+    results = measure(model, meta, sets, rules)
+    if args.dark_as_noise:
+        recorded = bool(meta["normalisation_params"].get("dark_as_noise"))
+        switched = {**meta, "normalisation_params": {**meta["normalisation_params"], "dark_as_noise": not recorded}}
+        suffix = ", dark current as noise" if not recorded else ", dark current as trained (off)"
+        for name, per_rule in measure(model, switched, sets, rules).items():
+            results[name].update({rule + suffix: tally for rule, tally in per_rule.items()})
     print(boundary_table({name: {rule: summary(t) for rule, t in per_rule.items()} for name, per_rule in results.items()}))
     print()
     print(fakes_table(results))
+    if args.oracle:
+        print()
+        print(oracle_rows({name: frames for name, frames in sets.items() if "0.16" in name or "damic" in name}))
     print(f"\n{time.monotonic() - started:.0f} s, torch {torch.__version__}, 1 thread", file=sys.stderr)
     return 0
 

@@ -38,6 +38,7 @@ from napari_ccdseg.atomic import atomic_path, atomic_write_text
 from napari_ccdseg.bundled import BUNDLED_DIR, DEFAULT_MODEL
 from napari_ccdseg.console import TrainProgressPrinter
 from napari_ccdseg.dataset import LabelledFrame
+from napari_ccdseg.framescale import DENSE_DARK_E
 from napari_ccdseg.decision import DECISION_KEY, fit_model_offsets
 from napari_ccdseg.metrics import Evaluation, agreement_summary, compare_clusters
 from napari_ccdseg.modelfile import load_model, save_model
@@ -120,8 +121,10 @@ def score(model, meta, frames: list[LabelledFrame]) -> dict:
 def calibrate(model_path: Path, ranges: DomainRanges) -> dict:
     """Fit the decision rule of the model at ``model_path`` on frames drawn from the ``ranges`` it
     was trained on (the offsets undo a bias of its training) and store it there (weights
-    unchanged); returns the rule's metadata entry."""
+    unchanged), with the normalisation counting dark current as noise on electron-counting frames
+    (a model trained without it reads their dark current as glow); returns the rule's metadata entry."""
     model, meta = load_model(model_path, "cpu")
+    meta["normalisation_params"]["dark_as_noise"] = True  # models trained before it: see docs/benchmarks.md section 11
     frames = randomised_frames(VALIDATION_FRAMES, VALIDATION_SEED, ranges=ranges)
     fit = fit_model_offsets(model, meta, frames)
     meta[DECISION_KEY] = fit.to_metadata(
@@ -211,6 +214,28 @@ on each true cluster's edge pixels and the one-pixel ring outside it.
 {_plain_argmax_text(card)}"""
 
 
+def _normalisation_text(card: dict) -> str:
+    """The page's paragraph on the input normalisation, when the card records it."""
+    params = card.get("normalisation")
+    if params is None:
+        return ""
+    scale = {"robust": "the median and MAD", "frame": "`framescale.frame_scale`"}[params["scale"]]
+    dark = (
+        " On a frame that resolves single electrons and holds more than"
+        f" {DENSE_DARK_E:g} e⁻/px of dark current (the `damic-m` preset, real averaged skipper images), each row is"
+        " instead taken above its mean background in units of its background spread √(σ² + λ)"
+        " (`dark_as_noise`, docs/benchmarks.md section 11): there the network sees dark current as noise,"
+        " as on a conventional frame, and not as glow."
+        if params.get("dark_as_noise") else ""
+    )
+    return f"""
+## Input normalisation
+
+Pixels in units of the read noise above each row's pedestal, taken from {scale}, compressed beyond
+±{params["clip"]:g} σ.{dark}
+"""
+
+
 def _veto_text(decision: dict) -> str:
     """The rule's zero-electron veto, when it has one, as a clause."""
     if not decision.get("zero_electron_veto"):
@@ -284,7 +309,7 @@ The `physical` preset (thresholds in units of σ) runs on the same frames.
   *fakes/MPix*: predicted clusters matching no true cluster, per megapixel.
 - *agreement with physical*: clusters both found / clusters either found (`ccdseg evaluate --against physical`
   reports the same on your own, unlabelled frames).
-{_decision_text(card)}"""
+{_normalisation_text(card)}{_decision_text(card)}"""
     atomic_write_text(path, text)
     return path
 
@@ -347,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             "other_detector": {**dataclasses.asdict(OTHER_DETECTOR), "layout": dataclasses.asdict(OTHER_LAYOUT), "ccds": OTHER_CCDS},
         },
         "figures": figures,
+        "normalisation": meta["normalisation_params"],
         "decision": decision,
         "boundary": boundary,
     }
@@ -369,6 +395,7 @@ def recalibrate(folder: Path, docs: Path) -> int:
         card["decision"] = calibrate(model_path, DomainRanges(**ranges))
         card["boundary"] = boundary_figures(model_path)
         model, meta = load_model(model_path, "cpu")
+        card["normalisation"] = meta["normalisation_params"]
         card.setdefault("figures_plain_argmax", card["figures"])
         card["figures"] = {name: score(model, meta, test) for name, test in test_sets().items()}
         with atomic_path(folder / f"{DEFAULT_MODEL}.safetensors") as tmp:

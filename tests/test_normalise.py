@@ -128,6 +128,10 @@ def test_record_replays_the_same_normalisation(frame):
         normalisation_params("sigma", knee=3.0)
     with pytest.raises(InputError, match="frame, robust"):
         normalisation_params("sigma", scale="median")
+    on = normalisation_params("sigma", scale="frame", dark_as_noise=True)
+    assert on == {"clip": 10.0, "scale": "frame", "dark_as_noise": True}  # recorded only when on
+    with pytest.raises(InputError, match="dark_as_noise"):
+        normalisation_params("sigma", dark_as_noise="yes")
 
 
 def test_noise_estimates_on_quantised_frames():

@@ -376,8 +376,19 @@ def _grouped(data: np.ndarray, keep: np.ndarray, bands: list[tuple[int, int]]) -
 
 def _row_lambdas(comb: _Comb, bands: list[tuple[int, int]], rows: int) -> np.ndarray:
     """λ of each row: its band's, the nearest band's outside them."""
+    return _by_row(bands, comb.lams, rows)
+
+
+def dark_current_by_row(dark_bands: list[dict], rows: int) -> np.ndarray:
+    """λ of each of ``rows`` rows (e⁻/px) from a calibration's ``dark_bands``: its band's,
+    interpolated between bands (and the nearest band's beyond them)."""
+    bounds = [(band["row_start"], band["row_stop"]) for band in dark_bands]
+    return _by_row(bounds, [band["dark_current_e_per_px"] for band in dark_bands], rows)
+
+
+def _by_row(bounds: list[tuple[int, int]], values, rows: int) -> np.ndarray:
     lam = np.full(rows, np.nan)
-    for (start, stop), value in zip(bands, comb.lams):
+    for (start, stop), value in zip(bounds, values):
         lam[start:stop] = value
     return _fill_rows(lam)
 
@@ -644,14 +655,16 @@ def _charge_outside_the_dark_current(aligned: np.ndarray, usable: np.ndarray, co
 
 def _bright_and_lines(aligned: np.ndarray, usable: np.ndarray, comb: _Comb) -> tuple[np.ndarray, np.ndarray]:
     """Pixels whose charge is not dark current: bright pixels (clusters) with their halo, and
-    glowing or hot lines, each mask apart (usable pixels only).
+    glowing, hot or empty lines, each mask apart (usable pixels only).
 
     Seeds: pixels holding more electrons than dark current gives once in ten frames, dilated by 2
     pixels so the faint halo (1–3 e⁻ around a bright cluster) goes too; the dilation takes whole
     neighbourhoods, blind to their content, so it does not bias λ. Then columns, and rows, whose
     mean charge stands 5 Poisson σ above a robust straight line through all of them (a band of
-    glowing columns, a hot column, a serial-register trail): dark current growing linearly along
-    the readout does not stand out, at the frame's edges either.
+    glowing columns, a hot column, a serial-register trail) or below it (overscan, prescan or dead
+    columns a header did not name: they collect no dark current, and at ~1 e⁻/px the 72 overscan
+    columns of a `damic-m` frame pulled λ 10–28 % low): dark current growing linearly along the
+    readout does not stand out, at the frame's edges either.
     """
     from scipy import ndimage, stats
 
@@ -670,8 +683,8 @@ def _bright_and_lines(aligned: np.ndarray, usable: np.ndarray, comb: _Comb) -> t
             continue
         baseline = np.interp(np.arange(mean.size), measured, _robust_line(measured.astype(np.float64), mean[measured]))
         poisson_sigma = np.sqrt(np.maximum(baseline, 1e-6) / np.maximum(n, 1))
-        hot = (n >= _MIN_ROW_PIXELS) & (mean - baseline > 5 * poisson_sigma + 0.01)
-        out |= hot[None, :] if axis == 0 else hot[:, None]
+        off = (n >= _MIN_ROW_PIXELS) & (np.abs(mean - baseline) > 5 * poisson_sigma + 0.01)
+        out |= off[None, :] if axis == 0 else off[:, None]
     return bright, out & ~bright
 
 
@@ -739,7 +752,10 @@ def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, 
         aligned = image - shifts[:, None].astype(np.float32)
         bright, lines = _bright_and_lines(aligned, usable & active, comb)
         keep = usable & active & ~bright & ~lines
-        comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, comb.lams), step, smear)
+        regrouped = _bands(keep, comb.lam) or bands  # over the rows left: empty overscan rows would make a band of their own
+        lams = comb.lams if regrouped == bands else [comb.lam]
+        bands = regrouped
+        comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, lams), step, smear)
         if not comb.valid and len(bands) > 1:  # HESSE now and then fails with many bands: one λ for all rows
             bands = [(bands[0][0], bands[-1][1])]
             comb = _fit_comb(_grouped(aligned, keep, bands), (comb.mu0, comb.gain, comb.sigma, [comb.lam]), step, smear)

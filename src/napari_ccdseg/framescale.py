@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibrate import Calibration, _active_mask, _calibrate_peaks, _grid_step, _header_gain
+from .calibrate import Calibration, _active_mask, _calibrate_peaks, _grid_step, _header_gain, dark_current_by_row
 from .errors import InputError
 from .noise import minus_offset, robust_levels
 
@@ -24,6 +24,11 @@ SCALE_MAX_CHI2_NDOF = 50.0
 header's overscan keywords the empty overscan columns mix a λ = 0 into each band of rows, and on
 a 1536 × 6144 amplifier (9.5 M pixels) that alone gives χ²/ndof ≈ 11; a wrong spacing gives
 hundreds."""
+DENSE_DARK_E = 0.2
+"""e⁻/px: above it one empty pixel in six holds a dark-current electron, each a 6 σ hit at skipper
+noise (σ ≈ 0.16 e⁻), and a network reads a frame sown with them as glow (docs/benchmarks.md
+section 11); the bundled model was trained up to 0.1. A comb fit's λ also takes in cluster halos
+(0.05–0.13 on the ``skipper`` preset's frames of 0.01), so the line sits well above such frames."""
 ROBUST = "robust"
 """``method`` of a frame scaled by the robust estimates (median, MAD) of :mod:`noise`."""
 
@@ -42,6 +47,8 @@ class FrameScale:
     """ADU per electron: the comb's spacing or the calibration's; None when nothing says."""
     method: str
     """``robust``, or the calibration's method (``peaks`` when the frame's own comb gave it)."""
+    row_dark_e: np.ndarray | None = None
+    """(rows,) dark current λ of each row, e⁻/px, where the frame resolves electrons; else None."""
 
     @property
     def row_pedestal_adu(self) -> np.ndarray:
@@ -51,6 +58,24 @@ class FrameScale:
     @property
     def resolves_electrons(self) -> bool:
         return self.method == "peaks"
+
+    @property
+    def dense_dark_current(self) -> bool:
+        """The frame resolves electrons and its mean dark current exceeds :data:`DENSE_DARK_E`."""
+        return self.row_dark_e is not None and bool(self.gain_adu_per_e) and float(np.mean(self.row_dark_e)) > DENSE_DARK_E
+
+    def above_background(self, image: np.ndarray) -> np.ndarray:
+        """float32 ``image`` above each row's mean background (zero-electron peak + λ·g) in units
+        of that row's background spread √(σ² + λ)·g: dark current counted as noise, as on a
+        conventional frame (a rise along the rows comes out flat). Needs ``row_dark_e``."""
+        if self.row_dark_e is None or not self.gain_adu_per_e:
+            raise InputError("this frame's scale has no dark current: it does not resolve electrons")
+        lam = self.row_dark_e.astype(np.float64)
+        gain, sigma_e = self.gain_adu_per_e, self.noise_adu / self.gain_adu_per_e
+        z = self.above_pedestal(image)
+        z -= (lam * gain).astype(np.float32)[:, None]
+        z /= (np.sqrt(sigma_e**2 + lam) * gain).astype(np.float32)[:, None]
+        return z
 
     def above_pedestal(self, image: np.ndarray) -> np.ndarray:
         """float32 ``image`` minus its row pedestals (ADU): the frame's pedestal is removed in
@@ -113,8 +138,15 @@ def _from_calibration(array: np.ndarray, calibration: Calibration) -> FrameScale
         pedestal_adu=float(calibration.pedestal_adu),
         row_offset_adu=(rows - calibration.pedestal_adu).astype(np.float32),
         noise_adu=float(calibration.noise_adu), gain_adu_per_e=float(calibration.gain_adu_per_e),
-        method=calibration.method,
+        method=calibration.method, row_dark_e=_calibration_dark(calibration, rows.size),
     )
+
+
+def _calibration_dark(calibration: Calibration, rows: int) -> np.ndarray:
+    """λ of each row: the calibration's bands of rows, or its one λ when it records none."""
+    if calibration.dark_bands:
+        return dark_current_by_row(calibration.dark_bands, rows).astype(np.float32)
+    return np.full(rows, np.nan_to_num(calibration.dark_current_e_per_px), np.float32)
 
 
 def _resolved(array: np.ndarray, header: dict | None) -> FrameScale | None:
@@ -130,6 +162,7 @@ def _resolved(array: np.ndarray, header: dict | None) -> FrameScale | None:
     return FrameScale(
         pedestal_adu=float(comb.mu0), row_offset_adu=(found.row_pedestal - comb.mu0).astype(np.float32),
         noise_adu=float(comb.sigma * comb.gain), gain_adu_per_e=float(comb.gain), method="peaks",
+        row_dark_e=dark_current_by_row(found.bands, plane.shape[0]).astype(np.float32),
     )
 
 

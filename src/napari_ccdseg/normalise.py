@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import is_colour, monochrome
-from .framescale import FrameScale, frame_scale, robust_scale
+from .framescale import ROBUST, FrameScale, electron_scale, frame_scale, robust_scale
 from .noise import check_finite
 
 NORMALISATIONS = ("sigma", "unit")
@@ -34,22 +34,29 @@ def choose_normalisation(image: np.ndarray) -> str:
     return "sigma"
 
 
-def normalisation_params(method: str, *, clip: float = DEFAULT_CLIP, scale: str = "robust") -> dict:
+def normalisation_params(
+    method: str, *, clip: float = DEFAULT_CLIP, scale: str = "robust", dark_as_noise: bool = False
+) -> dict:
     """The parameters ``method`` uses, checked and complete, for the model file.
 
     ``normalise(image, method, **params)`` then replays training's normalisation exactly, even
-    if a later release changes the defaults. ``scale`` defaults to ``robust`` because that is
-    what a model file recording none was trained with; training passes ``frame``.
+    if a later release changes the defaults. ``scale`` defaults to ``robust`` and
+    ``dark_as_noise`` to off because that is what a model file recording neither was trained
+    with; training passes ``frame`` and on (``dark_as_noise`` is recorded only when on).
     """
     _check_method(method)
     _check_clip(clip)
     _check_scale(scale)
-    return {"clip": float(clip), "scale": scale} if method == "sigma" else {}
+    if not isinstance(dark_as_noise, bool):
+        raise InputError(f"normalisation dark_as_noise must be true or false, got {dark_as_noise!r}")
+    if method != "sigma":
+        return {}
+    return {"clip": float(clip), "scale": scale, **({"dark_as_noise": True} if dark_as_noise else {})}
 
 
 def normalise(
     image: np.ndarray, method: str, *, clip: float = DEFAULT_CLIP, scale: str = "frame",
-    source: str = "image", known: FrameScale | None = None,
+    dark_as_noise: bool = False, source: str = "image", known: FrameScale | None = None,
 ) -> np.ndarray:
     """Float32 ``(H, W)`` network input from a 2-D frame or an RGB(A) image; never modifies it.
 
@@ -57,8 +64,13 @@ def normalise(
     at a time), never tiles: the pedestal and noise estimates need the full frame. ``scale``
     (``sigma`` only): ``frame`` takes pedestal and σ from :func:`framescale.frame_scale`;
     ``robust`` always from the median and MAD, as models saved before frame_scale were trained
-    (the two differ only on frames that resolve electrons). ``known``: the frame's scale when the
-    caller has measured it already (``frame`` uses it instead of measuring again).
+    (the two differ only on frames that resolve electrons). ``dark_as_noise``: on a frame that
+    resolves electrons and holds more than :data:`framescale.DENSE_DARK_E` of dark current
+    (:attr:`FrameScale.dense_dark_current`), each row in units of its background spread √(σ² + λ)
+    above its mean background, whatever ``scale`` says (:meth:`FrameScale.above_background`): at
+    0.3–2 e⁻/px every dark-current electron would otherwise be a 6 σ hit, which a network reads as
+    glow. ``known``: the frame's scale when the caller has measured it already (``frame`` and
+    ``dark_as_noise`` use it instead of measuring again).
     """
     _check_method(method)
     image = np.asarray(image)
@@ -68,7 +80,7 @@ def normalise(
         return _unit(plane, image.dtype)
     _check_clip(clip)
     _check_scale(scale)
-    return _sigma(plane, clip, scale, known)
+    return _sigma(plane, clip, scale, known, dark_as_noise)
 
 
 def _check_method(method: str) -> None:
@@ -98,7 +110,8 @@ def _unit(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def _sigma(plane: np.ndarray, clip: float, scale: str = "frame", known: FrameScale | None = None) -> np.ndarray:
+def _sigma(plane: np.ndarray, clip: float, scale: str = "frame", known: FrameScale | None = None,
+           dark_as_noise: bool = False) -> np.ndarray:
     """Pixels in σ above the row pedestal, compressed logarithmically beyond ``clip`` σ.
 
     Pedestal and σ come from :func:`framescale.frame_scale`: the zero-electron peak of each row
@@ -106,8 +119,12 @@ def _sigma(plane: np.ndarray, clip: float, scale: str = "frame", known: FrameSca
     (measured after removing them, so a drifting baseline does not inflate σ). Invariant to gain
     and pedestal (``a·x + b``, a > 0). ``scale="robust"`` skips the electron comb.
     """
+    if dark_as_noise and known is None:
+        known = electron_scale(plane) or robust_scale(plane)  # measured once for both uses below
+    if dark_as_noise and known.dense_dark_current:
+        return soft_clip(known.above_background(plane), clip)
     if scale == "robust":
-        found = robust_scale(plane)
+        found = known if known is not None and known.method == ROBUST else robust_scale(plane)
     else:
         found = known if known is not None else frame_scale(plane)
     z = found.above_pedestal(plane)

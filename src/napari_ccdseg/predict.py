@@ -22,7 +22,7 @@ from .classes import CLUSTER
 from .decision import DecisionRule, decide, drop_small_clusters, empty_pixels, veto_empty
 from .devices import resolve_precision
 from .errors import InputError
-from .framescale import electron_scale
+from .framescale import frame_scale
 from .io import monochrome, write_label_map
 from .noise import check_finite
 from .normalise import normalise
@@ -199,15 +199,16 @@ def predict_frame(
     :func:`~napari_ccdseg.framescale.frame_scale` says), else the frame's comb is looked for."""
     rule = DecisionRule.from_metadata(meta)
     veto = kwargs.pop("zero_electron_veto", rule.zero_electron_veto)
-    found = None  # the frame's electron scale, measured once for the normalisation and the veto
-    if meta["normalisation"] == "sigma" and (veto or calibration is not None):
+    params = meta["normalisation_params"]
+    found = None  # the frame's scale, measured once for the normalisation and the veto
+    if meta["normalisation"] == "sigma" and (veto or calibration is not None or params.get("dark_as_noise")):
         plane = monochrome(np.asarray(image), source)
         check_finite(plane, source)
-        found = electron_scale(plane, calibration=calibration)
-    normalised = normalise(image, meta["normalisation"], **meta["normalisation_params"], source=source, known=found)
+        found = frame_scale(plane, calibration=calibration)
+    normalised = normalise(image, meta["normalisation"], **params, source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
-    if veto and found is not None:
+    if veto and found is not None and found.resolves_electrons:
         kwargs.setdefault("empty", empty_pixels(found, plane))
     return predict_normalised(model, normalised, **kwargs)
 

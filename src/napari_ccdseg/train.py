@@ -308,7 +308,7 @@ class _Run:
             emit(LogUpdate(f"fine-tuning {init_model}"))
         else:
             self.method = choose_normalisation(frames[0].image)
-            self.norm_params = normalisation_params(self.method, clip=DEFAULT_CLIP, scale="frame")
+            self.norm_params = normalisation_params(self.method, clip=DEFAULT_CLIP, scale="frame", dark_as_noise=True)
             self.model = build_unet(config.architecture).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.net = dist.wrap(self.model)  # what training steps run; self.model is what is saved
