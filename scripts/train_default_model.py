@@ -222,7 +222,7 @@ def _normalisation_text(card: dict) -> str:
     scale = {"robust": "the median and MAD", "frame": "`framescale.frame_scale`"}[params["scale"]]
     dark = (
         " On a frame that resolves single electrons and holds more than"
-        f" {DENSE_DARK_E:g} e⁻/px of dark current (the `damic-m` preset, real averaged skipper images), each row is"
+        f" {DENSE_DARK_E:g} e⁻/px of dark current (the `damic-m` preset, warm module-test skipper images), each row is"
         " instead taken above its mean background in units of its background spread √(σ² + λ)"
         " (`dark_as_noise`, docs/benchmarks.md section 11): there the network sees dark current as noise,"
         " as on a conventional frame, and not as glow."

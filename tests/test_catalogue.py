@@ -118,6 +118,35 @@ def test_weighted_moments_and_shape_by_hand():
     assert line.std_long == pytest.approx(np.sqrt(2 * 2.0))  # positions ±2, ±1, 0 along the diagonal
 
 
+def test_each_rows_dark_current_is_taken_off_the_charge():
+    electrons = np.zeros((6, 8), np.float32)
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 2:5] = CLUSTER  # 3 pixels in row 1 (λ 0.5) and 3 in row 2 (λ 1.5)
+    electrons[1:3, 2:5] = [[2.5, 10.5, 3.5], [1.5, 4.5, 2.5]]
+    dark = np.array([0.0, 0.5, 1.5, 0.0, 0.0, 0.0])
+    table, _ = cluster_table(electrons, labels, frame="ramp", hdu=0, noise_e=0.2, dark_e=dark)
+    row = table.iloc[0]
+    assert row.dark_e == pytest.approx(6.0) and row.charge_e == pytest.approx(25.0 - 6.0)
+    assert row.energy_kev == pytest.approx(19.0 * 3.75 / 1000)
+    assert row.charge_err_e == pytest.approx(np.sqrt(0.2**2 * 6 + 6.0))
+    with pytest.raises(InputError, match="ramp: expected one finite dark current per row"):
+        cluster_table(electrons, labels, frame="ramp", hdu=0, dark_e=dark[:4])
+
+
+def test_faint_clusters_in_heavy_dark_current_keep_their_charge():
+    """damic-m: 0.3–1.5 e⁻/px along the rows; uncorrected, a 10–100 e⁻ cluster read ~20 % high."""
+    from napari_ccdseg.catalogue import catalogue_frame
+    from napari_ccdseg.simulate import SIM_PRESETS
+
+    sim = simulate_frame(SIM_PRESETS["damic-m"], 3)
+    result = catalogue_frame(Frame(sim.image, "damic"), sim.labels)
+    rows = result.table.set_index("cluster_id")
+    ratios = [rows.loc[cid].charge_e / c["electrons"] - 1 for c, cid in _isolated(sim, result.instances)
+              if 10 <= c["electrons"] < 100]
+    assert len(ratios) >= 10 and abs(np.median(ratios)) < 0.05
+    assert (rows.dark_e > 0.2 * rows.npix).all()
+
+
 def test_no_cluster_pixel_is_a_named_error_unless_empty_is_allowed():
     labels = np.full((16, 16), HOT_PIXEL, np.uint8)
     with pytest.raises(InputError, match=r"run7\.fits \(HDU 3\): the class map has no cluster pixel"):
@@ -239,14 +268,18 @@ def test_catalogue_frame_calibrates_and_measures_charge(two_amplifier_fits):
     assert result.calibration.method == "peaks"
     assert result.calibration.gain_adu_per_e == pytest.approx(metas[0]["config"]["gain_adu_per_e"], rel=0.01)
     assert (result.table.frame == path.name).all() and (result.table.hdu == frame.hdu).all()
+    assert result.calibration.dark_current_e_per_px == pytest.approx(DARK, rel=0.5)
     rows = result.table.set_index("cluster_id")
     pairs = _isolated(truth, result.instances)
     assert len(pairs) >= 10
     for cluster, cid in pairs:
         row = rows.loc[cid]
         spread = np.sqrt(row.npix * (0.15**2 + DARK))
+        assert row.charge_err_e == pytest.approx(spread, rel=0.2)  # read noise and the dark current's spread
+        rows_of_cluster = np.nonzero(result.instances == cid)[0]  # what the pixels' dark current adds...
+        assert row.dark_e == pytest.approx(result.calibration.row_dark_e()[rows_of_cluster].sum())
         tolerance = 1 + 4 * spread + 0.01 * cluster["electrons"]  # 1 % for the fitted gain
-        assert abs(row.charge_e - cluster["electrons"] - DARK * row.npix) <= tolerance, cluster
+        assert abs(row.charge_e - cluster["electrons"]) <= tolerance, cluster  # ...taken off the charge
 
 
 def test_unresolved_frame_without_gain_names_the_frame():

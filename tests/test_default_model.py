@@ -12,7 +12,8 @@ from napari_ccdseg.bundled import DEFAULT_MODEL, bundled_models, resolve_model
 from napari_ccdseg.metrics import evaluate
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
-from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame
+from napari_ccdseg.classes import GLOWING
+from napari_ccdseg.simulate import SIM_PRESETS, AmplifierLayout, frame_seed, simulate_ccd, simulate_frame
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,20 @@ def test_the_default_model_calls_no_empty_pixel_cluster_on_an_electron_counting_
     assert not (pred[electrons < 0.3] == 3).any()  # 0.3: clear of the drift and the 0.16 e- noise
     plain = predict_frame(model, meta, frame.image, zero_electron_veto=False).labels
     assert (plain[electrons < 0.3] == 3).sum() > 10  # the network alone does call some
+
+
+def test_the_default_model_reads_heavy_dark_current_as_background_not_glow(default_model):
+    """One amplifier of a 4-amplifier damic-m readout (384 × 256, ~0.6 e-/px): normalised as trained,
+    its dark-current electrons are 6 σ hits and half the amplifier is called glowing; the model
+    file counts that dark current as noise (normalisation dark_as_noise)."""
+    model, meta = default_model
+    readout = dataclasses.replace(SIM_PRESETS["damic-m"], rows=384, cols=256)
+    amp = simulate_ccd(readout, frame_seed(31, 0), AmplifierLayout(amplifiers=4))[0]
+    assert meta["normalisation_params"]["dark_as_noise"]
+    as_trained = {**meta, "normalisation_params": {**meta["normalisation_params"], "dark_as_noise": False}}
+    truly = np.mean(amp.labels == GLOWING)
+    assert np.mean(predict_frame(model, as_trained, amp.image).labels == GLOWING) > 0.3
+    assert np.mean(predict_frame(model, meta, amp.image).labels == GLOWING) < truly + 0.1
 
 
 @pytest.mark.parametrize("preset", ["damic-m", "single-sample"])

@@ -79,6 +79,14 @@ class Calibration:
         """Read noise σ in ADU."""
         return self.noise_e * self.gain_adu_per_e
 
+    def row_dark_e(self) -> np.ndarray:
+        """(rows,) λ of each row, e⁻/px: its band's (:func:`dark_current_by_row`), the one λ when no
+        band is recorded, 0 when the peaks are not resolved (no λ was measured)."""
+        rows = self.row_pedestal_adu.size
+        if self.dark_bands:
+            return dark_current_by_row(self.dark_bands, rows)
+        return np.full(rows, 0.0 if math.isnan(self.dark_current_e_per_px) else self.dark_current_e_per_px)
+
     def electrons(self, image: np.ndarray) -> np.ndarray:
         """The frame in electrons: each row minus its zero-electron pedestal, over the gain (float32)."""
         array = np.asarray(image)

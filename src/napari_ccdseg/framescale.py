@@ -138,15 +138,8 @@ def _from_calibration(array: np.ndarray, calibration: Calibration) -> FrameScale
         pedestal_adu=float(calibration.pedestal_adu),
         row_offset_adu=(rows - calibration.pedestal_adu).astype(np.float32),
         noise_adu=float(calibration.noise_adu), gain_adu_per_e=float(calibration.gain_adu_per_e),
-        method=calibration.method, row_dark_e=_calibration_dark(calibration, rows.size),
+        method=calibration.method, row_dark_e=calibration.row_dark_e().astype(np.float32),
     )
-
-
-def _calibration_dark(calibration: Calibration, rows: int) -> np.ndarray:
-    """λ of each row: the calibration's bands of rows, or its one λ when it records none."""
-    if calibration.dark_bands:
-        return dark_current_by_row(calibration.dark_bands, rows).astype(np.float32)
-    return np.full(rows, np.nan_to_num(calibration.dark_current_e_per_px), np.float32)
 
 
 def _resolved(array: np.ndarray, header: dict | None) -> FrameScale | None:
