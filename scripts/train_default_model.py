@@ -284,7 +284,7 @@ Generated from `src/napari_ccdseg/models/default.json` by `scripts/train_default
 `ccdseg predict default FRAME… --out DIR` and the Predict widget (model field left empty) use this model, so
 frames can be segmented right after installing. It is the `small` U-Net (481,796 parameters, 1.9 MB), trained on {card["training_frames"]["n"]} simulated frames of
 {card["training_frames"]["size"]}² pixels, each from its own randomly drawn detector (domain randomisation,
-`napari_ccdseg.randomise`: {_ranges_text(card["training_frames"]["ranges"])}). Trained by `{card["trained_by"]}` on {card["date"]}: {training["machine"]},
+`napari_ccdseg.randomise`: {_ranges_text(card["training_frames"]["ranges"])}). Trained by `{card["trained_by"]}` on {card["date"]}{_fine_tuned_text(card)}: {training["machine"]},
 {training["minutes_total"]} min in all, {training["epochs_run"]} epochs, best epoch {training["best_epoch"]}
 (validation cluster F1 {training["best_val_cluster_f1"]}), seed {card["seed"]}.
 
@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="training frame side, px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--init", type=Path, help="fine-tune this model file (e.g. the bundled default) instead of fresh weights")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR, help="folder for default.safetensors and default.json")
     parser.add_argument("--docs", type=Path, default=DOCS_PAGE, help="page written from the card")
     parser.add_argument("--docs-only", action="store_true", help="rewrite the page from the existing card, no training")
@@ -339,11 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     frames = randomised_frames(args.frames, args.seed, rows=args.size, cols=args.size)
     config = TrainConfig(
         architecture="small", epochs=100_000, max_minutes=args.minutes, early_stopping=100_000,
-        plateau_patience=12, max_val_tiles=128, device=args.device, seed=args.seed,
+        plateau_patience=12, max_val_tiles=128, device=args.device, seed=args.seed, learning_rate=args.learning_rate,
     )
     with tempfile.TemporaryDirectory() as work:
         result = train(
-            frames, Path(work) / "default.safetensors", config, progress=TrainProgressPrinter(),
+            frames, Path(work) / "default.safetensors", config, progress=TrainProgressPrinter(), init_model=args.init,
             metadata={"label_preset": "simulation truth (domain-randomised frames)"},
         )
         decision = calibrate(result.model_path, DomainRanges())
@@ -359,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained_by": "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seed": args.seed,
+        **({"fine_tuned_from": _base_text(args.init)} if args.init else {}),
         "training_frames": {"n": args.frames, "size": args.size, "ranges": dataclasses.asdict(DomainRanges())},
         "train_config": dataclasses.asdict(config),
         "training": {
@@ -380,6 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     print(table(figures))
     print(f"wrote {args.out / (DEFAULT_MODEL + '.safetensors')}, its card {DEFAULT_MODEL}.json and {write_docs(card, args.docs)}")
     return 0
+
+
+def _fine_tuned_text(card: dict) -> str:
+    return f", fine-tuning {card['fine_tuned_from']}" if "fine_tuned_from" in card else ""
+
+
+def _base_text(init: Path) -> str:
+    """The model a run fine-tuned, as its card (when beside it) tells it."""
+    card_path = init.with_suffix(".json")
+    if not card_path.exists():
+        return str(init)
+    card = json.loads(card_path.read_text())
+    return f"{init.name}: `{card.get('trained_by', '?')}` of {card.get('date', '?')}"
 
 
 def recalibrate(folder: Path, docs: Path) -> int:
