@@ -53,7 +53,7 @@ from scipy import ndimage
 from napari_ccdseg.bundled import resolve_model
 from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from napari_ccdseg.decision import (
-    DecisionRule, decide, drop_small_clusters, empty_pixels, fit_model_offsets, veto_empty,
+    DecisionRule, decide_with_fallback, drop_small_clusters, empty_pixels, fit_model_offsets, veto_empty,
 )
 from napari_ccdseg.framescale import electron_scale
 from napari_ccdseg.metrics import cluster_instances, match_clusters
@@ -305,9 +305,7 @@ def decide_frame(logits: np.ndarray, rule: DecisionRule, empty: np.ndarray | Non
     """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would
     (``empty``: the frame's pixels below half an electron, None when it does not resolve them)."""
     shifted = logits if rule.offsets is None else logits + rule.offsets[:, None, None]
-    labels = decide(shifted).astype(np.uint8)
-    fallback = decide(np.delete(shifted, CLUSTER, axis=0)).astype(np.uint8)
-    fallback[fallback >= CLUSTER] += 1
+    labels, fallback = decide_with_fallback(shifted)
     if rule.zero_electron_veto and empty is not None:
         veto_empty(labels, fallback, empty)
     return drop_small_clusters(labels, fallback, rule.min_cluster_pixels)

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from napari_ccdseg.calibrate import calibrate_frame
-from napari_ccdseg.classes import BACKGROUND, CLUSTER, HOT_PIXEL, N_CLASSES, UNLABELLED
-from napari_ccdseg.decision import DECISION_KEY, DecisionRule, drop_small_clusters, fit_logit_offsets
+from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, N_CLASSES, UNLABELLED
+from napari_ccdseg.decision import DECISION_KEY, DecisionRule, decide_with_fallback, drop_small_clusters, fit_logit_offsets
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.metrics import cluster_instances
 from napari_ccdseg.modelfile import load_model, save_model
@@ -184,3 +184,14 @@ def test_a_calibration_given_to_predict_frame_sets_the_electron_scale_of_the_vet
     # a rule without the veto takes the calibration for the normalisation only: no pixel is vetoed
     no_veto = predict_frame(loaded, meta, sim.image, calibration=tripled, zero_electron_veto=False).labels
     assert (no_veto[one_electron] == CLUSTER).all()
+
+
+def test_decide_with_fallback_gives_each_pixel_its_best_class_other_than_cluster():
+    logits = np.zeros((4, 1, 3), np.float32)
+    logits[CLUSTER] = [[5.0, 5.0, 0.0]]
+    logits[GLOWING] = [[1.0, 0.0, 2.0]]
+    logits[HOT_PIXEL] = [[0.0, 3.0, 0.0]]
+    labels, fallback = decide_with_fallback(logits)
+    assert labels.dtype == fallback.dtype == np.uint8
+    assert labels.tolist() == [[CLUSTER, CLUSTER, GLOWING]]
+    assert fallback.tolist() == [[GLOWING, HOT_PIXEL, GLOWING]]

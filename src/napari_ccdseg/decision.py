@@ -105,6 +105,15 @@ def decide(logits: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
     return (logits + np.asarray(offsets, logits.dtype).reshape(shape)).argmax(0)
 
 
+def decide_with_fallback(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 class per pixel from (offset) logits, and each pixel's best class other than cluster:
+    what the zero-electron veto and the size cut give a cluster pixel they take back."""
+    labels = decide(logits).astype(np.uint8)
+    fallback = decide(np.delete(logits, CLUSTER, axis=0)).astype(np.uint8)
+    fallback[fallback >= CLUSTER] += 1
+    return labels, fallback
+
+
 def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
     """Mean F1 over the classes present in ``truth`` (1-D class indices, no unlabelled pixels)."""
     confusion = np.bincount(truth * N_CLASSES + pred, minlength=N_CLASSES**2).reshape(N_CLASSES, N_CLASSES)

@@ -18,8 +18,7 @@ import torch
 
 from .atomic import atomic_path
 from .calibrate import Calibration
-from .classes import CLUSTER
-from .decision import DecisionRule, decide, drop_small_clusters, empty_pixels, veto_empty
+from .decision import DecisionRule, decide, decide_with_fallback, drop_small_clusters, empty_pixels, veto_empty
 from .devices import resolve_precision
 from .errors import InputError
 from .framescale import frame_scale
@@ -150,10 +149,10 @@ def predict_normalised(
         logits = strip[:, :n_rows] / weight[:n_rows]
         if offsets is not None:
             logits = logits + np.asarray(offsets, np.float32)[:, None, None]
-        labels[strip_top : strip_top + n_rows] = decide(logits)
-        if fallback is not None:
-            best_other = decide(np.delete(logits, CLUSTER, axis=0))
-            fallback[strip_top : strip_top + n_rows] = best_other + (best_other >= CLUSTER)
+        if fallback is None:
+            labels[strip_top : strip_top + n_rows] = decide(logits)
+        else:
+            labels[strip_top : strip_top + n_rows], fallback[strip_top : strip_top + n_rows] = decide_with_fallback(logits)
         if empty is not None:
             done = slice(strip_top, strip_top + n_rows)
             veto_empty(labels[done], fallback[done], empty[done])
