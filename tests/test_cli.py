@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_ccdseg.cli import main
+from napari_ccdseg.cli import EXIT_INPUT_ERROR, main
 from napari_ccdseg.io import read_label_map, write_frame
 from napari_ccdseg.modelfile import save_model
 from napari_ccdseg.simulate import SimConfig, simulate_frame
@@ -245,3 +245,38 @@ def test_evaluate_on_simulated_frames_reports_particle_types(tmp_path, capsys):
     assert 0 <= particles["accuracy"] <= 1
     summary = (out / "summary.md").read_text()
     assert "## Particle types" in summary and "2 simulated frame(s)" in summary and "| point |" in summary
+
+
+def test_predict_takes_the_calibration_of_the_very_frame_only(tmp_path, capsys):
+    import dataclasses
+
+    from napari_ccdseg.simulate import SIM_PRESETS
+
+    sim = simulate_frame(dataclasses.replace(SIM_PRESETS["damic-m"], rows=160, cols=320), seed=6)
+    frame = tmp_path / "run.npy"
+    np.save(frame, sim.image)
+    assert main(["calibrate", str(frame), "--out", str(tmp_path / "cal")]) == 0
+    calibration = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert calibration["amplifiers"][0]["method"] == "peaks"
+
+    def predict(folder: str, *extra: str):
+        assert main(["predict", "default", str(frame), "--out", str(tmp_path / folder), *extra]) == 0
+        return read_label_map(tmp_path / folder / "run_labels.png")
+
+    def calibration_file(name: str, **changes) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"amplifiers": [{**calibration["amplifiers"][0], **changes}]}))
+        return str(path)
+
+    own = predict("own")
+    np.testing.assert_array_equal(predict("same", "--calibration", calibration_file("same")), own)
+    doubled = calibration["amplifiers"][0]["gain_adu_per_e"] * 2  # a wrong gain: taken, so the map changes
+    assert not np.array_equal(predict("wrong", "--calibration", calibration_file("wrong", gain_adu_per_e=doubled)), own)
+    other = calibration_file("other", frame="another_run.npy", gain_adu_per_e=doubled)  # another frame's: not taken
+    np.testing.assert_array_equal(predict("other", "--calibration", other), own)
+    rows = calibration_file("rows", row_pedestal_adu=calibration["amplifiers"][0]["row_pedestal_adu"][:100])
+    assert main(["predict", "default", str(frame), "--out", str(tmp_path / "rows"), "--calibration", rows]) == EXIT_INPUT_ERROR
+    assert "run.npy: calibration has 100 row pedestals, the image has shape (176, 392)" in capsys.readouterr().err
+    args = ["predict", "default", str(frame), "--out", str(tmp_path / "d"), "--calibration", rows, "--scheduler", "local"]
+    assert main(args) == EXIT_INPUT_ERROR
+    assert "--calibration is not passed to dask workers" in capsys.readouterr().err

@@ -162,16 +162,20 @@ def read_calibration(path: str | Path) -> list[Calibration]:
 
 
 def find_calibration(calibrations: list[Calibration] | None, frame: str, hdu: int,
-                     extname: str | None = None) -> Calibration | None:
+                     extname: str | None = None, *, same_frame: bool = False) -> Calibration | None:
     """The calibration for (file name, HDU); else the only one of the same amplifier in another file.
 
     A calibration measured on one frame (say a long dark exposure) serves the later frames of the
     same amplifier: same EXTNAME, else same HDU index, provided exactly one entry matches.
+    ``same_frame``: only the calibration of this very image (its row pedestals are needed, and
+    another frame's would be wrong: the pedestal drifts from one readout to the next).
     """
     calibrations = calibrations or []
     for cal in calibrations:
         if cal.frame == frame and cal.hdu == hdu:
             return cal
+    if same_frame:
+        return None
     for same in (
         [c for c in calibrations if extname is not None and c.extname == extname],
         [c for c in calibrations if c.hdu == hdu],

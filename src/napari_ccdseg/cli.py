@@ -175,6 +175,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .devices import check_precision
 
     check_precision(args.precision)
+    if args.scheduler and args.calibration:
+        raise InputError("--calibration is not passed to dask workers: predict those frames without --scheduler")
     if args.scheduler:  # on dask workers: see batch.py
         from .batch import PREDICTED, SKIPPED, connect, predict_batch
         from .bundled import resolve_model
@@ -190,16 +192,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
             f"skipped {report.count(SKIPPED)} already there; summary: {report.summary_path}"
         )
         return
+    from .calibrate import find_calibration, read_calibration
+    from .catalogue import frame_file_name
     from .predict import predict_frame, write_prediction
 
     model, meta = _load_model(args.model, args.device)
+    calibrations = read_calibration(args.calibration) if args.calibration else []
     out = Path(args.out)
     claimed: dict[str, Path] = {}
     for frame_path, frame, stem in _each_frame(args.inputs, "predicting"):
         _claim_output(stem, frame_path, out, claimed, args.overwrite)
         prediction = predict_frame(
-            model, meta, frame.data, source=frame.name,
-            probabilities=args.probabilities, precision=args.precision,
+            model, meta, frame.data, source=frame.name, probabilities=args.probabilities, precision=args.precision,
+            calibration=find_calibration(calibrations, frame_file_name(frame), frame.hdu, same_frame=True),
         )
         write_prediction(prediction, out, stem)
     print(f"wrote {len(claimed)} prediction(s) to {out}")
@@ -479,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(1.5x faster on a 2-core AVX512-BF16 CPU), else float32",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing X_labels.png files")
+    p.add_argument(
+        "--calibration", metavar="FILE",
+        help="calibration.json of these frames (ccdseg calibrate/catalogue): each frame listed in it by file "
+        "name and HDU takes its pedestals, noise and gain from there; the others are measured as usual",
+    )
     p.add_argument(
         "--scheduler", metavar="local[:N]|tcp://HOST:PORT",
         help="run one dask task per file on N local worker processes or a dask cluster; "
