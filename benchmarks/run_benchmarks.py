@@ -42,7 +42,7 @@ from napari_ccdseg.metrics import pixel_report  # noqa: E402
 from napari_ccdseg.modelfile import load_model  # noqa: E402
 from napari_ccdseg.predict import predict_frame, tile_starts  # noqa: E402
 from napari_ccdseg.scoring import model_labeller, predict_and_evaluate, preset_labeller  # noqa: E402
-from napari_ccdseg.simulate import SIM_PRESETS, simulate_frame  # noqa: E402
+from napari_ccdseg.simulate import SIM_PRESETS, SimConfig, simulate_frame  # noqa: E402
 from napari_ccdseg.train import TrainConfig, split_frames, train  # noqa: E402
 from napari_ccdseg.unet import build_unet  # noqa: E402
 
@@ -87,22 +87,28 @@ def _train(frames: list[LabelledFrame], path: Path, minutes: float, seed: int) -
 # ----------------------------------------------------------------------------- 1. quality
 
 
+def three_noise_tests(n_index: int, noise: float, frames: int, size: int, first_seed: int = 50_000) -> list:
+    """Section 1's test frames at one read noise: the ``conventional`` preset with ``read_noise_e``
+    replaced, ``frames`` of ``size``², seeds ``first_seed + 1000·n_index + i``."""
+    config = dataclasses.replace(SIM_PRESETS["conventional"], read_noise_e=noise, rows=size, cols=size)
+    return [simulate_frame(config, seed=first_seed + 1000 * n_index + i) for i in range(frames)]
+
+
 def quality(args, out: list[str], tmp: Path) -> dict:
     rows, figures, per_noise, charge_rows = [], {}, {}, []
     m_default, meta_default = load_model(resolve_model(DEFAULT_MODEL), "cpu")
     for n_index, noise in enumerate(NOISE_LEVELS):
         base = dataclasses.replace(SIM_PRESETS["conventional"], read_noise_e=noise)
         small = dataclasses.replace(base, rows=args.train_size, cols=args.train_size)
-        big = dataclasses.replace(base, rows=args.test_size, cols=args.test_size)
         sims = [simulate_frame(small, seed=1000 * n_index + i) for i in range(args.train_frames)]
         truth_frames = [LabelledFrame(f"t{i}", s.image, s.labels, s.instances) for i, s in enumerate(sims)]
         auto_frames = [
             LabelledFrame(f"a{i}", s.image, label_frame(s.image, "physical")) for i, s in enumerate(sims)
         ]
-        test_seeds = [50_000 + 1000 * n_index + i for i in range(args.test_frames)]
-        tests = [simulate_frame(big, seed=seed) for seed in test_seeds]
+        tests = three_noise_tests(n_index, noise, args.test_frames, args.test_size)
         # the same frames without read noise (units e⁻): the charge each pixel really holds
-        noiseless = [simulate_frame(dataclasses.replace(big, read_noise_e=0.0), seed=seed) for seed in test_seeds]
+        noiseless = [simulate_frame(dataclasses.replace(SimConfig.from_dict(t.metadata["config"]), read_noise_e=0.0),
+                                    seed=t.metadata["seed"]) for t in tests]
         assert all(np.array_equal(a.labels == CLUSTER, b.labels == CLUSTER) for a, b in zip(tests, noiseless))
         charges = [frame.image for frame in noiseless]
         m_truth, meta_truth, _, _ = _train(truth_frames, tmp / f"truth{noise}.safetensors", args.minutes, 0)
