@@ -140,6 +140,8 @@ def test_dark_as_noise_turns_a_dark_current_ramp_into_flat_unit_background():
         assert abs(background.mean()) < 0.15 and background.std() == pytest.approx(1.0, rel=0.15)
         assert plain[band][empty[band]].std() > 3
     np.testing.assert_array_equal(normalise(sim.image, "sigma", scale="frame", dark_as_noise=True, known=scale), z)
+    for empty_region in (z[: config.rows, config.prescan_cols + config.cols :], z[config.rows :]):  # no dark current:
+        assert abs(empty_region.mean()) < 0.1 and empty_region.std() == pytest.approx(1.0, rel=0.1)  # read-noise units
 
 
 @pytest.mark.parametrize(("preset", "scale"), [("conventional", "robust"), ("skipper", "frame"), ("skipper", "robust")])

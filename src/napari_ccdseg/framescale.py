@@ -67,14 +67,16 @@ class FrameScale:
     def above_background(self, image: np.ndarray) -> np.ndarray:
         """float32 ``image`` above each row's mean background (zero-electron peak + λ·g) in units
         of that row's background spread √(σ² + λ)·g: dark current counted as noise, as on a
-        conventional frame (a rise along the rows comes out flat). Needs ``row_dark_e``."""
+        conventional frame (a rise along the rows comes out flat). Pre- and overscan columns and
+        rows, which collect no dark current, are taken in units of the read noise σ·g, so they too
+        come out with mean 0 and spread 1 rather than as a flat dark region. Needs ``row_dark_e``."""
         if self.row_dark_e is None or not self.gain_adu_per_e:
             raise InputError("this frame's scale has no dark current: it does not resolve electrons")
-        lam = self.row_dark_e.astype(np.float64)
         gain, sigma_e = self.gain_adu_per_e, self.noise_adu / self.gain_adu_per_e
         z = self.above_pedestal(image)
-        z -= (lam * gain).astype(np.float32)[:, None]
-        z /= (np.sqrt(sigma_e**2 + lam) * gain).astype(np.float32)[:, None]
+        lam = np.where(_collects_dark_current(z / np.float32(gain), self.row_dark_e), self.row_dark_e[:, None], 0.0)
+        z -= (lam * gain).astype(np.float32)
+        z /= (np.sqrt(sigma_e**2 + lam) * gain).astype(np.float32)
         return z
 
     def above_pedestal(self, image: np.ndarray) -> np.ndarray:
@@ -95,6 +97,17 @@ class FrameScale:
         q = self.above_pedestal(image)
         q /= np.float32(self.gain_adu_per_e)
         return q
+
+
+def _collects_dark_current(electrons: np.ndarray, row_dark_e: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: False in the columns and rows whose mean count (each pixel's rounded
+    electrons, 0–3, so clusters weigh little) is under half the dark current expected there —
+    prescan, overscan and dead columns, overscan rows — True elsewhere."""
+    counts = np.clip(np.rint(electrons), 0, 3)
+    expected = np.maximum(row_dark_e.astype(np.float64), 1e-9)
+    columns = counts.mean(axis=0) > 0.5 * expected.mean()
+    rows = counts[:, columns].mean(axis=1) > 0.5 * expected if columns.any() else np.ones(expected.size, bool)
+    return rows[:, None] & columns[None, :]
 
 
 def frame_scale(image: np.ndarray, *, calibration: Calibration | None = None,
