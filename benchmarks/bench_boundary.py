@@ -1,7 +1,7 @@
 """Mask boundary and fake clusters of a model, with its plain argmax and with its decision rule.
 
 Run from the repository root: ``python benchmarks/bench_boundary.py [--model default] [--quick] [--fit N]
-[--veto] [--dark-as-noise] [--oracle]``.
+[--veto] [--dark-as-noise] [--oracle] [--seed S]``.
 
 Test frames are simulated with seeds no training or fitting run uses: the default model's held-out
 single-amplifier detector (ADU, gain 5, row drift, CTI, trails, few-electron hits, glitches,
@@ -33,6 +33,7 @@ cluster pixels below half an electron given their best other class).
 model file records (``napari_ccdseg.normalise``: dark current counted as noise on frames holding more
 than ``framescale.DENSE_DARK_E``). ``--oracle`` adds :func:`oracle_rows` on the skipper sets: what the
 electron count alone allows at cluster edges.
+``--seed S``: test frames from seeds S, S + 1 … instead of 910 000 (another sample of the same sets).
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
 """
 
@@ -81,7 +82,7 @@ def _card_script():
     return module
 
 
-def test_sets(quick: bool) -> dict[str, list[SimulatedFrame]]:
+def test_sets(quick: bool, seed: int = TEST_SEED) -> dict[str, list[SimulatedFrame]]:
     """Simulated test frames per set, with their metadata (pedestal, gain, active area)."""
     card = _card_script()
     n, side = (2, 256) if quick else (4, 512)
@@ -92,13 +93,13 @@ def test_sets(quick: bool) -> dict[str, list[SimulatedFrame]]:
     configs["damic-m preset"] = SIM_PRESETS["damic-m"]
     configs["single-sample preset"] = dataclasses.replace(SIM_PRESETS["single-sample"], rows=side, cols=side)
     sets = {
-        name: [simulate_frame(config, frame_seed(TEST_SEED + k, i)) for i in range(n)]
+        name: [simulate_frame(config, frame_seed(seed + k, i)) for i in range(n)]
         for k, (name, config) in enumerate(configs.items())
     }
     readout = dataclasses.replace(SIM_PRESETS["damic-m"], rows=384, cols=256)
     sets[DAMIC_AMPS] = [
         amp for ccd in range(1 if quick else 2)
-        for amp in simulate_ccd(readout, frame_seed(TEST_SEED + len(configs), ccd), AmplifierLayout(amplifiers=4))
+        for amp in simulate_ccd(readout, frame_seed(seed + len(configs), ccd), AmplifierLayout(amplifiers=4))
     ]
     return sets
 
@@ -368,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also every rule with the normalisation's dark_as_noise switched from what the model file records",
     )
     parser.add_argument("--oracle", action="store_true", help="also the edge-count oracle on the skipper sets")
+    parser.add_argument("--seed", type=int, default=TEST_SEED, help="first seed of the test frames (another sample)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.monotonic()
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, rule in list(rules.items()):
             if not rule.zero_electron_veto:
                 rules[f"{name}, zero-electron veto"] = dataclasses.replace(rule, zero_electron_veto=True)
-    sets = test_sets(args.quick)
+    sets = test_sets(args.quick, args.seed)
     results = measure(model, meta, sets, rules)
     if args.dark_as_noise:
         recorded = bool(meta["normalisation_params"].get("dark_as_noise"))
