@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dark_as_noise:
         recorded = bool(meta["normalisation_params"].get("dark_as_noise"))
         switched = {**meta, "normalisation_params": {**meta["normalisation_params"], "dark_as_noise": not recorded}}
-        suffix = ", dark current as noise" if not recorded else ", dark current as trained (off)"
+        suffix = ", dark_as_noise on" if not recorded else ", dark_as_noise off"
         for name, per_rule in measure(model, switched, sets, rules).items():
             results[name].update({rule + suffix: tally for rule, tally in per_rule.items()})
     print(boundary_table({name: {rule: summary(t) for rule, t in per_rule.items()} for name, per_rule in results.items()}))

@@ -19,7 +19,6 @@ fake clusters per MPix (``napari_ccdseg.scoring.predict_and_evaluate``, each mod
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run_benchmarks  # noqa: E402  (section 1's test frames)
+from bench_boundary import _card_script  # noqa: E402  (the card's test sets)
 
 from napari_ccdseg.bundled import resolve_model  # noqa: E402
 from napari_ccdseg.classes import CLASS_NAMES  # noqa: E402
@@ -37,14 +37,6 @@ from napari_ccdseg.dataset import LabelledFrame  # noqa: E402
 from napari_ccdseg.modelfile import load_model  # noqa: E402
 from napari_ccdseg.scoring import model_labeller, predict_and_evaluate  # noqa: E402
 from napari_ccdseg.simulate import frame_seed, simulate_ccd, simulate_frame  # noqa: E402
-
-
-def _card_script():
-    spec = importlib.util.spec_from_file_location("train_default_model", HERE.parent / "scripts" / "train_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _labelled(frames) -> list[LabelledFrame]:

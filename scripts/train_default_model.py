@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from napari_ccdseg.atomic import atomic_path, atomic_write_text
-from napari_ccdseg.bundled import BUNDLED_DIR, DEFAULT_MODEL
+from napari_ccdseg.bundled import BUNDLED_DIR, DEFAULT_MODEL, resolve_model
 from napari_ccdseg.console import TrainProgressPrinter
 from napari_ccdseg.dataset import LabelledFrame
 from napari_ccdseg.framescale import DENSE_DARK_E
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="training frame side, px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--init", type=Path, help="fine-tune this model file (e.g. the bundled default) instead of fresh weights")
+    parser.add_argument("--init", help="fine-tune this model file or bundled model ('default') instead of fresh weights")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR, help="folder for default.safetensors and default.json")
     parser.add_argument("--docs", type=Path, default=DOCS_PAGE, help="page written from the card")
@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "--calibrate-only", action="store_true", help="fit and store the decision rule of the existing model, no training"
     )
     args = parser.parse_args(argv)
+    if args.init:
+        args.init = resolve_model(args.init)
     if args.docs_only:
         card = json.loads((args.out / f"{DEFAULT_MODEL}.json").read_text())
         print(f"wrote {write_docs(card, args.docs)}")

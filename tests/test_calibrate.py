@@ -219,6 +219,10 @@ def test_calibration_json_round_trip(tmp_path):
         ('{"amplifiers": [{"frame": "a.fits", "hdu": 0, "extname": null, "gain_adu_per_e": -6, "gain_err": 0, '
          '"noise_e": 0.2, "noise_err": 0, "dark_current_e_per_px": null, "dark_err": null, "pedestal_adu": 0, '
          '"pedestal_err": 0, "method": "given", "row_pedestal_adu": [0]}]}', "gain must be a positive"),
+        ('{"amplifiers": [{"frame": "a.fits", "hdu": 0, "extname": null, "gain_adu_per_e": 6, "gain_err": 0, '
+         '"noise_e": 0.2, "noise_err": 0, "dark_current_e_per_px": 0.5, "dark_err": 0.01, "pedestal_adu": 0, '
+         '"pedestal_err": 0, "method": "peaks", "row_pedestal_adu": [0], '
+         '"dark_bands": [{"row_stop": 1, "dark_current_e_per_px": 0.5, "dark_err": 0.01}]}]}', "bad value.*row_start"),
     ],
 )
 def test_read_calibration_names_the_file_and_the_problem(tmp_path, content, message):

@@ -129,8 +129,10 @@ def test_each_rows_dark_current_is_taken_off_the_charge():
     assert row.dark_e == pytest.approx(6.0) and row.charge_e == pytest.approx(25.0 - 6.0)
     assert row.energy_kev == pytest.approx(19.0 * 3.75 / 1000)
     assert row.charge_err_e == pytest.approx(np.sqrt(0.2**2 * 6 + 6.0))
-    with pytest.raises(InputError, match="ramp: expected one finite dark current per row"):
+    with pytest.raises(InputError, match="ramp: expected one dark current per row"):
         cluster_table(electrons, labels, frame="ramp", hdu=0, dark_e=dark[:4])
+    with pytest.raises(InputError, match="ramp: the dark current per row holds NaN"):
+        cluster_table(electrons, labels, frame="ramp", hdu=0, dark_e=np.where(dark > 1, np.nan, dark))
 
 
 def test_faint_clusters_in_heavy_dark_current_keep_their_charge():

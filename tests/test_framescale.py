@@ -146,8 +146,8 @@ def test_dark_as_noise_turns_a_dark_current_ramp_into_flat_unit_background():
 
 @pytest.mark.parametrize(("preset", "scale"), [("conventional", "robust"), ("skipper", "frame"), ("skipper", "robust")])
 def test_dark_as_noise_leaves_frames_with_sparse_dark_current_as_they_were(preset, scale):
-    """Frames without a comb, or with sparse dark current (skipper: 0.01 e⁻/px, fitted 0.05–0.13
-    with the cluster halos), normalise bit for bit as without it."""
+    """Frames without a comb, or with sparse dark current (skipper: 0.01 e⁻/px), normalise bit for
+    bit as without it."""
     _, sim = _frame(preset, 2)
     assert not frame_scale(sim.image).dense_dark_current
     np.testing.assert_array_equal(normalise(sim.image, "sigma", scale=scale, dark_as_noise=True),

@@ -124,13 +124,19 @@ class Calibration:
             values["extname"] = None if values["extname"] is None else str(values["extname"])
             rows = [math.nan if v is None else float(v) for v in values["row_pedestal_adu"]]
             values["row_pedestal_adu"] = np.asarray(rows, dtype=np.float64)
-            values["dark_bands"] = [
-                {key: math.nan if band[key] is None else band[key] for key in band}
-                for band in values.get("dark_bands", [])
-            ]
+            values["dark_bands"] = [_dark_band(band) for band in values.get("dark_bands", [])]
         except (TypeError, ValueError, KeyError) as error:
             raise InputError(f"calibration of {data.get('frame', '?')!r} has a bad value ({error})") from None
         return cls(**values)
+
+
+def _dark_band(band: dict) -> dict:
+    """One entry of ``dark_bands`` with its four keys as numbers (null: NaN); KeyError/TypeError/ValueError else."""
+    def number(value):
+        return math.nan if value is None else float(value)
+
+    return {"row_start": int(band["row_start"]), "row_stop": int(band["row_stop"]),
+            "dark_current_e_per_px": number(band["dark_current_e_per_px"]), "dark_err": number(band["dark_err"])}
 
 
 # ---------------------------------------------------------------- files
@@ -386,19 +392,16 @@ def _grouped(data: np.ndarray, keep: np.ndarray, bands: list[tuple[int, int]]) -
     return [data[start:stop][keep[start:stop]] for start, stop in bands]
 
 
-def _row_lambdas(comb: _Comb, bands: list[tuple[int, int]], rows: int) -> np.ndarray:
-    """λ of each row: its band's, the nearest band's outside them."""
-    return _by_row(bands, comb.lams, rows)
-
-
 def dark_current_by_row(dark_bands: list[dict], rows: int) -> np.ndarray:
-    """λ of each of ``rows`` rows (e⁻/px) from a calibration's ``dark_bands``: its band's,
-    interpolated between bands (and the nearest band's beyond them)."""
+    """λ of each of ``rows`` rows (e⁻/px) from a calibration's ``dark_bands``: its band's; rows
+    outside every band (left out of the fit) interpolated between their neighbours, or the nearest
+    band's beyond the first and last."""
     bounds = [(band["row_start"], band["row_stop"]) for band in dark_bands]
     return _by_row(bounds, [band["dark_current_e_per_px"] for band in dark_bands], rows)
 
 
 def _by_row(bounds: list[tuple[int, int]], values, rows: int) -> np.ndarray:
+    """One value per row from values per band of rows (``bounds``: start, stop), gaps filled."""
     lam = np.full(rows, np.nan)
     for (start, stop), value in zip(bounds, values):
         lam[start:stop] = value
@@ -660,7 +663,7 @@ def _fill_rows(values: np.ndarray) -> np.ndarray:
 
 
 def _charge_outside_the_dark_current(aligned: np.ndarray, usable: np.ndarray, comb: _Comb) -> np.ndarray:
-    """Pixels whose charge is not dark current (:func:`_bright_and_lines`, both parts)."""
+    """Pixels whose charge is not dark current, or that collect none (:func:`_bright_and_lines`, both parts)."""
     bright, lines = _bright_and_lines(aligned, usable, comb)
     return (bright | lines) & usable
 
@@ -758,7 +761,7 @@ def _calibrate_peaks(image: np.ndarray, usable: np.ndarray, active: np.ndarray, 
     counts = np.maximum((usable & active).sum(axis=1), 1e-9)
     offsets = None
     for last in (False, True):  # the second round aligns the rows with the comb fitted on aligned rows
-        offsets = _row_offsets(image, usable, comb, _row_lambdas(comb, bands, image.shape[0]), start=offsets)
+        offsets = _row_offsets(image, usable, comb, _by_row(bands, comb.lams, image.shape[0]), start=offsets)
         shifts = np.round(offsets / step) * step if step > 0 else offsets
         smear = float(np.average((offsets - shifts) ** 2, weights=counts)) if step > 0 else 0.0
         aligned = image - shifts[:, None].astype(np.float32)
@@ -791,7 +794,7 @@ def _banded_reason(aligned: np.ndarray, keep: np.ndarray, lines: np.ndarray, com
     """Why the comb's electrons are not dark current spread over the frame (empty when they are).
 
     Columns or rows standing above the dark current's straight line (glowing bands, hot columns,
-    trails) are left out of the fit. When they hold more than twice as many pixels with charge
+    trails), or below it (overscan, which holds none), are left out of the fit. When they hold more than twice as many pixels with charge
     as all the rest, the "one-electron peak" is the level of a glow band, not dark current
     (`seed-v1` frames with a band 40–60 columns wide at ~4 σ: 2.7–4.2 times; the skipper preset's
     amplifier glow and hot columns at λ = 0.01 e⁻/px: 0.5–1.0; `damic-m`: ≤ 0.1).

@@ -130,8 +130,10 @@ def cluster_table(
 def _row_values(values: np.ndarray, rows: int, frame: str) -> np.ndarray:
     """One finite value per row of the image, or InputError naming the frame."""
     values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size != rows or not np.isfinite(values).all():
-        raise InputError(f"{frame}: expected one finite dark current per row ({rows}), got {values.size} values")
+    if values.size != rows:
+        raise InputError(f"{frame}: expected one dark current per row ({rows}), got {values.size} values")
+    if not np.isfinite(values).all():
+        raise InputError(f"{frame}: the dark current per row holds NaN or infinite values")
     return values
 
 

@@ -486,8 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing X_labels.png files")
     p.add_argument(
         "--calibration", metavar="FILE",
-        help="calibration.json of these frames (ccdseg calibrate/catalogue): each frame listed in it by file "
-        "name and HDU takes its pedestals, noise and gain from there; the others are measured as usual",
+        help="calibration.json of these frames (ccdseg calibrate/catalogue): a frame listed in it by file name "
+        "and HDU whose peaks it resolved takes its row pedestals, gain and dark current from there (for the "
+        "zero-electron veto, dark current counted as noise, and the 'frame' normalisation); the others are "
+        "measured as usual",
     )
     p.add_argument(
         "--scheduler", metavar="local[:N]|tcp://HOST:PORT",

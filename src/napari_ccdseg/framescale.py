@@ -20,15 +20,14 @@ from .errors import InputError
 from .noise import minus_offset, robust_levels
 
 SCALE_MAX_CHI2_NDOF = 50.0
-"""A comb fitting worse than a calibration accepts still gives the pedestal and σ: without the
-header's overscan keywords the empty overscan columns mix a λ = 0 into each band of rows, and on
-a 1536 × 6144 amplifier (9.5 M pixels) that alone gives χ²/ndof ≈ 11; a wrong spacing gives
-hundreds."""
+"""A comb fitting worse than a calibration accepts still gives the pedestal and σ: on a 1536 × 6144
+amplifier (9.5 M pixels) the overscan columns mixed into the bands of rows (before they were found
+in the data and left out) gave χ²/ndof ≈ 11; a wrong spacing gives hundreds."""
 DENSE_DARK_E = 0.2
 """e⁻/px: above it one empty pixel in six holds a dark-current electron, each a 6 σ hit at skipper
 noise (σ ≈ 0.16 e⁻), and a network reads a frame sown with them as glow (docs/benchmarks.md
-section 11); the bundled model was trained up to 0.1. A comb fit's λ also takes in cluster halos
-(0.05–0.13 on the ``skipper`` preset's frames of 0.01), so the line sits well above such frames."""
+section 11); the bundled model was trained up to 0.1. The comb fit's λ takes in cluster halos
+(0.11–0.14 on 192 × 256 ``skipper`` frames of 0.01 e⁻/px, 0.013 at 512²): the line sits above both."""
 ROBUST = "robust"
 """``method`` of a frame scaled by the robust estimates (median, MAD) of :mod:`noise`."""
 
@@ -74,9 +73,17 @@ class FrameScale:
             raise InputError("this frame's scale has no dark current: it does not resolve electrons")
         gain, sigma_e = self.gain_adu_per_e, self.noise_adu / self.gain_adu_per_e
         z = self.above_pedestal(image)
-        lam = np.where(_collects_dark_current(z / np.float32(gain), self.row_dark_e), self.row_dark_e[:, None], 0.0)
-        z -= (lam * gain).astype(np.float32)
-        z /= (np.sqrt(sigma_e**2 + lam) * gain).astype(np.float32)
+        rows, columns = _collect_dark_current(z / np.float32(gain), self.row_dark_e)
+        lam = self.row_dark_e.astype(np.float64)
+        offset = (lam * gain).astype(np.float32)[:, None]
+        spread = (np.sqrt(sigma_e**2 + lam) * gain).astype(np.float32)[:, None]
+        read_noise = np.float32(sigma_e * gain)
+        z -= offset
+        z /= spread
+        # pixels that collect no dark current: back to what was read, then in read-noise units
+        z[:, ~columns] = (z[:, ~columns] * spread + offset) / read_noise
+        empty_rows = np.ix_(~rows, columns)
+        z[empty_rows] = (z[empty_rows] * spread[~rows] + offset[~rows]) / read_noise
         return z
 
     def above_pedestal(self, image: np.ndarray) -> np.ndarray:
@@ -99,15 +106,17 @@ class FrameScale:
         return q
 
 
-def _collects_dark_current(electrons: np.ndarray, row_dark_e: np.ndarray) -> np.ndarray:
-    """(rows, cols) bool: False in the columns and rows whose mean count (each pixel's rounded
-    electrons, 0–3, so clusters weigh little) is under half the dark current expected there —
-    prescan, overscan and dead columns, overscan rows — True elsewhere."""
-    counts = np.clip(np.rint(electrons), 0, 3)
+def _collect_dark_current(electrons: np.ndarray, row_dark_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows,) and (cols,) bool: False for the rows and columns whose mean count (each pixel's
+    rounded electrons, 0–3, so clusters weigh little) is under half the dark current expected
+    there — prescan, overscan and dead columns, overscan rows — True for the others."""
+    counts = np.clip(np.rint(electrons, out=electrons), 0, 3, out=electrons)
     expected = np.maximum(row_dark_e.astype(np.float64), 1e-9)
     columns = counts.mean(axis=0) > 0.5 * expected.mean()
-    rows = counts[:, columns].mean(axis=1) > 0.5 * expected if columns.any() else np.ones(expected.size, bool)
-    return rows[:, None] & columns[None, :]
+    if not columns.any():
+        return np.ones(expected.size, bool), columns
+    in_columns = counts.sum(axis=1) - counts[:, ~columns].sum(axis=1)
+    return in_columns / columns.sum() > 0.5 * expected, columns
 
 
 def frame_scale(image: np.ndarray, *, calibration: Calibration | None = None,
@@ -119,7 +128,7 @@ def frame_scale(image: np.ndarray, *, calibration: Calibration | None = None,
        ``header``) lends its gain only: its pedestal and noise are the robust ones anyway.
     2. Otherwise the frame's own comb of electron peaks, when it shows one (a quick look at
        ≤ 262 144 pixels turns away the frames that do not in ~0.1 s; the header's
-       PRESCAN/OVERSCAN keep pre- and overscan out of the dark current).
+       PRESCAN/OVERSCAN, or their empty columns and rows, keep pre- and overscan out of λ).
     3. Otherwise the robust estimates, computed as normalisation always did: the median of the
        frame, the row pedestals of what is left, the MAD-based σ after removing them.
     """

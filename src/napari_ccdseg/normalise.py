@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import is_colour, monochrome
-from .framescale import ROBUST, FrameScale, electron_scale, frame_scale, robust_scale
+from .framescale import FrameScale, frame_scale, robust_scale
 from .noise import check_finite
 
 NORMALISATIONS = ("sigma", "unit")
@@ -69,8 +69,8 @@ def normalise(
     (:attr:`FrameScale.dense_dark_current`), each row in units of its background spread √(σ² + λ)
     above its mean background, whatever ``scale`` says (:meth:`FrameScale.above_background`): at
     0.3–2 e⁻/px every dark-current electron would otherwise be a 6 σ hit, which a network reads as
-    glow. ``known``: the frame's scale when the caller has measured it already (``frame`` and
-    ``dark_as_noise`` use it instead of measuring again).
+    glow. ``known``: the frame's scale (:func:`framescale.frame_scale`) when the caller has
+    measured it already; used instead of measuring again (by ``robust`` only when it is the robust one).
     """
     _check_method(method)
     image = np.asarray(image)
@@ -120,11 +120,11 @@ def _sigma(plane: np.ndarray, clip: float, scale: str = "frame", known: FrameSca
     and pedestal (``a·x + b``, a > 0). ``scale="robust"`` skips the electron comb.
     """
     if dark_as_noise and known is None:
-        known = electron_scale(plane) or robust_scale(plane)  # measured once for both uses below
+        known = frame_scale(plane)  # measured once for both uses below
     if dark_as_noise and known.dense_dark_current:
         return soft_clip(known.above_background(plane), clip)
     if scale == "robust":
-        found = known if known is not None and known.method == ROBUST else robust_scale(plane)
+        found = known if known is not None and not known.resolves_electrons else robust_scale(plane)
     else:
         found = known if known is not None else frame_scale(plane)
     z = found.above_pedestal(plane)
