@@ -21,7 +21,11 @@ when it got ≥ 1 e⁻ from an event. Per test set and decision rule the tables 
   cluster, outside the active area, or elsewhere: dark current and noise), their size and charge
   (e⁻, from the simulator's pedestal and gain);
 - *glowing called (true)*: share of all pixels called glowing, and truly glowing (a dark-current
-  rise called glowing shows here).
+  rise called glowing shows here);
+- detection by the charge the event left in each true cluster (e⁻, from the simulator), all sizes
+  and ≥ 10 px below and above 50 e⁻: an energy threshold is what a search cuts on;
+- cluster pixel recall by the event charge a true cluster pixel holds (1, 2, 3–5, ≥ 6 e⁻; the frame
+  simulated again without noise, dark current and glow gives it), single-amplifier sets.
 
 Decision rules: ``argmax`` (no offsets), ``model file`` (the offsets stored in the model, if any)
 and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised validation frames
@@ -61,7 +65,9 @@ from napari_ccdseg.metrics import cluster_instances, match_clusters
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
 from napari_ccdseg.randomise import randomised_frames
-from napari_ccdseg.simulate import SIM_PRESETS, AmplifierLayout, SimulatedFrame, frame_seed, simulate_ccd, simulate_frame
+from napari_ccdseg.simulate import (
+    SIM_PRESETS, AmplifierLayout, SimConfig, SimulatedFrame, frame_seed, simulate_ccd, simulate_frame,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SEED = 910_000
@@ -70,6 +76,8 @@ DAMIC_AMPS = "damic-m 4 amps, 384 × 256"
 """``ccdseg simulate --preset damic-m --amplifiers 4 --size 384 256``: the dark-current rise along
 each amplifier's rows spans a larger share of the network's field of view than at 320 × 640."""
 MIN_SIZE_PX = 10
+PIXEL_CHARGE_BINS_E = (1, 2, 3, 6, math.inf)
+"""Bins of the event charge a true cluster pixel holds: 1, 2, 3–5 and ≥ 6 e⁻."""
 EIGHT = np.ones((3, 3), bool)
 FAKE_PLACES = ("hot pixel / glitch", "glowing", "next to a cluster", "outside active area", "dark current / noise")
 
@@ -127,6 +135,11 @@ class Tally:
     delta_diameter: list = dataclasses.field(default_factory=list)
     fakes: list = dataclasses.field(default_factory=list)
     """(place, size px, charge e⁻) per fake cluster."""
+    by_charge: list = dataclasses.field(default_factory=list)
+    """(charge e⁻ the event left, size px, found) per true cluster."""
+    pixel_charge_true: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(PIXEL_CHARGE_BINS_E) - 1, int))
+    pixel_charge_called: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(PIXEL_CHARGE_BINS_E) - 1, int))
+    """True cluster pixels, and those called cluster, per bin of the event charge they hold."""
 
 
 def _one_to_one(truth_instances: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +180,34 @@ def _fake_places(frame: SimulatedFrame, components: np.ndarray, fake_ids: np.nda
     return places
 
 
-def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray) -> None:
-    """Add one frame's boundary, pixel, detection and fake figures to ``tally``."""
+def event_charge(frame: SimulatedFrame) -> np.ndarray | None:
+    """Charge (e⁻) each pixel of a single-amplifier simulated frame got from events, as read out
+    (CTI included): the frame simulated again from its seed without noise, dark current, glow and
+    glitches, which leaves its events as they were (None for an amplifier of :func:`simulate_ccd`)."""
+    meta = frame.metadata
+    if "amplifier" in meta:
+        return None
+    quiet = dataclasses.replace(
+        SimConfig.from_dict(meta["config"]), read_noise_e=0.0, dark_current_e=0.0, dark_current_row_ramp=0.0,
+        dark_current_col_ramp=0.0, amp_glow_e=0.0, glitch_rate=0.0, pedestal_drift_e=0.0, quantisation_step=0.0,
+    )
+    clean = simulate_frame(quiet, meta["seed"])
+    if not np.array_equal(clean.instances, frame.instances):
+        raise RuntimeError(f"seed {meta['seed']}: the quiet frame has other events")
+    return (clean.image.astype(np.float64) - quiet.pedestal_adu) / quiet.gain_adu_per_e
+
+
+def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray, charge: np.ndarray | None = None) -> None:
+    """Add one frame's boundary, pixel, detection and fake figures to ``tally`` (``charge``: each
+    pixel's event charge, :func:`event_charge`, for recall by the charge a pixel holds)."""
     truth_cluster = frame.labels == CLUSTER
     called = pred == CLUSTER
+    if charge is not None:
+        held = np.digitize(np.rint(charge[truth_cluster]), PIXEL_CHARGE_BINS_E) - 1
+        inside = (held >= 0) & (held < tally.pixel_charge_true.size)
+        bins = tally.pixel_charge_true.size
+        tally.pixel_charge_true += np.bincount(held[inside], minlength=bins)
+        tally.pixel_charge_called += np.bincount(held[inside & called[truth_cluster]], minlength=bins)
     tally.tp += int((called & truth_cluster).sum())
     tally.fp += int((called & ~truth_cluster).sum())
     tally.fn += int((~called & truth_cluster).sum())
@@ -188,6 +225,9 @@ def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray) -> None:
     tally.small += int((match.sizes < MIN_SIZE_PX).sum())
     tally.small_found += int(match.found[match.sizes < MIN_SIZE_PX].sum())
     tally.megapixels += match.n_pixels / 1e6
+    electrons = {c["id"]: c["electrons"] for c in frame.metadata["clusters"]}
+    ids = np.unique(frame.instances[frame.instances > 0])
+    tally.by_charge += [(electrons[i], int(n), bool(f)) for i, n, f in zip(ids, match.sizes, match.found) if i in electrons]
     tally.glow_called += int((pred == GLOWING).sum())
     tally.glow_true += int((frame.labels == GLOWING).sum())
     components = cluster_instances(pred)
@@ -302,6 +342,49 @@ def fakes_table(results: dict[str, dict[str, Tally]]) -> str:
     return "\n".join(lines)
 
 
+CHARGE_BINS_E = (0, 20, 50, 100, 300, math.inf)
+"""Edges of the charge bins of :func:`charge_table` (e⁻ the event left; 3.77 eV each, as simulated)."""
+
+
+def pixel_charge_table(results: dict[str, dict[str, Tally]]) -> str:
+    """Cluster pixel recall by the event charge a true cluster pixel holds (share of such pixels in
+    brackets): where recall is lost, and how much of the truth a pixel's count can show at all."""
+    names = ["1 e⁻", "2 e⁻", "3–5 e⁻", "≥ 6 e⁻"]
+    lines = ["| test set | rule | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for name, rules in results.items():
+        for rule, tally in rules.items():
+            true, called = tally.pixel_charge_true, tally.pixel_charge_called
+            if not true.sum():
+                continue
+            cells = [f"{c / t:.3f} ({t / true.sum():.0%})" if t else "–" for t, c in zip(true, called)]
+            lines.append(f"| {name} | {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def charge_table(results: dict[str, dict[str, Tally]]) -> str:
+    """Detection efficiency by the charge each true cluster holds (all sizes, and ≥ 10 px): what an
+    energy threshold of a search can rely on, where the pixel-count cut mixes faint diffuse clusters
+    with bright ones."""
+    bins = list(zip(CHARGE_BINS_E[:-1], CHARGE_BINS_E[1:]))
+    names = [f"{lo}–{hi} e⁻" if math.isfinite(hi) else f"≥ {lo} e⁻" for lo, hi in bins]
+    lines = [
+        "| test set | rule | " + " | ".join(names) + " | ≥ 10 px, < 50 e⁻ | ≥ 10 px, ≥ 50 e⁻ |",
+        "|---|---|" + "---|" * (len(names) + 2),
+    ]
+
+    def cell(rows: list) -> str:
+        return f"{np.mean([r[2] for r in rows]):.3f} ({len(rows)})" if rows else "–"
+
+    for name, rules in results.items():
+        for rule, tally in rules.items():
+            rows = tally.by_charge
+            cells = [cell([r for r in rows if lo <= r[0] < hi]) for lo, hi in bins]
+            big = [r for r in rows if r[1] >= MIN_SIZE_PX]
+            cells += [cell([r for r in big if r[0] < 50]), cell([r for r in big if r[0] >= 50])]
+            lines.append(f"| {name} | {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def decide_frame(logits: np.ndarray, rule: DecisionRule, empty: np.ndarray | None) -> np.ndarray:
     """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would
     (``empty``: the frame's pixels below half an electron, None when it does not resolve them)."""
@@ -329,8 +412,9 @@ def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dic
             )
             logits = np.log(np.maximum(prediction.probabilities, 1e-30))
             empty = _empty(frame.image) if any(r.zero_electron_veto for r in rules.values()) else None
+            charge = event_charge(frame)
             for rule_name, rule in rules.items():
-                add_frame(results[name][rule_name], frame, decide_frame(logits, rule, empty))
+                add_frame(results[name][rule_name], frame, decide_frame(logits, rule, empty), charge)
     return results
 
 
@@ -402,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     print(boundary_table({name: {rule: summary(t) for rule, t in per_rule.items()} for name, per_rule in results.items()}))
     print()
     print(fakes_table(results))
+    print()
+    print(charge_table(results))
+    print()
+    print(pixel_charge_table(results))
     if args.oracle:
         print()
         print(oracle_rows({name: frames for name, frames in sets.items() if "0.16" in name or "damic" in name}))
