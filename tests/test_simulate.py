@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from napari_ccdseg.errors import InputError
@@ -419,7 +420,9 @@ def test_real_detector_presets_look_like_their_detectors(preset):
 # Frames made before dark-current ramps, alphas and the full well were added (sha256 of image,
 # labels and instances, first 16 hex digits, 96 × 128 active, seed 5): the new options default
 # off and draw no random numbers when off, so these must stay bit for bit the same. "old damic-m"
-# is the damic-m preset as it was, which the new preset replaced.
+# is the damic-m preset as it was, which the new preset replaced. Hot segments were then half
+# along rows; they now lie along columns unless ``hot_segments_along_rows`` says otherwise, and
+# with it at 0.5 every preset's frame is still the one made before.
 OLD_DAMIC_M = SimConfig(
     rows=320, cols=640, prescan_cols=8, overscan_cols=64, overscan_rows=16, units="adu", pedestal_adu=-39.0,
     gain_adu_per_e=6.0, read_noise_e=0.16, dark_current_e=0.005, pedestal_drift_e=1 / 6, cti_trail=0.05,
@@ -445,8 +448,24 @@ def frame_digest(frame: SimulatedFrame) -> str:
 @pytest.mark.parametrize("name", sorted(FRAMES_MADE_BEFORE))
 def test_existing_presets_keep_their_frames_bit_for_bit(name):
     config = OLD_DAMIC_M if name == "old damic-m" else SIM_PRESETS[name]
-    frame = simulate_frame(dataclasses.replace(config, rows=96, cols=128), seed=5)
+    frame = simulate_frame(dataclasses.replace(config, rows=96, cols=128, hot_segments_along_rows=0.5), seed=5)
     assert frame_digest(frame) == FRAMES_MADE_BEFORE[name]
+
+
+@pytest.mark.parametrize("along_rows, horizontal_share", [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)])
+def test_hot_segments_lie_along_columns_unless_told_otherwise(along_rows, horizontal_share):
+    config = SimConfig(
+        rows=256, cols=256, read_noise_e=0.0, dark_current_e=0.0, cluster_rate=0.0, muon_rate=0.0,
+        electron_track_rate=0.0, **{**NO_DEFECTS, "hot_segments": (400.0, 400.0)}, hot_segment_length=(3, 3),
+        hot_segments_along_rows=along_rows,
+    )
+    hot = simulate_frame(config, seed=2).labels == HOT_PIXEL
+    pieces, n = ndimage.label(hot)
+    shapes = [(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndimage.find_objects(pieces)]
+    straight = [shape for shape in shapes if sorted(shape) == [1, 3]]  # lone segments, not crossed or cut
+    assert len(straight) > 50
+    share = np.mean([height == 1 for height, _ in straight])
+    assert share == pytest.approx(horizontal_share, abs=0.1)
 
 
 def dark_only(**changes) -> SimConfig:

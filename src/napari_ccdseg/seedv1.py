@@ -28,7 +28,7 @@ CLUSTER_LEVELS = (1, 9)
 REALISTIC = SimConfig(
     rows=256, cols=256, read_noise_e=0.0, dark_current_e=0.0, amp_glow_e=0.0,
     glow_band_probability=1.0, glow_band_width=(2, 10), glow_band_position="left",
-    hot_pixels=(10.0, 40.0), hot_segments=(0.0, 20.0), hot_columns=(0.0, 0.0),
+    hot_pixels=(10.0, 40.0), hot_segments=(0.0, 20.0), hot_segments_along_rows=0.5, hot_columns=(0.0, 0.0),
     cluster_rate=24.0, muon_rate=0.5, electron_track_rate=1.5,
 )
 """A real-looking frame in the seed-v1 format: per 256² a 2–10 column glowing strip at the left

@@ -146,6 +146,10 @@ class SimConfig:
     hot_pixel_e: tuple[float, float] = (5.0, 500.0)
     hot_segments: tuple[float, float] = (5.0, 20.0)
     hot_segment_length: tuple[int, int] = (2, 8)
+    hot_segments_along_rows: float = 0.0
+    """Share of hot segments along a row rather than a column. A defect makes a single hot pixel,
+    or a column segment as rows are clocked past it; a flat run along a row is what a serial-
+    register hit looks like. The original project's images (``seed-v1``) have them, half of them."""
     hot_columns: tuple[float, float] = (0.0, 2.0)
     hot_column_e: tuple[float, float] = (2.0, 10.0)
     # truth
@@ -226,7 +230,7 @@ _NON_NEGATIVE = (
 )
 _FRACTIONS = (
     "line_fraction", "glow_band_probability", "cti_trail", "dark_current_row_ramp", "dark_current_col_ramp",
-    "alpha_back_fraction",
+    "alpha_back_fraction", "hot_segments_along_rows",
 )
 _RANGE_FIELDS = {  # name: smallest allowed lo
     "electron_energy_kev": 1.0,
@@ -665,11 +669,12 @@ def _add_hot_pixels(hot: np.ndarray, cfg: SimConfig, rng: np.random.Generator) -
 
 
 def _add_hot_segments(hot: np.ndarray, cfg: SimConfig, rng: np.random.Generator) -> int:
-    """Short runs of hot pixels along a row or a column, one level per segment."""
+    """Short runs of hot pixels along a column (or, a share ``hot_segments_along_rows``, a row), one
+    level per segment."""
     n = _count(rng, cfg.hot_segments, _area_scale(cfg))
     lo, hi = (int(v) for v in cfg.hot_segment_length)
     length = rng.integers(lo, hi + 1, n)
-    vertical = rng.random(n) < 0.5
+    vertical = rng.random(n) < 1.0 - cfg.hot_segments_along_rows
     row0, col0 = rng.integers(0, cfg.rows, n), rng.integers(0, cfg.cols, n)
     level = _hot_levels(cfg, rng, n)
     seg = np.repeat(np.arange(n), length)
@@ -924,6 +929,7 @@ SIM_PRESETS: dict[str, SimConfig] = {
         glow_band_position="left",
         hot_segments=(1600.0, 2000.0),  # per 512²: 400–500 in a 256 × 256 frame
         hot_segment_length=(2, 6),
+        hot_segments_along_rows=0.5,
     ),
     # One amplifier of a many-sample skipper CCD in a module test, after baseline subtraction,
     # fpack-compressed: 320 × 640 pixels holding ~140 clusters (~100 points, ~30 few-electron hits,
