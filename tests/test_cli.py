@@ -208,10 +208,10 @@ def test_train_options_become_the_training_config_field_by_field():
     args = build_parser().parse_args([
         "train", "data", "--out", "m", "--config", "seed", "--steps", "3", "--tile", "48", "--lr", "0.01",
         "--no-augment", "--max-minutes", "2", "--class-weighting", "none", "--batch-size", "4", "--seed", "7",
-        "--band-augment", "0.5", "--hot-augment", "0",
+        "--band-augment", "0.5", "--hot-augment", "0", "--turn-tiles",
     ])
     config = TrainConfig.from_options(vars(args))
-    assert (config.band_augment, config.hot_augment) == (0.5, 0.0)
+    assert (config.band_augment, config.hot_augment, config.keep_readout_axes) == (0.5, 0.0, False)
     assert (config.architecture, config.steps_per_epoch, config.tile_size, config.learning_rate) == ("seed", 3, 48, 0.01)
     assert (config.augment, config.max_minutes, config.class_weighting) == (False, 2.0, "none")
     assert (config.batch_size, config.seed, config.epochs) == (4, 7, TrainConfig.epochs)

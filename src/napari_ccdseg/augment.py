@@ -31,17 +31,24 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would c
 import albumentations as A  # noqa: E402
 
 
-def build_augmentation(tile_size: int, seed: int = 0) -> A.Compose:
-    """Flips, 90° turns, a mild affine (scale/shift/rotate) and pad-then-crop to ``tile_size``."""
+def build_augmentation(tile_size: int, seed: int = 0, keep_axes: bool = True) -> A.Compose:
+    """Flips, a mild affine (scale/shift) and pad-then-crop to ``tile_size``; with ``keep_axes``
+    False also 90° turns and rotations of up to 20°.
+
+    A CCD's rows and columns are not alike: charge moves down the columns, then along the serial
+    register, so hot columns and glow bands run along columns and serial-register trails and CTI
+    tails along rows. Turned tiles teach a model that a faint line is a hot column whichever way it
+    runs, and it calls faint serial trails hot pixel."""
+    turns = [] if keep_axes else [A.RandomRotate90(p=0.5)]
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
+            *turns,
             A.Affine(
                 scale=(0.9, 1.1),
                 translate_percent=(-0.05, 0.05),
-                rotate=(-20, 20),
+                rotate=0 if keep_axes else (-20, 20),
                 interpolation=cv2.INTER_NEAREST,
                 mask_interpolation=cv2.INTER_NEAREST,
                 border_mode=cv2.BORDER_CONSTANT,
@@ -80,13 +87,15 @@ def paste_band_strip(
     columns: np.ndarray,
     rng: np.random.Generator,
     max_width: int = MAX_STRIP_PX,
+    keep_axes: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tile with a strip of 1–``max_width`` (log-uniform) adjacent band ``columns`` of ``source`` (image,
-    labels of the same frame) along one random edge; the tile unchanged when the frame is too short."""
+    labels of the same frame) along its left or right edge (any edge unless ``keep_axes``: see
+    :func:`build_augmentation`); the tile unchanged when the frame is too short."""
     source_image, source_labels = source
     if len(columns) == 0 or source_labels.shape[0] < max(labels.shape):
         return image, labels
-    turns = int(rng.integers(4))
+    turns = 2 * int(rng.integers(2)) if keep_axes else int(rng.integers(4))
     image, labels = np.rot90(image, turns).copy(), np.rot90(labels, turns).copy()
     rows, cols = labels.shape
     runs = np.split(columns, np.flatnonzero(np.diff(columns) != 1) + 1)
@@ -107,9 +116,11 @@ def paste_hot_pixels(
     rng: np.random.Generator,
     max_count: int = MAX_HOT_PASTES,
     max_length: int = MAX_HOT_LENGTH,
+    keep_axes: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The tile with 1–``max_count`` hot pixels or segments (1–``max_length`` px along a row or a
-    column) at random places, their values drawn from ``values`` (the frame's own hot pixels)."""
+    """The tile with 1–``max_count`` hot pixels or segments (1–``max_length`` px along a column, or
+    unless ``keep_axes`` half of them along a row) at random places, their values drawn from
+    ``values`` (the frame's own hot pixels)."""
     if len(values) == 0:
         return image, labels
     image, labels = image.copy(), labels.copy()
@@ -117,7 +128,8 @@ def paste_hot_pixels(
     for _ in range(int(rng.integers(1, max_count + 1))):
         length = int(rng.integers(1, max_length + 1))
         row, col = int(rng.integers(rows)), int(rng.integers(cols))
-        where = (slice(row, row + length), col) if rng.random() < 0.5 else (row, slice(col, col + length))
+        along_row = rng.random() >= 0.5 and not keep_axes
+        where = (row, slice(col, col + length)) if along_row else (slice(row, row + length), col)
         image[where] = rng.choice(values, size=image[where].shape)
         labels[where] = HOT_PIXEL
     return image, labels

@@ -450,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="no augmentation at all: no flips, turns and affine moves, band strips or hot-pixel pastes",
     )
     p.add_argument(
+        "--turn-tiles", dest="keep_readout_axes", action="store_false",
+        help="also turn tiles by 90° and rotate them: for images whose rows and columns are alike (the original "
+        "project's PNGs); off for CCD frames, whose serial trails run along rows and hot columns along columns",
+    )
+    p.add_argument(
         "--band-augment", type=float, default=TrainConfig.band_augment,
         help="share of tiles given a thin strip of their frame's glowing band along one edge",
     )

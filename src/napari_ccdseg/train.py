@@ -61,6 +61,11 @@ class TrainConfig:
     """Share of training tiles (with ``augment``, from frames with hot pixels) given 1–8 single hot
     pixels or short segments with the frame's own hot-pixel values (:func:`augment.paste_hot_pixels`),
     so lone hot pixels are known where the training frames have them only in dense groups."""
+    keep_readout_axes: bool = True
+    """Augment without turning rows into columns (flips, scale and shift only; hot-pixel pastes along
+    columns, band strips at the left or right edge): a CCD's serial trails run along rows and its hot
+    columns along columns (:func:`augment.build_augmentation`). Off for images whose axes are alike,
+    such as the original project's PNGs."""
     class_weighting: str = "sqrt"
     """One of ``classes.CLASS_WEIGHTINGS``: ``inverse`` presence, its square root, or ``none``.
 
@@ -202,7 +207,8 @@ class _TileSampler:
         self.with_clusters = [i for i, f in enumerate(frames) if len(f.cluster_pixels)]
         # Margin so that affine transforms and crops see real pixels, not padding.
         self.context = int(self.size * 1.25) if config.augment else self.size
-        self.transform = build_augmentation(self.size, config.seed) if config.augment else None
+        self.keep_axes = config.keep_readout_axes
+        self.transform = build_augmentation(self.size, config.seed, self.keep_axes) if config.augment else None
 
     def tile(self) -> tuple[np.ndarray, np.ndarray]:
         size = self.context
@@ -220,9 +226,11 @@ class _TileSampler:
         if self.transform is not None:
             image, labels = augment_pair(self.transform, image, labels)
         if self.band_augment and len(frame.band_columns) and self.rng.random() < self.band_augment:
-            image, labels = paste_band_strip(image, labels, (frame.image, frame.labels), frame.band_columns, self.rng)
+            image, labels = paste_band_strip(
+                image, labels, (frame.image, frame.labels), frame.band_columns, self.rng, keep_axes=self.keep_axes
+            )
         if self.hot_augment and len(frame.hot_values) and self.rng.random() < self.hot_augment:
-            image, labels = paste_hot_pixels(image, labels, frame.hot_values, self.rng)
+            image, labels = paste_hot_pixels(image, labels, frame.hot_values, self.rng, keep_axes=self.keep_axes)
         return image, labels
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
