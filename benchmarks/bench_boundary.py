@@ -203,9 +203,9 @@ def add_frame(tally: Tally, frame: SimulatedFrame, pred: np.ndarray, charge: np.
     truth_cluster = frame.labels == CLUSTER
     called = pred == CLUSTER
     if charge is not None:
-        held = np.digitize(np.rint(charge[truth_cluster]), PIXEL_CHARGE_BINS_E) - 1
-        inside = (held >= 0) & (held < tally.pixel_charge_true.size)
         bins = tally.pixel_charge_true.size
+        held = np.digitize(np.rint(charge[truth_cluster]), PIXEL_CHARGE_BINS_E) - 1
+        inside = (held >= 0) & (held < bins)
         tally.pixel_charge_true += np.bincount(held[inside], minlength=bins)
         tally.pixel_charge_called += np.bincount(held[inside & called[truth_cluster]], minlength=bins)
     tally.tp += int((called & truth_cluster).sum())
