@@ -1,7 +1,7 @@
 """Mask boundary and fake clusters of a model, with its plain argmax and with its decision rule.
 
 Run from the repository root: ``python benchmarks/bench_boundary.py [--model default] [--quick] [--fit N]
-[--veto] [--dark-as-noise] [--oracle] [--seed S]``.
+[--veto] [--halo P …] [--dark-as-noise] [--oracle] [--bound] [--seed S]``.
 
 Test frames are simulated with seeds no training or fitting run uses: the default model's held-out
 single-amplifier detector (ADU, gain 5, row drift, CTI, trails, few-electron hits, glitches,
@@ -32,11 +32,13 @@ and, with ``--fit N``, ``fitted`` (offsets fitted here on N domain-randomised va
 of 256², ``scripts/train_default_model.py``'s ``VALIDATION_SEED``: never a training seed).
 ``--min-pixels K …`` adds the last rule's offsets with clusters of < K px dropped; ``--veto`` adds
 each rule with the zero-electron veto (``napari_ccdseg.decision``: on frames that resolve electrons,
-cluster pixels below half an electron given their best other class).
+cluster pixels below half an electron given their best other class); ``--halo P …`` adds the last rule
+with halos grown at posterior P (``decision.grow_halos``).
 ``--dark-as-noise`` adds every rule with the normalisation's ``dark_as_noise`` switched from what the
 model file records (``napari_ccdseg.normalise``: dark current counted as noise on frames holding more
 than ``framescale.DENSE_DARK_E``). ``--oracle`` adds :func:`oracle_rows` on the skipper sets: what the
-electron count alone allows at cluster edges.
+electron count alone allows at cluster edges; ``--bound`` adds :func:`bound_rows`: what an oracle that knows
+every event's charge points allows at precision 0.95, alone and added to the model's rule.
 ``--seed S``: test frames from seeds S, S + 1 … instead of 910 000 (another sample of the same sets).
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
 """
@@ -55,12 +57,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from napari_ccdseg import simulate
 from napari_ccdseg.bundled import resolve_model
 from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from napari_ccdseg.decision import (
-    DecisionRule, decide_with_fallback, drop_small_clusters, empty_pixels, fit_model_offsets, veto_empty,
+    DecisionRule, decide_with_fallback, drop_small_clusters, empty_pixels, fit_model_offsets, grow_halos, veto_empty,
 )
-from napari_ccdseg.framescale import electron_scale
+from napari_ccdseg.framescale import FrameScale, electron_scale
 from napari_ccdseg.metrics import cluster_instances, match_clusters
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
@@ -385,20 +388,18 @@ def charge_table(results: dict[str, dict[str, Tally]]) -> str:
     return "\n".join(lines)
 
 
-def decide_frame(logits: np.ndarray, rule: DecisionRule, empty: np.ndarray | None) -> np.ndarray:
-    """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would
-    (``empty``: the frame's pixels below half an electron, None when it does not resolve them)."""
+def decide_frame(logits: np.ndarray, rule: DecisionRule, image: np.ndarray, found: FrameScale | None) -> np.ndarray:
+    """The class map a rule gives from a frame's raw logits, as ``predict_frame`` would (``found``:
+    the frame's electron scale, None when it does not resolve electrons)."""
     shifted = logits if rule.offsets is None else logits + rule.offsets[:, None, None]
     labels, fallback = decide_with_fallback(shifted)
-    if rule.zero_electron_veto and empty is not None:
-        veto_empty(labels, fallback, empty)
-    return drop_small_clusters(labels, fallback, rule.min_cluster_pixels)
-
-
-def _empty(image: np.ndarray) -> np.ndarray | None:
-    """Pixels holding no electron when the frame resolves electrons (its own comb), else None."""
-    found = electron_scale(image)
-    return None if found is None else empty_pixels(found, image)
+    if rule.zero_electron_veto and found is not None:
+        veto_empty(labels, fallback, empty_pixels(found, image))
+    labels = drop_small_clusters(labels, fallback, rule.min_cluster_pixels)
+    if rule.halo_posterior and found is not None and found.row_dark_e is not None:
+        noise_e = found.noise_adu / found.gain_adu_per_e
+        grow_halos(labels, found.electrons(image), found.row_dark_e, noise_e, rule.halo_posterior)
+    return labels
 
 
 def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dict[str, DecisionRule]) -> dict[str, dict[str, Tally]]:
@@ -408,13 +409,14 @@ def measure(model, meta: dict, sets: dict[str, list[SimulatedFrame]], rules: dic
         results[name] = {rule: Tally() for rule in rules}
         for frame in frames:
             prediction = predict_frame(
-                model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1, zero_electron_veto=False
+                model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1,
+                zero_electron_veto=False, halo_posterior=None,
             )
             logits = np.log(np.maximum(prediction.probabilities, 1e-30))
-            empty = _empty(frame.image) if any(r.zero_electron_veto for r in rules.values()) else None
+            found = electron_scale(frame.image)
             charge = event_charge(frame)
             for rule_name, rule in rules.items():
-                add_frame(results[name][rule_name], frame, decide_frame(logits, rule, empty), charge)
+                add_frame(results[name][rule_name], frame, decide_frame(logits, rule, frame.image, found), charge)
     return results
 
 
@@ -439,6 +441,119 @@ def oracle_rows(sets: dict[str, list[SimulatedFrame]], counts: tuple[int, ...] =
     return "\n".join(lines)
 
 
+BOUND_PRECISION = 0.95
+BOUND_RECALL = 0.85
+"""The operating point issue 15 asks of the default model on electron-counting frames."""
+
+
+def event_posteriors(frame: SimulatedFrame, samples: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Per active pixel of a single-amplifier simulated frame: an oracle's probability that it holds
+    event charge, and the truth (cluster or not).
+
+    The oracle knows what no image shows: every charge point's position, depth and electron count
+    (so each pixel's expected event charge μ, averaged over ``samples`` diffusions by the simulator's
+    own charge collection), each pixel's expected dark current and defect charge λ, and the pixel's
+    exact electron count n (no read noise). With Poisson counts P(no event charge | n) = (λ/(λ+μ))ⁿ.
+    Ranking pixels by this posterior gives, to the Poisson approximation, the most true cluster pixels
+    any rule can call at a given number of calls: its precision/recall curve bounds every model's.
+    The simulator's private steps are replayed in its order so the draws are the frame's own.
+    """
+    meta = frame.metadata
+    cfg = SimConfig.from_dict(meta["config"])
+    rng = np.random.default_rng(meta["seed"])
+    deposits, kinds, _ = simulate._all_events(cfg, rng)
+    simulate._collect(cfg, deposits, len(kinds), rng)  # advances rng to the defects' draws
+    defects = simulate._defects(cfg, rng)
+    mu = np.zeros((cfg.rows, cfg.cols))
+    for k in range(samples):
+        mu += simulate._collect(cfg, deposits, len(kinds), np.random.default_rng(k)).charge
+    mu /= samples
+    lam = simulate.dark_current_map(cfg) + defects.glow + defects.hot
+    exact = dataclasses.replace(cfg, read_noise_e=0.0, pedestal_drift_e=0.0, quantisation_step=0.0, glitch_rate=0.0)
+    quiet = simulate_frame(exact, meta["seed"])
+    (r0, r1), (c0, c1) = meta["active_rows"], meta["active_cols"]
+    scale = 1.0 if cfg.units == "e" else cfg.gain_adu_per_e
+    offset = 0.0 if cfg.units == "e" else cfg.pedestal_adu
+    n = np.rint((quiet.image[r0:r1, c0:c1].astype(np.float64) - offset) / scale)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        none = np.where(mu > 0, (lam / (lam + mu)) ** n, 1.0)
+    posterior = 1.0 - none
+    truth = frame.labels[r0:r1, c0:c1]
+    posterior[truth != quiet.labels[r0:r1, c0:c1]] = 0.0  # glitches: the oracle knows the spike
+    return posterior, truth == CLUSTER
+
+
+def _best_recall(hits: np.ndarray, base_tp: int, base_calls: int, n_true: int) -> tuple[float, int]:
+    """Most recall at precision ≥ :data:`BOUND_PRECISION` when pixels are added in the given order
+    (``hits``: 1 for a true one) to ``base_calls`` calls holding ``base_tp`` true ones; and how many."""
+    tp = base_tp + np.cumsum(hits)
+    calls = base_calls + np.arange(1, hits.size + 1)
+    ok = np.flatnonzero(tp / calls >= BOUND_PRECISION)
+    if not ok.size:
+        return base_tp / n_true, 0
+    return tp[ok[-1]] / n_true, int(ok[-1] + 1)
+
+
+def bound_rows(sets: dict[str, list[SimulatedFrame]], samples: int = 1000, model=None, meta: dict | None = None) -> str:
+    """Markdown rows of what the oracle of :func:`event_posteriors` reaches per single-amplifier
+    test set: the most recall any rule can have at precision ≥ 0.95, the best precision at recall
+    0.85, and at the first operating point its detection of clusters of ≥ 10 px and fakes per MPix
+    (one global threshold; not a bound on detection, which a rule could trade against pixel
+    precision). With a ``model``: its decision rule's precision and recall, and the most recall at
+    precision ≥ 0.95 when pixels within 2 px of its clusters are added in the oracle's order — what
+    a perfect halo estimate could add to that model."""
+    rule = None if meta is None else DecisionRule.from_metadata(meta)
+    lines = [
+        f"| test set | oracle recall at precision ≥ {BOUND_PRECISION} | oracle precision at recall {BOUND_RECALL} "
+        "| oracle detection ≥ 10 px there | oracle fakes/MPix there | model precision / recall "
+        f"| model + oracle halo: recall at precision ≥ {BOUND_PRECISION} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, frames in sets.items():
+        if any("amplifier" in f.metadata for f in frames):
+            continue
+        scored = [event_posteriors(frame, samples) for frame in frames]
+        posterior = np.concatenate([p.ravel() for p, _ in scored])
+        truth = np.concatenate([t.ravel() for _, t in scored])
+        order = np.argsort(-posterior, kind="stable")
+        recall, calls = _best_recall(truth[order], 0, 0, int(truth.sum()))
+        hits = np.cumsum(truth[order])
+        reach = np.flatnonzero(hits >= BOUND_RECALL * truth.sum())
+        precision_at = hits[reach[0]] / (reach[0] + 1) if reach.size else float("nan")
+        threshold = posterior[order][max(calls - 1, 0)]
+        tally = Tally()
+        model_cells = "– | –"
+        base_tp = base_calls = 0
+        added, added_truth = [], []
+        for frame, (p, t) in zip(frames, scored):
+            (r0, r1), (c0, c1) = frame.metadata["active_rows"], frame.metadata["active_cols"]
+            pred = np.zeros(frame.labels.shape, np.uint8)
+            pred[r0:r1, c0:c1][p >= threshold] = CLUSTER
+            add_frame(tally, frame, pred)
+            if model is not None:
+                prediction = predict_frame(model, meta, frame.image, probabilities=True, offsets=None, min_cluster_pixels=1,
+                                           zero_electron_veto=False, halo_posterior=None)
+                logits = np.log(np.maximum(prediction.probabilities, 1e-30))
+                plain = dataclasses.replace(rule, halo_posterior=None)
+                labels = decide_frame(logits, plain, frame.image, electron_scale(frame.image))[r0:r1, c0:c1]
+                called = labels == CLUSTER
+                base_tp += int((called & t).sum())
+                base_calls += int(called.sum())
+                near = ndimage.binary_dilation(called, EIGHT, iterations=2) & (labels == 0)
+                added.append(p[near])
+                added_truth.append(t[near])
+        if model is not None:
+            extra, extra_truth = np.concatenate(added), np.concatenate(added_truth)
+            grown, _ = _best_recall(extra_truth[np.argsort(-extra, kind="stable")], base_tp, base_calls, int(truth.sum()))
+            model_cells = f"{base_tp / base_calls:.3f} / {base_tp / truth.sum():.3f} | {grown:.3f}"
+        s = summary(tally)
+        lines.append(
+            f"| {name} | {recall:.3f} | {precision_at:.3f} | {s['detection_10px']:.3f} ({s['clusters_10px']}) "
+            f"| {s['fakes_per_megapixel']:.1f} | {model_cells} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model file or bundled model name")
@@ -448,11 +563,13 @@ def main(argv: list[str] | None = None) -> int:
         "--min-pixels", type=int, nargs="*", default=[], help="also the last rule's offsets with these smallest cluster sizes"
     )
     parser.add_argument("--veto", action="store_true", help="also each rule with the zero-electron veto")
+    parser.add_argument("--halo", type=float, nargs="*", default=[], help="also the last rule with halos grown at these posteriors")
     parser.add_argument(
         "--dark-as-noise", action="store_true",
         help="also every rule with the normalisation's dark_as_noise switched from what the model file records",
     )
     parser.add_argument("--oracle", action="store_true", help="also the edge-count oracle on the skipper sets")
+    parser.add_argument("--bound", action="store_true", help="also the oracle bound of event_posteriors on the skipper sets")
     parser.add_argument("--seed", type=int, default=TEST_SEED, help="first seed of the test frames (another sample)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -475,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, rule in list(rules.items()):
             if not rule.zero_electron_veto:
                 rules[f"{name}, zero-electron veto"] = dataclasses.replace(rule, zero_electron_veto=True)
+    last, last_rule = list(rules.items())[-1]
+    for posterior in args.halo:
+        rules[f"{last}, halo ≥ {posterior}"] = dataclasses.replace(last_rule, halo_posterior=posterior)
     sets = test_sets(args.quick, args.seed)
     results = measure(model, meta, sets, rules)
     if args.dark_as_noise:
@@ -493,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.oracle:
         print()
         print(oracle_rows({name: frames for name, frames in sets.items() if "0.16" in name or "damic" in name}))
+    if args.bound:
+        print()
+        print(bound_rows({name: frames for name, frames in sets.items() if "0.16" in name or "damic" in name}, model=model, meta=meta))
     print(f"\n{time.monotonic() - started:.0f} s, torch {torch.__version__}, 1 thread", file=sys.stderr)
     return 0
 

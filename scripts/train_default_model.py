@@ -58,6 +58,11 @@ MIN_CLUSTER_PIXELS = 3
 """Predicted clusters of 1–2 px are dropped: on held-out frames nearly all of them are fakes (noise,
 dark current, hot pixels and glitches; benchmarks/bench_boundary.py), and no cluster of ≥ 10 px is
 lost; true clusters of 1–2 px are, the price of ≤ 10 fakes/MPix at skipper noise."""
+HALO_POSTERIOR = 0.9
+"""On frames that resolve electrons, background pixels next to a point-like cluster join it when they hold
+some of its fitted profile's charge with at least this probability (``decision.grow_halos``): under
+~1 e⁻/px of dark current it adds recall 0.01–0.02 and detection 0.01–0.02 at precision −0.005
+(docs/benchmarks.md section 16); lower posteriors buy more recall with precision under 0.95."""
 
 HELD_OUT = SimConfig(
     rows=512, cols=512, prescan_cols=8, overscan_cols=32, overscan_rows=8, units="adu",
@@ -129,7 +134,7 @@ def calibrate(model_path: Path, ranges: DomainRanges) -> dict:
     fit = fit_model_offsets(model, meta, frames)
     meta[DECISION_KEY] = fit.to_metadata(
         f"{len(frames)} 256² frames from the model's training ranges, seed {VALIDATION_SEED}", MIN_CLUSTER_PIXELS,
-        zero_electron_veto=True,
+        zero_electron_veto=True, halo_posterior=HALO_POSTERIOR,
     )
     save_model(model_path, model, meta)
     return meta[DECISION_KEY]
@@ -205,7 +210,7 @@ become fake clusters. The model file therefore carries a decision rule (`napari_
 `ccdseg predict`, the widgets and batch prediction all apply: logit offsets ({offsets}), fitted to
 maximise the mean pixel F1 of the classes on {decision["fitted_on"]} (macro F1 {decision["score_before"]}
 → {decision["score_after"]}){_veto_text(decision)}, then predicted clusters smaller than {decision["min_cluster_pixels"]} px
-are given their best other class. The table (from `benchmarks/bench_boundary.py`'s test frames, seeds
+are given their best other class{_halo_text(decision)}. The table (from `benchmarks/bench_boundary.py`'s test frames, seeds
 unused by training and fitting) compares the plain argmax and the rule; *width bias*: predicted minus true
 pixels per one-to-one matched cluster, and as an equivalent diameter; *ring*: cluster precision and recall
 on each true cluster's edge pixels and the one-pixel ring outside it.
@@ -244,6 +249,17 @@ def _veto_text(decision: dict) -> str:
         "; on frames that resolve single electrons, cluster pixels reading less than half an electron above"
         " their row's zero-electron peak are given their best other class (an empty pixel holds no event's"
         " charge)"
+    )
+
+
+def _halo_text(decision: dict) -> str:
+    """The rule's halo growth, when it has one, as a clause."""
+    if not decision.get("halo_posterior"):
+        return ""
+    return (
+        "; last, on frames that resolve single electrons, each point-like cluster's diffusion profile is fitted and"
+        " a background pixel next to it joins it when its electron count holds some of that profile's charge with"
+        f" probability ≥ {decision['halo_posterior']:g} (dark current alone being the other explanation)"
     )
 
 

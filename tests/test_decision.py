@@ -6,12 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 import torch
 from safetensors.torch import save_file
 
 from napari_ccdseg.calibrate import calibrate_frame
 from napari_ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, N_CLASSES, UNLABELLED
-from napari_ccdseg.decision import DECISION_KEY, DecisionRule, decide_with_fallback, drop_small_clusters, fit_logit_offsets
+from napari_ccdseg.decision import (
+    DECISION_KEY, DecisionRule, decide_with_fallback, drop_small_clusters, fit_logit_offsets, grow_halos,
+    halo_posterior_map,
+)
 from napari_ccdseg.errors import InputError
 from napari_ccdseg.metrics import cluster_instances
 from napari_ccdseg.modelfile import load_model, save_model
@@ -101,7 +105,7 @@ def test_min_cluster_pixels_in_the_file_removes_small_components(tmp_path, model
     "decision",
     [
         {"logit_offsets": [0.0, 1.0]}, {"logit_offsets": [0.0, 0.0, 0.0, float("nan")]}, {"min_cluster_pixels": 0},
-        {"zero_electron_veto": "yes"}, [1, 2],
+        {"zero_electron_veto": "yes"}, [1, 2], {"halo_posterior": 1.5}, {"halo_posterior": True},
     ],
 )
 def test_a_malformed_rule_is_refused_naming_the_file(tmp_path, model, decision):
@@ -195,3 +199,82 @@ def test_decide_with_fallback_gives_each_pixel_its_best_class_other_than_cluster
     assert labels.dtype == fallback.dtype == np.uint8
     assert labels.tolist() == [[CLUSTER, CLUSTER, GLOWING]]
     assert fallback.tolist() == [[GLOWING, HOT_PIXEL, GLOWING]]
+
+
+def test_the_halo_posterior_is_the_poisson_chance_of_some_event_charge():
+    counts = np.array([[0.0, 1.0, 2.0, 2.0, 5.0]])
+    expected = np.array([[3.0, 1.0, 1.0, 0.0, 0.5]])
+    posterior = halo_posterior_map(counts, np.array([1.0]), expected)
+    # no electron: no event charge; μ = 0: none expected; n = 2, λ = μ = 1: 1 − (1/2)²
+    np.testing.assert_allclose(posterior, [[0.0, 0.5, 0.75, 0.0, 1 - (1 / 1.5) ** 5]])
+    # 30 e- where dark current and the halo expect 3: another event or a defect, not this halo
+    assert halo_posterior_map(np.array([[30.0, 6.0]]), np.array([1.0]), np.array([[2.0, 2.0]])).tolist()[0][0] == 0.0
+    assert halo_posterior_map(np.array([[30.0, 6.0]]), np.array([1.0]), np.array([[2.0, 2.0]]))[0, 1] > 0.99
+
+
+def _diffused_cluster(rng, dark_e, electrons=400, sigma=0.8, shape=(48, 48), centre=(24.3, 23.6)):
+    """Electron counts of a frame of Poisson dark current with one diffused point of charge, and its
+    event charge per pixel."""
+    rows = np.floor(rng.normal(centre[0], sigma, electrons)).astype(int)
+    cols = np.floor(rng.normal(centre[1], sigma, electrons)).astype(int)
+    event = np.zeros(shape)
+    np.add.at(event, (rows, cols), 1)
+    counts = event + rng.poisson(dark_e, shape)
+    return counts + rng.normal(0, 0.15, shape), event
+
+
+def test_halos_add_the_edge_pixels_a_diffused_cluster_holds_and_nothing_far_from_it():
+    rng = np.random.default_rng(1)
+    electrons, event = _diffused_cluster(rng, dark_e=1.0)
+    electrons[5, 5] += 40  # a bright pixel far away: no cluster near it, no halo
+    labels = np.zeros(event.shape, np.uint8)
+    labels[event >= 4] = CLUSTER  # a network's core: the bright pixels only
+    labels[30:33, 40] = HOT_PIXEL  # other classes keep theirs
+    before = labels.copy()
+    grow_halos(labels, electrons, np.ones(event.shape[0]), 0.15, posterior=0.9)
+    added = (labels == CLUSTER) & (before != CLUSTER)
+    assert added.sum() >= 3
+    assert (before[added] == BACKGROUND).all()
+    touching = ndimage.binary_dilation(before == CLUSTER, np.ones((3, 3), bool))
+    assert not (added & ~touching).any()  # one pixel deep
+    assert (event[added] >= 1).mean() >= 0.8  # the added pixels hold the cluster's charge
+    assert np.array_equal(labels[30:33, 40], before[30:33, 40]) and labels[5, 5] == BACKGROUND
+    # a stricter posterior adds a subset
+    strict = before.copy()
+    grow_halos(strict, electrons, np.ones(event.shape[0]), 0.15, posterior=0.99)
+    assert ((strict == CLUSTER) <= (labels == CLUSTER)).all() and (strict == CLUSTER).sum() < (labels == CLUSTER).sum()
+
+
+def test_without_dark_current_a_halo_takes_every_occupied_pixel_the_profile_reaches():
+    rng = np.random.default_rng(2)
+    electrons, event = _diffused_cluster(rng, dark_e=0.0)
+    labels = np.zeros(event.shape, np.uint8)
+    labels[event >= 4] = CLUSTER
+    reach = ndimage.binary_dilation(labels == CLUSTER, np.ones((3, 3), bool))
+    grow_halos(labels, electrons, np.zeros(event.shape[0]), 0.15, posterior=0.9)
+    within = reach & (event >= 1)
+    assert (labels[within] == CLUSTER).mean() > 0.95
+    assert not (labels[event == 0] == CLUSTER).any()
+
+
+def test_a_track_gets_no_halo():
+    """The fitted profile is a point's Gaussian: a component longer than the fit's stamp is left as it is."""
+    rng = np.random.default_rng(3)
+    shape = (40, 40)
+    electrons = rng.poisson(1.0, shape) + rng.normal(0, 0.15, shape)
+    electrons[20, 5:25] += 30
+    electrons[19, 5:25] += 2
+    labels = np.zeros(shape, np.uint8)
+    labels[20, 5:25] = CLUSTER
+    before = labels.copy()
+    grow_halos(labels, electrons, np.ones(shape[0]), 0.15, posterior=0.5)
+    assert np.array_equal(labels, before)
+
+
+def test_halos_change_nothing_on_a_frame_that_does_not_resolve_electrons(tmp_path, model, frame):
+    rule = {"logit_offsets": [0.0, 0.0, 0.0, 1.0]}
+    loaded, meta = _saved(tmp_path, model, rule)
+    without = predict_frame(loaded, meta, frame.image).labels
+    loaded, meta = _saved(tmp_path, model, {**rule, "halo_posterior": 0.5})
+    assert DecisionRule.from_metadata(meta).halo_posterior == 0.5
+    assert np.array_equal(predict_frame(loaded, meta, frame.image).labels, without)

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_ccdseg.bundled import DEFAULT_MODEL, bundled_models, resolve_model
 from napari_ccdseg.metrics import evaluate
@@ -46,6 +47,30 @@ def test_the_default_model_calls_no_empty_pixel_cluster_on_an_electron_counting_
     assert not (pred[electrons < 0.3] == 3).any()  # 0.3: clear of the drift and the 0.16 e- noise
     plain = predict_frame(model, meta, frame.image, zero_electron_veto=False).labels
     assert (plain[electrons < 0.3] == 3).any()  # the network alone does call some
+
+
+def test_the_default_model_grows_cluster_halos_under_heavy_dark_current(default_model):
+    """Its rule adds the 1–2 e- edge pixels the network leaves out on a damic-m frame (~1 e-/px of dark
+    current): only background pixels touching a cluster and holding electrons, and of those far more
+    often the true cluster pixels than the others."""
+    model, meta = default_model
+    assert meta["decision"]["halo_posterior"] == pytest.approx(0.9)
+    config = SIM_PRESETS["damic-m"]
+    frame = simulate_frame(config, seed=4)
+    with_halos = predict_frame(model, meta, frame.image).labels
+    without = predict_frame(model, meta, frame.image, halo_posterior=None).labels
+    added = (with_halos == 3) & (without != 3)
+    assert (with_halos[without == 3] == 3).all() and (with_halos[~added] == without[~added]).all()
+    assert added.sum() >= 20
+    assert (without[added] == 0).all()
+    touching = ndimage.binary_dilation(without == 3, np.ones((3, 3), bool))
+    assert touching[added].all()
+    electrons = (frame.image - config.pedestal_adu) / config.gain_adu_per_e
+    assert (electrons[added] > 0.5).all()
+    truth = frame.labels == 3
+    candidates = touching & (without == 0) & (electrons > 0.5)
+    assert truth[added].mean() > truth[candidates].mean() + 0.2
+    assert truth[with_halos == 3].sum() > truth[without == 3].sum()
 
 
 def test_the_default_model_reads_heavy_dark_current_as_background_not_glow(default_model):

@@ -13,6 +13,12 @@ electron (``zero_electron_veto``): truth calls a pixel cluster only when an even
 it, and at skipper noise an empty pixel is told from a 1-e⁻ one at > 3 σ, so the network's
 habit of painting a smooth footprint around a cluster (learnt on noisy frames, where edges
 cannot be seen) is undone by the frame's own electron count.
+
+The same count can also add what the network leaves out (``halo_posterior``): on such a frame each
+point-like cluster's diffusion profile is fitted (:func:`napari_ccdseg.particles.fit_point_spread`),
+and a background pixel next to it becomes cluster when its electron count is likelier to hold some
+of that profile's charge than to be dark current alone (:func:`grow_halos`). Under ~1 e⁻/px of dark
+current a network calls too few of a cluster's 1–2 e⁻ edge pixels (docs/benchmarks.md section 16).
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
+from scipy.stats import poisson
 
-from .classes import CLUSTER, N_CLASSES, UNLABELLED
+from .classes import BACKGROUND, CLUSTER, N_CLASSES, UNLABELLED
+from .metrics import cluster_instances
+from .particles import STAMP_PX, fit_point_spread, spread_map
 
 if TYPE_CHECKING:
     from .framescale import FrameScale
@@ -32,6 +42,10 @@ DECISION_KEY = "decision"
 """Model-file metadata key of the decision rule."""
 EMPTY_BELOW_E = 0.5
 """A pixel reading less than this many electrons above its row's zero-electron peak holds none."""
+HALO_CONSISTENT_P = 1e-3
+"""A pixel whose count dark current plus the fitted halo would reach less often than this holds
+something else (another event, a hot pixel): never halo."""
+EIGHT = np.ones((3, 3), bool)
 OBJECTIVE = "macro F1"
 """What the offsets maximise: the mean pixel F1 of the classes present in the truth, so the cluster
 offset cannot buy cluster F1 with hot-pixel or glowing pixels."""
@@ -46,12 +60,16 @@ class OffsetFit:
     score_after: float
     pixels: int
 
-    def to_metadata(self, fitted_on: str, min_cluster_pixels: int = 1, zero_electron_veto: bool = False) -> dict:
+    def to_metadata(
+        self, fitted_on: str, min_cluster_pixels: int = 1, zero_electron_veto: bool = False,
+        halo_posterior: float | None = None,
+    ) -> dict:
         """The model file's ``decision`` entry: what :meth:`DecisionRule.from_metadata` reads back."""
         return {
             "logit_offsets": [round(v, 4) for v in self.offsets],
             "min_cluster_pixels": min_cluster_pixels,
             "zero_electron_veto": zero_electron_veto,
+            "halo_posterior": halo_posterior,
             "objective": OBJECTIVE,
             "score_before": round(self.score_before, 4),
             "score_after": round(self.score_after, 4),
@@ -65,11 +83,13 @@ class DecisionRule:
     """How logits become classes: offsets added (None: plain argmax); with ``zero_electron_veto``,
     on frames that resolve electrons, cluster pixels below :data:`EMPTY_BELOW_E` given their best
     other class; then cluster components of fewer than ``min_cluster_pixels`` pixels likewise
-    (1: none dropped)."""
+    (1: none dropped); last, with ``halo_posterior``, on frames that resolve electrons,
+    :func:`grow_halos` at that posterior (None: no halo)."""
 
     offsets: np.ndarray | None = None
     min_cluster_pixels: int = 1
     zero_electron_veto: bool = False
+    halo_posterior: float | None = None
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> DecisionRule:
@@ -94,7 +114,11 @@ class DecisionRule:
         veto = entry.get("zero_electron_veto", False)
         if not isinstance(veto, bool):
             raise ValueError(f"'zero_electron_veto' must be true or false, got {veto!r}")
-        return cls(None if values is None else np.asarray(values, np.float32), smallest, veto)
+        halo = entry.get("halo_posterior")
+        if halo is not None and not (isinstance(halo, (int, float)) and not isinstance(halo, bool) and 0 < halo < 1):
+            raise ValueError(f"'halo_posterior' must be null or a number between 0 and 1, got {halo!r}")
+        return cls(None if values is None else np.asarray(values, np.float32), smallest, veto,
+                   None if halo is None else float(halo))
 
 
 def decide(logits: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
@@ -187,7 +211,7 @@ def fit_model_offsets(model, metadata: dict, frames, **kwargs) -> OffsetFit:
     logits, truth = [], []
     for frame in frames:
         prediction = predict_frame(model, metadata, frame.image, source=frame.name, probabilities=True, offsets=None,
-                                   min_cluster_pixels=1, zero_electron_veto=False)
+                                   min_cluster_pixels=1, zero_electron_veto=False, halo_posterior=None)
         logits.append(np.log(np.maximum(prediction.probabilities, 1e-30)).reshape(N_CLASSES, -1))
         truth.append(np.asarray(frame.labels).reshape(-1))
     kwargs.setdefault("start", prior_correction(metadata))
@@ -213,10 +237,51 @@ def drop_small_clusters(labels: np.ndarray, fallback: np.ndarray, min_pixels: in
     their ``fallback`` class (the best class other than cluster), in place; returns ``labels``."""
     if min_pixels <= 1:
         return labels
-    from .metrics import cluster_instances
-
     components = cluster_instances(labels)
     sizes = np.bincount(components.ravel())
     small = (sizes < min_pixels)[components] & (components > 0)
     labels[small] = fallback[small]
+    return labels
+
+
+def halo_posterior_map(counts: np.ndarray, row_dark_e: np.ndarray, expected_e: np.ndarray) -> np.ndarray:
+    """Probability that each pixel holds event charge, given its electron count n, its row's dark
+    current λ and the event charge μ a fitted profile expects there: with Poisson counts
+    P(none | n) = (λ / (λ + μ))ⁿ, so 1 − that (0 where μ = 0 or n = 0). A count that neither
+    explains (Poisson chance of ≥ n below :data:`HALO_CONSISTENT_P` at mean λ + μ) is another
+    event's or a defect's, not this halo's: 0 too."""
+    lam = np.asarray(row_dark_e, np.float64)[:, None]
+    mu = np.asarray(expected_e, np.float64)
+    n = np.maximum(np.rint(counts), 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        none = np.where(mu > 0, (lam / (lam + mu)) ** n, 1.0)
+    posterior = 1.0 - none
+    posterior[poisson.sf(n - 1, lam + mu) < HALO_CONSISTENT_P] = 0.0
+    return posterior
+
+
+def grow_halos(
+    labels: np.ndarray, electrons: np.ndarray, row_dark_e: np.ndarray, noise_e: float, posterior: float
+) -> np.ndarray:
+    """``labels`` with the halos of point-like clusters added, in place; returns ``labels``.
+
+    Each cluster component that fits in the spread fit's stamp (a track's profile is no Gaussian)
+    gets its pixel-integrated Gaussian fitted to ``electrons`` (the frame in e⁻ above its row
+    pedestals); background 8-neighbours of such a cluster whose :func:`halo_posterior_map` reaches
+    ``posterior`` become cluster. One pixel deep: farther out the fitted tail is too uncertain (on
+    ``damic-m`` frames a second ring added nothing at equal precision). ``row_dark_e``: each row's
+    dark current (e⁻/px), from the frame's comb or calibration.
+    """
+    components = cluster_instances(labels)
+    if not components.any():
+        return labels
+    boxes = ndimage.find_objects(components)
+    small = [i + 1 for i, box in enumerate(boxes) if box is not None and max(s.stop - s.start for s in box) <= STAMP_PX]
+    if not small:
+        return labels
+    ids = np.asarray(small, np.int64)
+    fit = fit_point_spread(electrons, components, ids, noise_e=noise_e)
+    grown = ndimage.binary_dilation(np.isin(components, ids), EIGHT) & (labels == BACKGROUND)
+    grown &= halo_posterior_map(electrons, row_dark_e, spread_map(fit, labels.shape)) >= posterior
+    labels[grown] = CLUSTER
     return labels

@@ -474,7 +474,7 @@ def depth_um(
     return depth(sigma), 0.5 * (depth(sigma + err) - depth(np.maximum(sigma - err, 0.0)))
 
 
-_STAMP = 7
+STAMP_PX = 7
 """Side of the fitted stamp (px): ±3 px holds ±3σ of the deepest point in a 15 µm-pixel CCD."""
 _FIT_ITERATIONS = 12
 _MIN_SIGMA_PX = 0.05
@@ -546,10 +546,10 @@ def fit_point_spread(
     wsum = np.bincount(k, w, minlength=n)
     centre_r = np.bincount(k, w * r, minlength=n) / wsum
     centre_c = np.bincount(k, w * c, minlength=n) / wsum
-    half = _STAMP // 2
+    half = STAMP_PX // 2
     top = np.rint(centre_r).astype(np.int64) - half
     left = np.rint(centre_c).astype(np.int64) - half
-    offsets = np.arange(_STAMP)
+    offsets = np.arange(STAMP_PX)
     rr = top[:, None] + offsets  # (n, S) rows of each stamp
     cc = left[:, None] + offsets
     inside = ((rr >= 0) & (rr < image.shape[0]))[:, :, None] & ((cc >= 0) & (cc < image.shape[1]))[:, None, :]
@@ -562,7 +562,7 @@ def fit_point_spread(
     padded = np.pad(own, ((0, 0), (1, 1), (1, 1)))
     for dr in range(3):
         for dc in range(3):
-            ring |= padded[:, dr : dr + _STAMP, dc : dc + _STAMP]
+            ring |= padded[:, dr : dr + STAMP_PX, dc : dc + STAMP_PX]
     use = inside & ring & ((owner == 0) | own)
     around = inside & ~ring & (owner == 0)  # the local level under glow or dark current
     with warnings.catch_warnings():  # a stamp with no free pixel has no level: 0
@@ -641,6 +641,26 @@ def _gaussian_stamp(params: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> tuple
         axis=-1,
     )
     return model, jac
+
+
+def spread_map(fit: SpreadFit, shape: tuple[int, int]) -> np.ndarray:
+    """Expected event charge (e⁻) per pixel of an image of ``shape`` from fitted clusters: each
+    cluster's pixel-integrated Gaussian over its 7 × 7 stamp (clusters whose fit failed add nothing)."""
+    params = np.stack([fit.charge_e, fit.row, fit.col, fit.sigma_row, fit.sigma_col], axis=1)
+    params = params[np.isfinite(params).all(axis=1)]
+    out = np.zeros(shape)
+    if not len(params):
+        return out
+    half = STAMP_PX // 2
+    rr = np.rint(params[:, 1]).astype(np.int64)[:, None] - half + np.arange(STAMP_PX)
+    cc = np.rint(params[:, 2]).astype(np.int64)[:, None] - half + np.arange(STAMP_PX)
+    with np.errstate(all="ignore"):
+        model, _ = _gaussian_stamp(params, rr, cc)
+    rows = np.broadcast_to(rr[:, :, None], model.shape)
+    cols = np.broadcast_to(cc[:, None, :], model.shape)
+    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1]) & np.isfinite(model)
+    np.add.at(out, (rows[inside], cols[inside]), np.maximum(model[inside], 0.0))
+    return out
 
 
 def point_depths(

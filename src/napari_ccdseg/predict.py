@@ -18,7 +18,9 @@ import torch
 
 from .atomic import atomic_path
 from .calibrate import Calibration
-from .decision import DecisionRule, decide, decide_with_fallback, drop_small_clusters, empty_pixels, veto_empty
+from .decision import (
+    DecisionRule, decide, decide_with_fallback, drop_small_clusters, empty_pixels, grow_halos, veto_empty,
+)
 from .devices import resolve_precision
 from .errors import InputError
 from .framescale import frame_scale
@@ -193,23 +195,29 @@ def predict_frame(
     """Normalise a whole raw frame as the model was trained (``meta``: the model file's
     metadata), then predict it tile by tile with the decision rule the metadata records
     (:class:`~napari_ccdseg.decision.DecisionRule`; pass ``offsets=None, min_cluster_pixels=1,
-    zero_electron_veto=False`` for the plain argmax); ``source`` names the frame in errors.
+    zero_electron_veto=False, halo_posterior=None`` for the plain argmax); ``source`` names the frame in errors.
     ``calibration``: the frame's own, if made (it then gives pedestals, noise and gain, as
     :func:`~napari_ccdseg.framescale.frame_scale` says), else the frame's comb is looked for."""
     rule = DecisionRule.from_metadata(meta)
     veto = kwargs.pop("zero_electron_veto", rule.zero_electron_veto)
+    halo = kwargs.pop("halo_posterior", rule.halo_posterior)
     params = meta["normalisation_params"]
-    found = None  # the frame's scale, measured once for the normalisation and the veto
-    if meta["normalisation"] == "sigma" and (veto or calibration is not None or params.get("dark_as_noise")):
+    found = None  # the frame's scale, measured once for the normalisation, the veto and the halos
+    if meta["normalisation"] == "sigma" and (veto or halo or calibration is not None or params.get("dark_as_noise")):
         plane = monochrome(np.asarray(image), source)
         check_finite(plane, source)
         found = frame_scale(plane, calibration=calibration)
     normalised = normalise(image, meta["normalisation"], **params, source=source, known=found)
     kwargs.setdefault("offsets", rule.offsets)
     kwargs.setdefault("min_cluster_pixels", rule.min_cluster_pixels)
-    if veto and found is not None and found.resolves_electrons:
+    counting = found is not None and found.resolves_electrons
+    if veto and counting:
         kwargs.setdefault("empty", empty_pixels(found, plane))
-    return predict_normalised(model, normalised, **kwargs)
+    prediction = predict_normalised(model, normalised, **kwargs)
+    if halo and counting and found.row_dark_e is not None:
+        grow_halos(prediction.labels, found.electrons(plane), found.row_dark_e,
+                   found.noise_adu / found.gain_adu_per_e, halo)
+    return prediction
 
 
 def prediction_paths(out_dir: str | Path, stem: str, probabilities: bool) -> list[Path]:
