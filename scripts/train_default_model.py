@@ -419,18 +419,19 @@ def _base_text(init: Path) -> str:
 def recalibrate(folder: Path, docs: Path) -> int:
     """Fit and store the decision rule of the model in ``folder`` (same weights) on frames from the
     training ranges its card records (ranges added since take their defaults), re-score it, and
-    update its card (the plain argmax's figures kept as ``figures_plain_argmax``) and page."""
+    update its card (a card without a rule keeps its plain argmax's figures as ``figures_plain_argmax``) and page."""
     card_path = folder / f"{DEFAULT_MODEL}.json"
     card = json.loads(card_path.read_text())
     with tempfile.TemporaryDirectory() as work:
         model_path = Path(work) / "default.safetensors"
         shutil.copyfile(folder / f"{DEFAULT_MODEL}.safetensors", model_path)
         ranges = {k: tuple(v) if isinstance(v, list) else v for k, v in card["training_frames"]["ranges"].items()}
+        if "decision" not in card:  # its figures are the plain argmax's
+            card["figures_plain_argmax"] = card["figures"]
         card["decision"] = calibrate(model_path, DomainRanges(**ranges))
         card["boundary"] = boundary_figures(model_path)
         model, meta = load_model(model_path, "cpu")
         card["normalisation"] = meta["normalisation_params"]
-        card.setdefault("figures_plain_argmax", card["figures"])
         card["figures"] = {name: score(model, meta, test) for name, test in test_sets().items()}
         with atomic_path(folder / f"{DEFAULT_MODEL}.safetensors") as tmp:
             shutil.copyfile(model_path, tmp)
