@@ -37,7 +37,8 @@ with halos grown at posterior P (``decision.grow_halos``).
 ``--dark-as-noise`` adds every rule with the normalisation's ``dark_as_noise`` switched from what the
 model file records (``napari_ccdseg.normalise``: dark current counted as noise on frames holding more
 than ``framescale.DENSE_DARK_E``). ``--oracle`` adds :func:`oracle_rows` on the skipper sets: what the
-electron count alone allows at cluster edges; ``--bound`` adds :func:`bound_rows`: what an oracle that knows
+electron count alone allows at cluster edges; ``--halo-cost`` only times ``predict_frame`` with and without
+the halos on a 1536² ``damic-m`` frame; ``--bound`` adds :func:`bound_rows`: what an oracle that knows
 every event's charge points allows at precision 0.95, alone and added to the model's rule.
 ``--seed S``: test frames from seeds S, S + 1 … instead of 910 000 (another sample of the same sets).
 ``--quick``: 256² held-out frames, 2 per set, 8 validation frames.
@@ -554,6 +555,23 @@ def bound_rows(sets: dict[str, list[SimulatedFrame]], samples: int = 1000, model
     return "\n".join(lines)
 
 
+def halo_cost(model, meta: dict, side: int = 1536, repeats: int = 3) -> str:
+    """What the halos add to ``predict_frame`` on one ``damic-m`` frame of side² pixels: best of
+    ``repeats`` wall times with and without them, and their ratio (same run, same frame)."""
+    frame = simulate_frame(dataclasses.replace(SIM_PRESETS["damic-m"], rows=side, cols=side), TEST_SEED)
+    rule = DecisionRule.from_metadata(meta)
+    times = {}
+    for name, posterior in (("without halos", None), ("with halos", rule.halo_posterior or 0.9)):
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict_frame(model, meta, frame.image, halo_posterior=posterior)
+            best = min(best, time.perf_counter() - start)
+        times[name] = best
+    return (f"predict_frame on a {side}² damic-m frame: {times['without halos']:.2f} s without halos, "
+            f"{times['with halos']:.2f} s with them (× {times['with halos'] / times['without halos']:.2f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model file or bundled model name")
@@ -570,11 +588,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--oracle", action="store_true", help="also the edge-count oracle on the skipper sets")
     parser.add_argument("--bound", action="store_true", help="also the oracle bound of event_posteriors on the skipper sets")
+    parser.add_argument("--halo-cost", action="store_true", help="only time predict_frame with and without halos")
     parser.add_argument("--seed", type=int, default=TEST_SEED, help="first seed of the test frames (another sample)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.monotonic()
     model, meta = load_model(resolve_model(args.model))
+    if args.halo_cost:
+        print(halo_cost(model, meta))
+        return 0
     rules: dict[str, DecisionRule] = {"argmax": DecisionRule()}
     stored = DecisionRule.from_metadata(meta)
     if stored.offsets is not None or stored.min_cluster_pixels > 1 or stored.zero_electron_veto:
