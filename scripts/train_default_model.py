@@ -61,8 +61,8 @@ lost; true clusters of 1–2 px are, the price of ≤ 10 fakes/MPix at skipper n
 HALO_POSTERIOR = 0.9
 """On frames that resolve electrons, background pixels next to a point-like cluster join it when they hold
 some of its fitted profile's charge with at least this probability (``decision.grow_halos``): under
-~1 e⁻/px of dark current it adds recall 0.01–0.02 and detection 0.01–0.02 at precision −0.005
-(docs/benchmarks.md section 16); lower posteriors buy more recall with precision under 0.95."""
+~1 e⁻/px of dark current it adds recall +0.013 and detection of clusters ≥ 10 px +0.012 at precision
+−0.006 (docs/benchmarks.md section 16); lower posteriors buy more recall with precision under 0.95."""
 
 HELD_OUT = SimConfig(
     rows=512, cols=512, prescan_cols=8, overscan_cols=32, overscan_rows=8, units="adu",

@@ -530,6 +530,25 @@ def test_predict_uses_the_calibration_made_in_the_viewer(qtbot, viewer, tmp_path
     assert np.mean(labels[bright] == CLUSTER) > 0.9
 
 
+def test_predict_grows_the_default_models_halos_on_an_electron_counting_frame(qtbot, viewer):
+    """The bundled model's rule grows cluster halos on a damic-m frame: the widget's labels are the
+    core's with them, not without them."""
+    from napari_ccdseg.modelfile import load_model
+    from napari_ccdseg.predict import predict_frame
+
+    sim = simulate_frame(SIM_PRESETS["damic-m"], seed=4)
+    viewer.add_image(sim.image, name="damic")
+    widget = dock(viewer, PredictWidget(viewer))
+    widget.device.setCurrentText("cpu")
+    click(qtbot, widget.predict_button)
+    wait(qtbot, widget)
+    labels = viewer.layers["damic prediction"].data
+    model, meta = load_model(bundled.resolve_model(bundled.DEFAULT_MODEL))
+    np.testing.assert_array_equal(labels, predict_frame(model, meta, sim.image).labels)
+    without = predict_frame(model, meta, sim.image, halo_posterior=None).labels
+    assert (labels == CLUSTER).sum() > (without == CLUSTER).sum()
+
+
 def test_without_a_bundled_model_an_empty_model_field_says_to_choose_or_train_one(
     qtbot, viewer, tmp_path, monkeypatch, errors
 ):
