@@ -1,7 +1,8 @@
-"""The benchmark script's own logic (never its timings): the GPU section's code, run on the CPU,
-and the recall-by-pixel-charge table, on frames whose answer is known."""
+"""The benchmark scripts' own logic (never their timings): the GPU section's code, run on the CPU,
+the recall-by-pixel-charge table, and bench_boundary's oracle bound, on frames whose answer is known."""
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,3 +69,35 @@ def test_rewriting_the_page_keeps_the_sections_other_scripts_wrote(bench, tmp_pa
     kept = bench.kept_sections(page)
     assert kept == "\n## 5. Masks\n\nmasks table\n\n## 6. More\n\nx\n"
     assert "old table" not in kept
+
+
+@pytest.fixture(scope="module")
+def boundary():
+    path = SCRIPT.parent / "bench_boundary.py"
+    spec = importlib.util.spec_from_file_location("bench_boundary", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_recall_stops_where_precision_would_drop_below_the_bound(boundary):
+    # 8 of 10 true pixels already called with 0 false; then added in order: 1, 1, 0, 0, 1
+    recall, added = boundary._best_recall(np.array([1, 1, 0, 0, 1]), base_tp=8, base_calls=8, n_true=12)
+    # precision after each: 9/9, 10/10, 10/11 = 0.909 < 0.95 → stop after two
+    assert (recall, added) == (pytest.approx(10 / 12), 2)
+
+
+def test_the_oracle_posterior_finds_every_event_pixel_without_dark_current_and_ranks_them_first_with_it(boundary):
+    from napari_ccdseg.simulate import SimConfig, simulate_frame
+
+    quiet = SimConfig(rows=48, cols=48, units="adu", pedestal_adu=100.0, gain_adu_per_e=5.0, read_noise_e=0.15,
+                      dark_current_e=0.0, hot_pixels=(0.0, 0.0), hot_segments=(0.0, 0.0), hot_columns=(0.0, 0.0),
+                      amp_glow_e=0.0, glow_band_probability=0.0, cluster_rate=1000.0)
+    posterior, truth = boundary.event_posteriors(simulate_frame(quiet, seed=2), samples=50)
+    assert truth.sum() > 20
+    assert (posterior[truth] > 0.99).mean() > 0.95 and (posterior[~truth] == 0).all()
+    dark = simulate_frame(SimConfig(rows=48, cols=48, units="adu", pedestal_adu=100.0, gain_adu_per_e=5.0,
+                                    read_noise_e=0.15, dark_current_e=1.0, cluster_rate=1000.0), seed=2)
+    posterior, truth = boundary.event_posteriors(dark, samples=50)
+    assert posterior[truth].mean() > 0.5 > posterior[~truth].mean()
