@@ -43,7 +43,7 @@ from napari_ccdseg.modelfile import load_model  # noqa: E402
 from napari_ccdseg.predict import predict_frame, tile_starts  # noqa: E402
 from napari_ccdseg.scoring import model_labeller, predict_and_evaluate, preset_labeller  # noqa: E402
 from napari_ccdseg.simulate import SIM_PRESETS, SimConfig, simulate_frame  # noqa: E402
-from napari_ccdseg.train import TrainConfig, split_frames, train  # noqa: E402
+from napari_ccdseg.train import TrainConfig, keeps_readout_axes, split_frames, train  # noqa: E402
 from napari_ccdseg.unet import build_unet  # noqa: E402
 
 NOISE_LEVELS = (0.16, 1.6, 3.0)
@@ -75,8 +75,12 @@ def _emit(out: list[str], lines: list[str]) -> None:
     out.extend(lines)
 
 
-def _train(frames: list[LabelledFrame], path: Path, minutes: float, seed: int) -> tuple[object, dict, float, object]:
-    config = TrainConfig(epochs=1000, early_stopping=1000, max_minutes=minutes, device="cpu", seed=seed)
+def _train(
+    frames: list[LabelledFrame], path: Path, minutes: float, seed: int, label_preset: str | None = None
+) -> tuple[object, dict, float, object]:
+    """Train as ``ccdseg train`` would on frames labelled by ``label_preset`` (None: truth)."""
+    config = TrainConfig(epochs=1000, early_stopping=1000, max_minutes=minutes, device="cpu", seed=seed,
+                         keep_readout_axes=keeps_readout_axes(label_preset))
     start = time.perf_counter()
     result = train(frames, path, config)
     seconds = time.perf_counter() - start
@@ -112,7 +116,7 @@ def quality(args, out: list[str], tmp: Path) -> dict:
         assert all(np.array_equal(a.labels == CLUSTER, b.labels == CLUSTER) for a, b in zip(tests, noiseless))
         charges = [frame.image for frame in noiseless]
         m_truth, meta_truth, _, _ = _train(truth_frames, tmp / f"truth{noise}.safetensors", args.minutes, 0)
-        m_auto, meta_auto, _, _ = _train(auto_frames, tmp / f"auto{noise}.safetensors", args.minutes, 0)
+        m_auto, meta_auto, _, _ = _train(auto_frames, tmp / f"auto{noise}.safetensors", args.minutes, 0, "physical")
         test_frames = [LabelledFrame(f"test{i}", t.image, t.labels, t.instances) for i, t in enumerate(tests)]
         labellers = {
             METHODS[0]: preset_labeller("physical"),
@@ -237,7 +241,7 @@ def seed_v1(args, out: list[str], tmp: Path) -> None:
         return
     frames = load_labelled([SEED_V1], preset="seed-v1")
     train_frames, test_frames = split_frames(frames, 0.2, seed=0)
-    model, meta, seconds, result = _train(train_frames, tmp / "seed.safetensors", args.minutes, 0)
+    model, meta, seconds, result = _train(train_frames, tmp / "seed.safetensors", args.minutes, 0, "seed-v1")
     truth = np.concatenate([f.labels.ravel() for f in test_frames])
     pred = np.concatenate([predict_frame(model, meta, f.image).labels.ravel() for f in test_frames])
     report = pixel_report(truth, pred)
@@ -252,7 +256,8 @@ def seed_v1(args, out: list[str], tmp: Path) -> None:
                 f"(which holds out 20 % of them again for validation), {len(test_frames)} held out for this table. "
                 f"Training: {seconds:.0f} s wall ({len(result.history)} epochs, best {result.best_epoch}, "
                 f"stopped: {result.stopped}), budget {args.minutes} min, default augmentation (band strips and "
-                f"hot-pixel pastes included). *Realistic*: {len(realistic)} frames drawn in the same format by "
+                f"hot-pixel pastes included; tiles turned, as `ccdseg train --preset seed-v1` does: these images' "
+                f"rows and columns are alike). *Realistic*: {len(realistic)} frames drawn in the same format by "
                 f"`seedv1.REALISTIC` (a 2–10 column glowing strip at the left edge, lone hot pixels, few clusters; "
                 f"seeds {bench_seed_v1.REALISTIC_SEED} + i), never trained on, labelled by the same colour rules.", ""])
     _emit(out, _table(["class", "F1 held-out balanced (12)", "F1 realistic", "original, published"], rows))

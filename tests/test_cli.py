@@ -200,6 +200,20 @@ def test_label_reads_gzipped_fits(tmp_path, capsys):
     assert read_label_map(tmp_path / "labels" / "run_labels.png").shape == (64, 64)
 
 
+@pytest.mark.parametrize(
+    "options, keeps",
+    [([], True), (["--preset", "physical"], True), (["--preset", "seed-v1"], False),
+     (["--preset", "seed-v1", "--keep-axes"], True), (["--turn-tiles"], False)],
+)
+def test_tiles_turn_by_default_only_for_images_whose_axes_are_alike(options, keeps):
+    """The seed-v1 preset labels the original project's PNGs (hot segments and glow strips both ways):
+    training turns their tiles unless told otherwise; CCD frames keep rows and columns apart."""
+    from napari_ccdseg.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["train", "data", "--out", "m", *options])
+    assert train_config(args).keep_readout_axes is keeps
+
+
 def test_train_options_become_the_training_config_field_by_field():
     from napari_ccdseg.cli import build_parser
     from napari_ccdseg.errors import InputError

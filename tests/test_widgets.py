@@ -403,6 +403,20 @@ def test_inputs_are_disabled_while_a_run_goes_and_back_when_it_ends_fails_or_sto
     assert enabled_inputs(train) == inputs
 
 
+def test_training_on_seed_v1_labels_turns_tiles_and_on_ccd_labels_keeps_the_axes(viewer):
+    """Labels from the seed-v1 preset (the original project's PNGs, alike rows and columns) train with
+    turned tiles; labels from the physical preset, of CCD frames, keep rows and columns apart."""
+    frame = simulate_frame(dataclasses.replace(SIM_PRESETS["conventional"], rows=SIDE, cols=SIDE), seed=1)
+    viewer.add_image(frame.image, name="img")
+    labels = viewer.add_labels(frame.labels, name="img labels", metadata={"label_preset": "seed-v1"})
+    train = dock(viewer, TrainWidget(viewer))
+    assert train.checked_pairs() == [("img", "img labels")]
+    settings = train.settings()
+    assert settings.config.keep_readout_axes is False and settings.metadata["label_preset"] == "seed-v1"
+    labels.metadata["label_preset"] = "physical"
+    assert train.settings().config.keep_readout_axes is True
+
+
 def test_the_whole_loop_simulate_label_train_predict_correct_fine_tune(qtbot, viewer, tmp_path, user_data):
     # simulate three frames with truth
     simulate(qtbot, viewer, n=3)

@@ -23,6 +23,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .ddp import DataParallel
     from .io import Frame
+    from .train import TrainConfig
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -120,11 +121,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         _train(args, None)
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig from the train options (named as its fields); tiles are turned unless told
+    otherwise when the label preset's images have alike rows and columns (``train.keeps_readout_axes``)."""
+    from .train import TrainConfig, keeps_readout_axes
+
+    options = vars(args)
+    if options.get("keep_readout_axes") is None:
+        options = {**options, "keep_readout_axes": keeps_readout_axes(options.get("preset"))}
+    return TrainConfig.from_options(options)
+
+
 def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
     """Train in this process; ``group`` is its rank in a distributed run (only rank 0 reports)."""
     from .bundled import resolve_model
     from .dataset import load_labelled
-    from .train import TrainConfig, train
+    from .train import train
 
     if not args.data and not args.randomised:
         raise InputError("nothing to train on: give dataset folders or frame files, or --randomised N")
@@ -133,7 +145,7 @@ def _train(args: argparse.Namespace, group: DataParallel | None) -> None:
         from .randomise import randomised_frames
 
         frames += randomised_frames(args.randomised, args.seed)
-    config = TrainConfig.from_options(vars(args))  # train options are named as the config's fields
+    config = train_config(args)
     reports = group is None or group.is_writer
     progress = TrainProgressPrinter()
     try:
@@ -449,10 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-augment", dest="augment", action="store_false",
         help="no augmentation at all: no flips, turns and affine moves, band strips or hot-pixel pastes",
     )
-    p.add_argument(
-        "--turn-tiles", dest="keep_readout_axes", action="store_false",
-        help="also turn tiles by 90° and rotate them: for images whose rows and columns are alike (the original "
-        "project's PNGs); off for CCD frames, whose serial trails run along rows and hot columns along columns",
+    axes = p.add_mutually_exclusive_group()
+    axes.add_argument(
+        "--turn-tiles", dest="keep_readout_axes", action="store_const", const=False,
+        help="also turn tiles by 90° and rotate them: for images whose rows and columns are alike (the default "
+        "with --preset seed-v1, the original project's PNGs)",
+    )
+    axes.add_argument(
+        "--keep-axes", dest="keep_readout_axes", action="store_const", const=True,
+        help="never turn rows into columns (the default otherwise: a CCD's serial trails run along rows, its hot "
+        "columns along columns)",
     )
     p.add_argument(
         "--band-augment", type=float, default=TrainConfig.band_augment,

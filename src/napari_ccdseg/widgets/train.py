@@ -7,6 +7,7 @@ and keeps the best checkpoint. "Fine-tune on corrections" starts from the model 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ..dataset import LabelledFrame
 from ..devices import available_devices, describe_device, resolve_device
 from ..io import validated_labels
 from ..errors import InputError
-from ..train import OPTIMISERS, TrainConfig, TrainResult
+from ..train import OPTIMISERS, TrainConfig, TrainResult, keeps_readout_axes
 from ..unet import UNET_CONFIGS
 from ..updates import EpochUpdate, LogUpdate, StepUpdate
 from ._common import (
@@ -144,8 +145,9 @@ class TrainWidget(WorkerWidget):
         self.augment = QCheckBox("Augmentation")
         self.augment.setChecked(defaults.augment)
         self.augment.setToolTip(
-            "flips, turns and small affine moves; thin strips of a frame's glowing band at tile edges; "
-            "lone hot pixels with the frame's hot-pixel values"
+            "flips, scale and shift (and 90° turns and rotations for labels from the seed-v1 preset, whose "
+            "images have alike rows and columns); thin strips of a frame's glowing band at tile edges; lone hot "
+            "pixels with the frame's hot-pixel values"
         )
         devices = available_devices()
         self.device = combo(devices, devices[1] if len(devices) > 1 else "cpu", "CPU or a CUDA device")
@@ -262,6 +264,7 @@ class TrainWidget(WorkerWidget):
         presets = {self.viewer.layers[name].metadata.get("label_preset") for _, name in pairs if name in self.viewer.layers}
         if len(presets) == 1 and None not in presets:
             metadata["label_preset"] = presets.pop()
+            config = dataclasses.replace(config, keep_readout_axes=keeps_readout_axes(metadata["label_preset"]))
         settings = TrainSettings(
             config, self.model_path.text(), self.frames(), self.folder.text(), self.randomised.value(), init_model, metadata
         )
