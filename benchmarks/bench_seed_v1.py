@@ -29,7 +29,7 @@ from napari_ccdseg.metrics import Sample, evaluate
 from napari_ccdseg.modelfile import load_model
 from napari_ccdseg.predict import predict_frame
 from napari_ccdseg.seedv1 import BALANCED, REALISTIC, rendered_frames
-from napari_ccdseg.train import TrainConfig, split_frames, train
+from napari_ccdseg.train import TrainConfig, keeps_readout_axes, split_frames, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "seed-v1" / "train"
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [header, "|" + "---|" * 9]
     for name in args.variants.split(","):
         config = TrainConfig(epochs=1000, early_stopping=1000, max_minutes=args.minutes, device="cpu", seed=args.seed,
-                             keep_readout_axes=False, **VARIANTS[name])  # the original's PNGs: axes alike
+                             keep_readout_axes=keeps_readout_axes("seed-v1"), **VARIANTS[name])  # as ccdseg train
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             result = train(train_frames, Path(tmp) / "seed.safetensors", config)
