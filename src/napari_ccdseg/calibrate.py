@@ -415,9 +415,7 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
     mode: at λ > 1 e⁻/px the one-electron peak is the tallest); its width is the rms of its lower
     half, which no electron peak reaches. The gain is the distance to the next peak, found in what
     is left once that Gaussian is taken away (a small one-electron peak on its tail is only a
-    shoulder), or the spacing to the peak after it when that is smaller (the next one was missed),
-    else ``hint_gain``; peaks farther up are not looked at (two hot pixels' values 0.13 e⁻ apart at
-    11 e⁻ once made the gain 0.13 and hid the comb of a frame at σ = 0.16 e⁻).
+    shoulder), else ``hint_gain``.
     """
     from scipy.special import ndtr
 
@@ -446,8 +444,8 @@ def _first_guess(values: np.ndarray, step: float, hint_gain: float | None) -> tu
     rest = smooth - np.convolve(zero_peak, [0.25, 0.5, 0.25], mode="same")
     above = centres > mu0 + 2 * sigma_adu
     found = [centre for centre, _ in _peaks(centres[above], rest[above], smooth[above])]
-    if found:  # far up, hot pixels' values make peaks close together: only the first two count
-        gain = float(np.min(np.diff([mu0, *found[:2]])))
+    if found:
+        gain = float(np.min(np.diff([mu0, *found])))
     elif hint_gain is not None:
         gain = float(hint_gain)
     else:
