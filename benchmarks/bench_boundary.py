@@ -62,7 +62,7 @@ from napari_ccdseg import simulate
 from napari_ccdseg.bundled import resolve_model
 from napari_ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from napari_ccdseg.decision import (
-    DecisionRule, decide_with_fallback, drop_small_clusters, empty_pixels, fit_model_offsets, grow_halos, veto_empty,
+    DecisionRule, decide_with_fallback, drop_small_clusters, empty_pixels, fit_model_offsets, grow_frame_halos, veto_empty,
 )
 from napari_ccdseg.framescale import FrameScale, electron_scale
 from napari_ccdseg.metrics import cluster_instances, match_clusters
@@ -397,9 +397,8 @@ def decide_frame(logits: np.ndarray, rule: DecisionRule, image: np.ndarray, foun
     if rule.zero_electron_veto and found is not None:
         veto_empty(labels, fallback, empty_pixels(found, image))
     labels = drop_small_clusters(labels, fallback, rule.min_cluster_pixels)
-    if rule.halo_posterior and found is not None and found.row_dark_e is not None:
-        noise_e = found.noise_adu / found.gain_adu_per_e
-        grow_halos(labels, found.electrons(image), found.row_dark_e, noise_e, rule.halo_posterior)
+    if rule.halo_posterior and found is not None:
+        grow_frame_halos(labels, found, image, rule.halo_posterior)
     return labels
 
 

@@ -285,3 +285,11 @@ def grow_halos(
     grown &= halo_posterior_map(electrons, row_dark_e, spread_map(fit, labels.shape)) >= posterior
     labels[grown] = CLUSTER
     return labels
+
+
+def grow_frame_halos(labels: np.ndarray, scale: FrameScale, plane: np.ndarray, posterior: float) -> np.ndarray:
+    """:func:`grow_halos` with the electrons, row dark current and noise of a frame's electron ``scale``
+    (``plane``: the 2-D frame); ``labels`` unchanged when the scale has no dark current."""
+    if scale.row_dark_e is None:
+        return labels
+    return grow_halos(labels, scale.electrons(plane), scale.row_dark_e, scale.noise_adu / scale.gain_adu_per_e, posterior)

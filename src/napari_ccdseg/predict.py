@@ -19,7 +19,7 @@ import torch
 from .atomic import atomic_path
 from .calibrate import Calibration
 from .decision import (
-    DecisionRule, decide, decide_with_fallback, drop_small_clusters, empty_pixels, grow_halos, veto_empty,
+    DecisionRule, decide, decide_with_fallback, drop_small_clusters, empty_pixels, grow_frame_halos, veto_empty,
 )
 from .devices import resolve_precision
 from .errors import InputError
@@ -214,9 +214,8 @@ def predict_frame(
     if veto and counting:
         kwargs.setdefault("empty", empty_pixels(found, plane))
     prediction = predict_normalised(model, normalised, **kwargs)
-    if halo and counting and found.row_dark_e is not None:
-        grow_halos(prediction.labels, found.electrons(plane), found.row_dark_e,
-                   found.noise_adu / found.gain_adu_per_e, halo)
+    if halo and counting:
+        grow_frame_halos(prediction.labels, found, plane, halo)
     return prediction
 
 
